@@ -1,0 +1,249 @@
+//! The log events of DESIGN.md §6: one value per state change, with stable names and
+//! fields. Components emit [`Event`]s through an [`Events`] handle; `logging` turns
+//! them into log lines, tests collect them.
+
+use std::fmt;
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, SecondsFormat, Utc};
+
+/// How a run (or one attempt of it) ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Success,
+    /// Non-zero exit, an unexpected HTTP status, a connection error.
+    Failure,
+    /// The attempt ran past its timeout and was terminated.
+    Timeout,
+    /// The process died of a signal chime did not send.
+    Killed,
+    /// Terminated by chime: `overlap: replace`, shutdown, or cancellation.
+    Cancelled,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Success => "success",
+            Outcome::Failure => "failure",
+            Outcome::Timeout => "timeout",
+            Outcome::Killed => "killed",
+            Outcome::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// Why a run started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    Schedule,
+    Retry,
+    Manual,
+    CatchUp,
+    Reboot,
+}
+
+impl Trigger {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Schedule => "schedule",
+            Trigger::Retry => "retry",
+            Trigger::Manual => "manual",
+            Trigger::CatchUp => "catch-up",
+            Trigger::Reboot => "reboot",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    Stdout,
+    Stderr,
+    /// The head of an HTTP response body, logged when the call failed.
+    Body,
+}
+
+impl Stream {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stream::Stdout => "stdout",
+            Stream::Stderr => "stderr",
+            Stream::Body => "body",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SkipReason {
+    Overlap,
+    Disabled,
+    Shutdown,
+}
+
+impl SkipReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SkipReason::Overlap => "overlap",
+            SkipReason::Disabled => "disabled",
+            SkipReason::Shutdown => "shutdown",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MissReason {
+    Deadline,
+    ClockJump,
+    LateWakeup,
+}
+
+impl MissReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MissReason::Deadline => "deadline",
+            MissReason::ClockJump => "clock-jump",
+            MissReason::LateWakeup => "late-wakeup",
+        }
+    }
+}
+
+/// What ended an attempt, in the terms the log reports.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExitDetail {
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    pub http_status: Option<u16>,
+    /// A short reason when there is no code: "connection refused", "spawn failed: …".
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    ServiceStarted { version: String, jobs: usize, files: usize },
+    ServiceStopping { version: String, jobs: usize, files: usize },
+    ServiceStopped { version: String, jobs: usize, files: usize },
+    ConfigReloaded { added: usize, changed: usize, removed: usize, unchanged: usize },
+    ConfigRejected { errors: Vec<String> },
+    ClockJumped { from: DateTime<Utc>, to: DateTime<Utc>, delta_ms: i64 },
+    RunStarted {
+        job: Arc<str>,
+        run_id: Arc<str>,
+        trigger: Trigger,
+        scheduled_at: DateTime<Utc>,
+        lateness_ms: f64,
+        attempt: u32,
+    },
+    RunOutput { job: Arc<str>, run_id: Arc<str>, stream: Stream, line: String },
+    RunOutputTruncated { job: Arc<str>, run_id: Arc<str>, limit_bytes: u64 },
+    RunRetrying {
+        job: Arc<str>,
+        run_id: Arc<str>,
+        attempt: u32,
+        outcome: Outcome,
+        detail: ExitDetail,
+        delay_ms: u64,
+    },
+    RunFinished {
+        job: Arc<str>,
+        run_id: Arc<str>,
+        attempts: u32,
+        outcome: Outcome,
+        detail: ExitDetail,
+        duration_ms: u64,
+        output_bytes: u64,
+        truncated: bool,
+    },
+    RunSkipped { job: Arc<str>, scheduled_at: DateTime<Utc>, reason: SkipReason },
+    RunMissed { job: Arc<str>, scheduled_at: DateTime<Utc>, count: u64, reason: MissReason },
+}
+
+impl Event {
+    /// The stable event name of DESIGN.md §6.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Event::ServiceStarted { .. } => "service.started",
+            Event::ServiceStopping { .. } => "service.stopping",
+            Event::ServiceStopped { .. } => "service.stopped",
+            Event::ConfigReloaded { .. } => "config.reloaded",
+            Event::ConfigRejected { .. } => "config.rejected",
+            Event::ClockJumped { .. } => "clock.jumped",
+            Event::RunStarted { .. } => "run.started",
+            Event::RunOutput { .. } => "run.output",
+            Event::RunOutputTruncated { .. } => "run.output_truncated",
+            Event::RunRetrying { .. } => "run.retrying",
+            Event::RunFinished { .. } => "run.finished",
+            Event::RunSkipped { .. } => "run.skipped",
+            Event::RunMissed { .. } => "run.missed",
+        }
+    }
+
+    /// The job this event is about, if any.
+    pub fn job(&self) -> Option<&str> {
+        match self {
+            Event::RunStarted { job, .. }
+            | Event::RunOutput { job, .. }
+            | Event::RunOutputTruncated { job, .. }
+            | Event::RunRetrying { job, .. }
+            | Event::RunFinished { job, .. }
+            | Event::RunSkipped { job, .. }
+            | Event::RunMissed { job, .. } => Some(job),
+            _ => None,
+        }
+    }
+}
+
+/// RFC 3339 with milliseconds, as every event writes times.
+pub fn rfc3339(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// Where events go. Cheap to clone; every component holds one.
+#[derive(Clone)]
+pub struct Events {
+    sink: Arc<dyn Fn(Event) + Send + Sync>,
+}
+
+impl fmt::Debug for Events {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Events")
+    }
+}
+
+impl Events {
+    pub fn new(sink: impl Fn(Event) + Send + Sync + 'static) -> Self {
+        Events {
+            sink: Arc::new(sink),
+        }
+    }
+
+    /// Drops every event.
+    pub fn discard() -> Self {
+        Events::new(|_| {})
+    }
+
+    /// Events sent into an unbounded channel, for tests and for a logging task.
+    pub fn channel() -> (Self, tokio::sync::mpsc::UnboundedReceiver<Event>) {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let events = Events::new(move |event| {
+            // A closed receiver means nobody listens any more; dropping is right.
+            let _ = tx.send(event);
+        });
+        (events, rx)
+    }
+
+    /// Events kept in memory, for tests that inspect them afterwards.
+    pub fn recorder() -> (Self, Arc<Mutex<Vec<Event>>>) {
+        let store = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&store);
+        let events = Events::new(move |event| {
+            if let Ok(mut all) = sink.lock() {
+                all.push(event);
+            }
+        });
+        (events, store)
+    }
+
+    pub fn emit(&self, event: Event) {
+        (self.sink)(event);
+    }
+}
