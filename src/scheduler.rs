@@ -1,0 +1,254 @@
+//! The scheduler: one min-heap of next fire instants. It sleeps until the earliest
+//! (on the wall clock, see [`crate::clock`]), hands every due fire to the dispatcher,
+//! and never polls.
+//!
+//! It also watches the wall clock. At each wake it compares the wall clock with where
+//! a steady clock says it should be; a difference means the clock was stepped, which
+//! is logged as `clock.jumped`. Fires passed over by a forward step or by a late
+//! wake-up are *missed*: each job runs once for the whole missed span (its latest
+//! missed fire, as a catch-up run) unless that is older than its `starting_deadline`,
+//! and the missed fires are counted in a `run.missed` event. A backward step replays
+//! nothing: every job's next fire is computed from the last one it had.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use tokio_util::sync::CancellationToken;
+
+use crate::clock::{Clock, Wake};
+use crate::cron::Schedule;
+use crate::dispatch::{Dispatcher, Fire};
+use crate::events::{Event, Events, MissReason, Trigger};
+use crate::exec::Executor;
+use crate::job::Job;
+
+/// A wall-clock difference at least this large counts as a step of the clock.
+const STEP_THRESHOLD: TimeDelta = TimeDelta::milliseconds(100);
+/// A fire handled later than this after its instant is run as a catch-up.
+const LATE_THRESHOLD: TimeDelta = TimeDelta::seconds(1);
+/// Counting missed fires stops here (an every-second job after a year-long jump).
+const MAX_COUNTED_MISSES: u64 = 1_000_000;
+
+struct Entry {
+    job: Arc<Job>,
+    /// Bumped whenever the job's timer is replaced, so stale heap items are ignored.
+    generation: u64,
+    next: Option<DateTime<Utc>>,
+}
+
+/// The timer structure and its loop.
+pub struct Scheduler<E, C> {
+    clock: Arc<C>,
+    dispatcher: Dispatcher<E, C>,
+    events: Events,
+    jobs: HashMap<Arc<str>, Entry>,
+    heap: BinaryHeap<Reverse<(DateTime<Utc>, u64, Arc<str>)>>,
+    generations: u64,
+    /// Wall and steady clock at the last look, to notice steps.
+    last_wall: DateTime<Utc>,
+    last_steady: Duration,
+}
+
+impl<E: Executor, C: Clock> Scheduler<E, C> {
+    pub fn new(clock: Arc<C>, dispatcher: Dispatcher<E, C>, events: Events) -> Self {
+        let last_wall = clock.now();
+        let last_steady = clock.steady();
+        Scheduler {
+            clock,
+            dispatcher,
+            events,
+            jobs: HashMap::new(),
+            heap: BinaryHeap::new(),
+            generations: 0,
+            last_wall,
+            last_steady,
+        }
+    }
+
+    /// Adds jobs and arms their timers from now. `@reboot` jobs are not timed; see
+    /// [`Self::fire_reboot_jobs`].
+    pub fn add_jobs(&mut self, jobs: impl IntoIterator<Item = Job>) {
+        let now = self.clock.now();
+        for job in jobs {
+            let next = job.schedule.next_after(job.timezone, now);
+            self.insert(Arc::new(job), next);
+        }
+    }
+
+    fn insert(&mut self, job: Arc<Job>, next: Option<DateTime<Utc>>) {
+        self.generations += 1;
+        let name: Arc<str> = Arc::from(job.name.as_str());
+        if let Some(at) = next {
+            self.heap
+                .push(Reverse((at, self.generations, Arc::clone(&name))));
+        }
+        self.jobs.insert(
+            name,
+            Entry {
+                job,
+                generation: self.generations,
+                next,
+            },
+        );
+    }
+
+    /// The jobs currently scheduled.
+    pub fn job_count(&self) -> usize {
+        self.jobs.len()
+    }
+
+    /// The next fire of a job, if it has one.
+    pub fn next_fire(&self, name: &str) -> Option<DateTime<Utc>> {
+        self.jobs.get(name).and_then(|entry| entry.next)
+    }
+
+    /// Starts every enabled `@reboot` job once.
+    pub fn fire_reboot_jobs(&self) {
+        let now = self.clock.now();
+        for entry in self.jobs.values() {
+            if entry.job.schedule == Schedule::Reboot {
+                self.dispatcher.fire(Fire {
+                    job: Arc::clone(&entry.job),
+                    scheduled_at: now,
+                    trigger: Trigger::Reboot,
+                });
+            }
+        }
+    }
+
+    /// The earliest live timer, dropping stale heap items on the way.
+    fn earliest(&mut self) -> Option<DateTime<Utc>> {
+        while let Some(Reverse((at, generation, name))) = self.heap.peek() {
+            let live = self
+                .jobs
+                .get(name)
+                .is_some_and(|entry| entry.generation == *generation);
+            if live {
+                return Some(*at);
+            }
+            self.heap.pop();
+        }
+        None
+    }
+
+    /// Runs until `shutdown` is cancelled.
+    pub async fn run(&mut self, shutdown: CancellationToken) {
+        self.last_wall = self.clock.now();
+        self.last_steady = self.clock.steady();
+        loop {
+            let earliest = self.earliest();
+            let clock = Arc::clone(&self.clock);
+            let sleep = async move {
+                match earliest {
+                    Some(at) => clock.sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                biased;
+                () = shutdown.cancelled() => return,
+                wake = sleep => self.on_wake(wake),
+            }
+        }
+    }
+
+    /// Handles one wake-up: notices clock steps, then fires everything due.
+    pub fn on_wake(&mut self, wake: Wake) {
+        let now = self.clock.now();
+        let steady = self.clock.steady();
+        let expected = self.last_wall
+            + TimeDelta::from_std(steady.saturating_sub(self.last_steady)).unwrap_or(TimeDelta::MAX);
+        let delta = now - expected;
+        let stepped = delta.abs() >= STEP_THRESHOLD;
+        if stepped {
+            self.events.emit(Event::ClockJumped {
+                from: expected,
+                to: now,
+                delta_ms: delta.num_milliseconds(),
+            });
+        }
+        let _ = wake;
+        self.last_wall = now;
+        self.last_steady = steady;
+        let reason = if stepped && delta > TimeDelta::zero() {
+            MissReason::ClockJump
+        } else {
+            MissReason::LateWakeup
+        };
+        self.fire_due(now, reason);
+    }
+
+    fn fire_due(&mut self, now: DateTime<Utc>, reason: MissReason) {
+        while let Some(Reverse((at, generation, name))) = self.heap.peek().cloned() {
+            if at > now {
+                break;
+            }
+            self.heap.pop();
+            let Some(entry) = self.jobs.get_mut(&name) else {
+                continue;
+            };
+            if entry.generation != generation {
+                continue;
+            }
+            let job = Arc::clone(&entry.job);
+            // Every fire of this job up to now: the first is `at`.
+            let mut latest = at;
+            let mut count: u64 = 1;
+            while count < MAX_COUNTED_MISSES {
+                match job.schedule.next_after(job.timezone, latest) {
+                    Some(next) if next <= now => {
+                        latest = next;
+                        count += 1;
+                    }
+                    _ => break,
+                }
+            }
+            if count == 1 && now - at < LATE_THRESHOLD {
+                self.dispatcher.fire(Fire {
+                    job: Arc::clone(&job),
+                    scheduled_at: at,
+                    trigger: Trigger::Schedule,
+                });
+            } else {
+                let too_old = job
+                    .starting_deadline
+                    .is_some_and(|deadline| (now - latest).to_std().is_ok_and(|late| late > deadline));
+                if too_old {
+                    self.events.emit(Event::RunMissed {
+                        job: Arc::from(job.name.as_str()),
+                        scheduled_at: at,
+                        count,
+                        reason: MissReason::Deadline,
+                    });
+                } else {
+                    if count > 1 {
+                        self.events.emit(Event::RunMissed {
+                            job: Arc::from(job.name.as_str()),
+                            scheduled_at: at,
+                            count: count - 1,
+                            reason,
+                        });
+                    }
+                    self.dispatcher.fire(Fire {
+                        job: Arc::clone(&job),
+                        scheduled_at: latest,
+                        trigger: Trigger::CatchUp,
+                    });
+                }
+            }
+            // The next fire after everything handled: never one already due, so a
+            // backward step later cannot bring any of these back.
+            let next = job.schedule.next_after(job.timezone, latest.max(now));
+            self.generations += 1;
+            let entry = self.jobs.get_mut(&name).expect("entry looked up above");
+            entry.generation = self.generations;
+            entry.next = next;
+            if let Some(next) = next {
+                self.heap.push(Reverse((next, self.generations, name)));
+            }
+        }
+    }
+}
