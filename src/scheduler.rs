@@ -32,6 +32,9 @@ const LATE_THRESHOLD: TimeDelta = TimeDelta::seconds(1);
 /// Counting missed fires stops here (an every-second job after a year-long jump).
 const MAX_COUNTED_MISSES: u64 = 1_000_000;
 
+/// A heap item: when, the entry generation it was armed for, and the job's name.
+type Timer = Reverse<(DateTime<Utc>, u64, Arc<str>)>;
+
 struct Entry {
     job: Arc<Job>,
     /// Bumped whenever the job's timer is replaced, so stale heap items are ignored.
@@ -45,7 +48,7 @@ pub struct Scheduler<E, C> {
     dispatcher: Dispatcher<E, C>,
     events: Events,
     jobs: HashMap<Arc<str>, Entry>,
-    heap: BinaryHeap<Reverse<(DateTime<Utc>, u64, Arc<str>)>>,
+    heap: BinaryHeap<Timer>,
     generations: u64,
     /// Wall and steady clock at the last look, to notice steps.
     last_wall: DateTime<Utc>,

@@ -1,1 +1,262 @@
-//! placeholder
+//! Schedule files → validated [`Job`]s, with every error located.
+//!
+//! # Two phases, every error collected
+//! `chime check` must report *all* errors of *all* files at once, each with
+//! `file:line:column`, but serde's derived `Deserialize` stops at the first error and
+//! forgets where values stood. So loading is split:
+//!
+//! 1. [`tree`]: serde-saphyr parses each file into a small span-carrying YAML tree of our
+//!    own ([`tree::Node`]). Only YAML-level problems fail here — syntax, invalid UTF-8,
+//!    several documents, and the resource budgets that stop alias bombs and absurd
+//!    nesting within milliseconds. Such a problem ends that file, not the load.
+//! 2. [`jobs`]: a hand-written walk over the tree builds [`Job`]s. Every rule (unknown
+//!    keys, durations, zones, URLs, `${VAR}` …) records its error with the location of
+//!    the offending key or value and carries on, so a bad job hides neither the next
+//!    job's errors nor the next file's.
+//!
+//! Both phases run for every file before anything is returned; the result is all jobs or
+//! all errors, which is what reload's all-or-nothing rule needs.
+//!
+//! # Layout
+//! - [`files`]: [`discover`], [`read_sources`], [`system_timezone`].
+//! - [`tree`]: phase 1. [`jobs`]: phase 2 (`jobs::http` for the `http:` mapping).
+//! - [`interpolate`]: `${VAR}`, `${VAR:-default}`, `$${`. [`suggest`]: "did you mean".
+
+mod files;
+mod interpolate;
+mod jobs;
+mod suggest;
+mod tree;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use chrono_tz::Tz;
+
+use crate::job::{Job, SourceLocation};
+
+/// What loading needs from outside the files.
+#[derive(Clone)]
+pub struct LoadOptions {
+    /// The zone of jobs that set none, in the job or the file's `defaults`.
+    pub default_timezone: Tz,
+    /// Variables for `${VAR}` in `http.url`, header values and `body`.
+    pub env: HashMap<String, String>,
+}
+
+impl LoadOptions {
+    /// The service's own environment, and `default_timezone` or else the system's zone.
+    pub fn from_process(default_timezone: Option<Tz>) -> LoadOptions {
+        // `std::env::vars` panics on a non-UTF-8 variable; such a variable cannot be
+        // written as `${NAME}` usefully anyway, so it is left out.
+        let env = std::env::vars_os()
+            .filter_map(|(name, value)| Some((name.into_string().ok()?, value.into_string().ok()?)))
+            .collect();
+        LoadOptions {
+            default_timezone: default_timezone.unwrap_or_else(system_timezone),
+            env,
+        }
+    }
+}
+
+impl fmt::Debug for LoadOptions {
+    // The environment holds secrets: show how many variables, never their values.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LoadOptions")
+            .field("default_timezone", &self.default_timezone)
+            .field("env", &format_args!("{} variables", self.env.len()))
+            .finish()
+    }
+}
+
+/// The system's time zone: `$TZ` (an IANA name, optionally with a leading `:`), else the
+/// target of the `/etc/localtime` symlink after `zoneinfo/`, else `/etc/timezone`, else
+/// UTC.
+pub fn system_timezone() -> Tz {
+    files::system_timezone()
+}
+
+/// The schedule files named by `paths`: a file as given; a directory means its `*.yaml`
+/// and `*.yml` files (not recursive, sorted by name; dotfiles and editor leftovers such
+/// as `x.yaml~`, `.x.yaml.swp`, `#x.yaml#` ignored). A path that does not exist is an
+/// error naming it; all such errors are returned together. A file named twice is
+/// listed once.
+pub fn discover(paths: &[PathBuf]) -> Result<Vec<PathBuf>, ConfigErrors> {
+    files::discover(paths)
+}
+
+/// One schedule file's path (as given, for messages) and contents.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Source {
+    pub path: PathBuf,
+    pub bytes: Vec<u8>,
+}
+
+/// Reads every file; each one that cannot be read (or is over 64 MiB) is an error
+/// naming it.
+pub fn read_sources(files: &[PathBuf]) -> Result<Vec<Source>, ConfigErrors> {
+    files::read_sources(files)
+}
+
+/// Validates every source into jobs, or returns every error of every source.
+pub fn load_sources(sources: &[Source], opts: &LoadOptions) -> Result<Config, ConfigErrors> {
+    let mut loader = jobs::Loader::new(opts, Vec::new());
+    for source in sources {
+        loader.add_source(&source.path, &source.bytes);
+    }
+    loader.finish(sources.iter().map(|source| source.path.clone()).collect())
+}
+
+/// [`discover`], [`read_sources`] and [`load_sources`] in one. A missing path or an
+/// unreadable file does not stop the others from being checked: the errors of all of
+/// them come back together.
+pub fn load(paths: &[PathBuf], opts: &LoadOptions) -> Result<Config, ConfigErrors> {
+    let (files, mut errors) = files::discover_all(paths);
+    let (sources, read_errors) = files::read_all(&files);
+    errors.extend(read_errors);
+    let mut loader = jobs::Loader::new(opts, errors);
+    for source in &sources {
+        loader.add_source(&source.path, &source.bytes);
+    }
+    loader.finish(sources.into_iter().map(|source| source.path).collect())
+}
+
+/// A valid set of schedule files.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// In file order, then in order within each file.
+    pub jobs: Vec<Job>,
+    /// The files loaded, in order.
+    pub files: Vec<PathBuf>,
+    /// Things that are legal but rarely meant; `check` prints them.
+    pub warnings: Vec<ConfigWarning>,
+}
+
+/// One problem, and where it is.
+///
+/// `location` is `None` only for errors that concern no file. An error about a whole
+/// file (it is empty, unreadable, missing) has a location with line and column 0, and
+/// displays as `file: message`; any other displays as `file:line:column: message`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub location: Option<SourceLocation>,
+    /// What is wrong and how to fix it. Never contains an interpolated `${VAR}` value.
+    pub message: String,
+}
+
+impl ConfigError {
+    pub(crate) fn at(location: SourceLocation, message: String) -> ConfigError {
+        ConfigError {
+            location: Some(location),
+            message,
+        }
+    }
+
+    /// An error about a whole file.
+    pub(crate) fn in_file(file: &Path, message: String) -> ConfigError {
+        ConfigError::at(
+            SourceLocation {
+                file: file.to_path_buf(),
+                line: 0,
+                column: 0,
+            },
+            message,
+        )
+    }
+
+    /// The file the error is about, if any.
+    pub fn file(&self) -> Option<&Path> {
+        self.location
+            .as_ref()
+            .map(|location| location.file.as_path())
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.location {
+            Some(location) if location.line == 0 => {
+                write!(f, "{}: {}", location.file.display(), self.message)
+            }
+            Some(location) => write!(f, "{location}: {}", self.message),
+            None => f.write_str(&self.message),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Something legal but rarely meant, e.g. a six-field schedule with `*` seconds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigWarning {
+    pub location: SourceLocation,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigWarning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.location, self.message)
+    }
+}
+
+/// Every error found, in file order, then in order within each file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    /// One error a line.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (index, error) in self.0.iter().enumerate() {
+            if index > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{error}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_display_shapes() {
+        let located = ConfigError::at(
+            SourceLocation {
+                file: "a.yaml".into(),
+                line: 3,
+                column: 5,
+            },
+            "bad".into(),
+        );
+        assert_eq!(located.to_string(), "a.yaml:3:5: bad");
+        let whole_file = ConfigError::in_file(Path::new("b.yaml"), "empty".into());
+        assert_eq!(whole_file.to_string(), "b.yaml: empty");
+        assert_eq!(whole_file.file(), Some(Path::new("b.yaml")));
+        let nowhere = ConfigError {
+            location: None,
+            message: "no paths".into(),
+        };
+        assert_eq!(nowhere.to_string(), "no paths");
+        let all = ConfigErrors(vec![located, whole_file]);
+        assert_eq!(all.to_string(), "a.yaml:3:5: bad\nb.yaml: empty");
+    }
+
+    #[test]
+    fn load_options_debug_hides_the_environment() {
+        let opts = LoadOptions {
+            default_timezone: Tz::UTC,
+            env: [("TOKEN".to_string(), "s3cret".to_string())].into(),
+        };
+        let shown = format!("{opts:?}");
+        assert!(
+            !shown.contains("s3cret") && !shown.contains("TOKEN"),
+            "{shown}"
+        );
+        assert!(shown.contains("1 variables"));
+    }
+}

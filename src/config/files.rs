@@ -1,0 +1,230 @@
+//! Which files to load, reading them, and the system's time zone.
+
+use std::collections::HashSet;
+use std::ffi::OsStr;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use chrono_tz::Tz;
+
+use super::{ConfigError, ConfigErrors, Source};
+
+/// Files larger than this are refused rather than read into memory.
+pub(crate) const MAX_FILE_BYTES: u64 = 64 * 1024 * 1024;
+
+/// See [`super::discover`].
+pub(crate) fn discover(paths: &[PathBuf]) -> Result<Vec<PathBuf>, ConfigErrors> {
+    into_result(discover_all(paths))
+}
+
+/// The files found, and an error for each path that could not be used.
+pub(crate) fn discover_all(paths: &[PathBuf]) -> (Vec<PathBuf>, Vec<ConfigError>) {
+    let mut files = Vec::new();
+    let mut errors = Vec::new();
+    for path in paths {
+        let metadata = match std::fs::metadata(path) {
+            Ok(metadata) => metadata,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+                errors.push(ConfigError::in_file(
+                    path,
+                    "no such file or directory; check the path".to_string(),
+                ));
+                continue;
+            }
+            Err(err) => {
+                errors.push(ConfigError::in_file(
+                    path,
+                    format!("cannot access it: {err}"),
+                ));
+                continue;
+            }
+        };
+        if !metadata.is_dir() {
+            files.push(path.clone());
+            continue;
+        }
+        let entries = match std::fs::read_dir(path) {
+            Ok(entries) => entries,
+            Err(err) => {
+                errors.push(ConfigError::in_file(
+                    path,
+                    format!("cannot list this directory: {err}"),
+                ));
+                continue;
+            }
+        };
+        let mut found = Vec::new();
+        for entry in entries {
+            match entry {
+                Ok(entry) if is_schedule_file_name(&entry.file_name()) => {
+                    let file = entry.path();
+                    // A directory named `x.yaml` is not a schedule file; a dangling
+                    // symlink is kept so that reading it reports the problem.
+                    if !std::fs::metadata(&file).is_ok_and(|m| m.is_dir()) {
+                        found.push(file);
+                    }
+                }
+                Ok(_) => {}
+                Err(err) => errors.push(ConfigError::in_file(
+                    path,
+                    format!("cannot list this directory: {err}"),
+                )),
+            }
+        }
+        found.sort_by(|a, b| a.file_name().cmp(&b.file_name()));
+        files.extend(found);
+    }
+    // The same file named twice (`chime check a.yaml a.yaml`, or a file and its
+    // directory) is loaded once, not reported as defining all its jobs twice.
+    let mut seen = HashSet::new();
+    files.retain(|file| seen.insert(std::fs::canonicalize(file).unwrap_or_else(|_| file.clone())));
+    (files, errors)
+}
+
+fn into_result<T>((value, errors): (T, Vec<ConfigError>)) -> Result<T, ConfigErrors> {
+    if errors.is_empty() {
+        Ok(value)
+    } else {
+        Err(ConfigErrors(errors))
+    }
+}
+
+/// `*.yaml` / `*.yml`, not hidden, not an editor's leftover (`#x.yaml#`, `x.yaml~`,
+/// `.x.yaml.swp` are all excluded by these two rules).
+pub(crate) fn is_schedule_file_name(name: &OsStr) -> bool {
+    let bytes = name.as_encoded_bytes();
+    let hidden = bytes.first().is_some_and(|b| *b == b'.' || *b == b'#');
+    let yaml = [b".yaml".as_slice(), b".yml"]
+        .iter()
+        .any(|ext| bytes.len() > ext.len() && bytes.ends_with(ext));
+    yaml && !hidden
+}
+
+/// See [`super::read_sources`].
+pub(crate) fn read_sources(files: &[PathBuf]) -> Result<Vec<Source>, ConfigErrors> {
+    into_result(read_all(files))
+}
+
+/// The files read, and an error for each that could not be.
+pub(crate) fn read_all(files: &[PathBuf]) -> (Vec<Source>, Vec<ConfigError>) {
+    let mut sources = Vec::with_capacity(files.len());
+    let mut errors = Vec::new();
+    for path in files {
+        match read_limited(path) {
+            Ok(bytes) => sources.push(Source {
+                path: path.clone(),
+                bytes,
+            }),
+            Err(message) => errors.push(ConfigError::in_file(path, message)),
+        }
+    }
+    (sources, errors)
+}
+
+fn read_limited(path: &Path) -> Result<Vec<u8>, String> {
+    let file = std::fs::File::open(path).map_err(|err| format!("cannot read it: {err}"))?;
+    let mut bytes = Vec::new();
+    file.take(MAX_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|err| format!("cannot read it: {err}"))?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(format!(
+            "the file is larger than {} MiB; split its jobs over several files",
+            MAX_FILE_BYTES / (1024 * 1024)
+        ));
+    }
+    Ok(bytes)
+}
+
+/// See [`super::system_timezone`].
+pub(crate) fn system_timezone() -> Tz {
+    let tz_var = std::env::var("TZ").ok();
+    let localtime = std::fs::read_link("/etc/localtime").ok();
+    let timezone_file = std::fs::read_to_string("/etc/timezone").ok();
+    timezone_from(
+        tz_var.as_deref(),
+        localtime.as_deref(),
+        timezone_file.as_deref(),
+    )
+}
+
+/// The zone from `$TZ`, else the `/etc/localtime` symlink target, else
+/// `/etc/timezone`, else UTC. An entry that names no known zone is skipped.
+pub(crate) fn timezone_from(
+    tz_var: Option<&str>,
+    localtime_target: Option<&Path>,
+    timezone_file: Option<&str>,
+) -> Tz {
+    tz_var
+        .and_then(zone_from_name)
+        .or_else(|| localtime_target.and_then(|target| zone_from_name(&target.to_string_lossy())))
+        .or_else(|| timezone_file.and_then(zone_from_name))
+        .unwrap_or(Tz::UTC)
+}
+
+/// `Europe/Berlin`, `:Europe/Berlin`, `/usr/share/zoneinfo/Europe/Berlin` or
+/// `../usr/share/zoneinfo/posix/Europe/Berlin` → Europe/Berlin.
+fn zone_from_name(text: &str) -> Option<Tz> {
+    let text = text.trim();
+    let text = text.strip_prefix(':').unwrap_or(text);
+    let name = match text.rfind("zoneinfo/") {
+        Some(index) => &text[index + "zoneinfo/".len()..],
+        None => text,
+    };
+    let name = name
+        .strip_prefix("posix/")
+        .or_else(|| name.strip_prefix("right/"))
+        .unwrap_or(name);
+    name.parse::<Tz>().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schedule_file_names() {
+        for good in ["a.yaml", "b.yml", "10-backup.yaml", "x.y.yaml"] {
+            assert!(is_schedule_file_name(OsStr::new(good)), "{good}");
+        }
+        for bad in [
+            ".hidden.yaml",
+            "a.yaml~",
+            ".a.yaml.swp",
+            "a.yaml.swp",
+            "#a.yaml#",
+            "a.json",
+            ".yaml",
+            "yaml",
+            "a.yaml.bak",
+            "a.YAMLx",
+        ] {
+            assert!(!is_schedule_file_name(OsStr::new(bad)), "{bad}");
+        }
+    }
+
+    #[test]
+    fn timezone_precedence() {
+        let berlin: Tz = "Europe/Berlin".parse().unwrap();
+        let tokyo: Tz = "Asia/Tokyo".parse().unwrap();
+        let link = Path::new("/usr/share/zoneinfo/Asia/Tokyo");
+        assert_eq!(
+            timezone_from(Some("Europe/Berlin"), Some(link), None),
+            berlin
+        );
+        assert_eq!(timezone_from(Some(":Europe/Berlin"), None, None), berlin);
+        assert_eq!(timezone_from(Some("bogus"), Some(link), None), tokyo);
+        assert_eq!(
+            timezone_from(None, Some(link), Some("Europe/Berlin\n")),
+            tokyo
+        );
+        let relative = Path::new("../usr/share/zoneinfo/posix/Asia/Tokyo");
+        assert_eq!(timezone_from(None, Some(relative), None), tokyo);
+        assert_eq!(timezone_from(None, None, Some("Europe/Berlin\n")), berlin);
+        assert_eq!(
+            timezone_from(None, Some(Path::new("/etc/foo")), None),
+            Tz::UTC
+        );
+        assert_eq!(timezone_from(None, None, None), Tz::UTC);
+    }
+}

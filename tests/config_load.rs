@@ -1,0 +1,888 @@
+//! Schedule files through the public `chime::config` API: every class of bad input is
+//! reported at its exact `file:line:column`, all errors of all files at once, and a good
+//! file becomes exactly the jobs it describes.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use chime::config::{
+    self, Config, ConfigErrors, LoadOptions, Source, discover, load, load_sources, read_sources,
+};
+use chime::cron::Schedule;
+use chime::job::{
+    Action, DEFAULT_KILL_GRACE, HttpRequest, Job, Overlap, RetryPolicy, ShellCommand,
+    SourceLocation,
+};
+use chrono_tz::Tz;
+use tempfile::TempDir;
+
+const SECRET: &str = "tok-5ecr3t";
+
+fn opts() -> LoadOptions {
+    LoadOptions {
+        default_timezone: Tz::UTC,
+        env: [("HC_UUID", "1234-abcd"), ("HC_TOKEN", SECRET)]
+            .into_iter()
+            .map(|(name, value)| (name.to_string(), value.to_string()))
+            .collect(),
+    }
+}
+
+fn write(dir: &TempDir, name: &str, text: &str) -> PathBuf {
+    let path = dir.path().join(name);
+    std::fs::write(&path, text).expect("write test file");
+    path
+}
+
+/// Loads `text` as a file `name` in a fresh directory; returns the file's path too.
+fn load_one(name: &str, text: &str) -> (TempDir, PathBuf, Result<Config, ConfigErrors>) {
+    let dir = TempDir::new().expect("temp dir");
+    let path = write(&dir, name, text);
+    let result = load(std::slice::from_ref(&path), &opts());
+    (dir, path, result)
+}
+
+fn messages(result: Result<Config, ConfigErrors>) -> Vec<String> {
+    match result {
+        Ok(config) => panic!("expected errors, loaded {} jobs", config.jobs.len()),
+        Err(errors) => errors.0.iter().map(ToString::to_string).collect(),
+    }
+}
+
+/// `error` is at `path:at` and mentions each of `words`.
+#[track_caller]
+fn assert_error(error: &str, path: &Path, at: &str, words: &[&str]) {
+    let prefix = format!("{}:{at}: ", path.display());
+    assert!(
+        error.starts_with(&prefix),
+        "{error:?} does not start with {prefix:?}"
+    );
+    for word in words {
+        assert!(error.contains(word), "{error:?} does not mention {word:?}");
+    }
+}
+
+/// Exactly one error, at `at`, mentioning `words`.
+#[track_caller]
+fn assert_only_error(name: &str, text: &str, at: &str, words: &[&str]) {
+    let (_dir, path, result) = load_one(name, text);
+    let errors = messages(result);
+    assert_eq!(errors.len(), 1, "{errors:#?}");
+    assert_error(&errors[0], &path, at, words);
+}
+
+// ---- the file as a whole -------------------------------------------------------------
+
+#[test]
+fn empty_file_is_an_error_naming_the_file() {
+    for text in ["", "\n\n", "# just a comment\n"] {
+        let (_dir, path, result) = load_one("empty.yaml", text);
+        let errors = messages(result);
+        assert_eq!(
+            errors,
+            [format!(
+                "{}: the file is empty; add a `jobs:` mapping with at least one job (or \
+                 delete the file)",
+                path.display()
+            )]
+        );
+    }
+}
+
+#[test]
+fn top_level_must_be_a_mapping() {
+    assert_only_error(
+        "list.yaml",
+        "- a\n- b\n",
+        "1:1",
+        &["must be a mapping", "not a list"],
+    );
+    assert_only_error(
+        "scalar.yaml",
+        "hello\n",
+        "1:1",
+        &["must be a mapping", "not a string"],
+    );
+    assert_only_error(
+        "nojobs.yaml",
+        "defaults:\n  timeout: 1m\n",
+        "1:1",
+        &["no `jobs:`"],
+    );
+    assert_only_error(
+        "jobslist.yaml",
+        "jobs:\n  - backup\n",
+        "2:3",
+        &["`jobs` must be a mapping from job names to jobs, not a list"],
+    );
+    assert_only_error(
+        "top.yaml",
+        "jobs: {}\nschedule: \"@daily\"\n",
+        "2:1",
+        &["`schedule` belongs to a job", "under `jobs:`"],
+    );
+}
+
+#[test]
+fn invalid_utf8_is_located() {
+    let dir = TempDir::new().unwrap();
+    let path = dir.path().join("latin1.yaml");
+    std::fs::write(
+        &path,
+        b"jobs:\n  caf\xe9: { schedule: \"@daily\", command: x }\n",
+    )
+    .unwrap();
+    let errors = messages(load(std::slice::from_ref(&path), &opts()));
+    assert_eq!(errors.len(), 1, "{errors:#?}");
+    assert_error(
+        &errors[0],
+        &path,
+        "2:6",
+        &["not valid UTF-8", "0xe9", "save it as UTF-8"],
+    );
+}
+
+#[test]
+fn yaml_syntax_errors_are_located() {
+    assert_only_error(
+        "syntax.yaml",
+        "jobs:\n  a:\n    schedule: \"@daily\"\n    command: [x, y\n",
+        "4:14",
+        &["invalid YAML", "unclosed bracket"],
+    );
+    assert_only_error(
+        "docs.yaml",
+        "jobs: {}\n---\njobs: {}\n",
+        "3:1",
+        &["more than one YAML document"],
+    );
+}
+
+#[test]
+fn duplicate_keys_are_located_with_the_first() {
+    assert_only_error(
+        "dup.yaml",
+        "jobs:\n  a:\n    schedule: \"@daily\"\n    command: x\n    schedule: \"@hourly\"\n",
+        "5:5",
+        &["`schedule` is given twice (first at line 3, column 5); remove one"],
+    );
+}
+
+// ---- job names -----------------------------------------------------------------------
+
+#[test]
+fn job_names_must_be_safe_and_unique_across_files() {
+    assert_only_error(
+        "names.yaml",
+        "jobs:\n  ok-1.x_y: { schedule: \"@daily\", command: x }\n  \"back up\": { schedule: \"@daily\", command: x }\n",
+        "3:3",
+        &[
+            "job name `back up`",
+            "letters, digits, `.`, `_` and `-`",
+            "rename",
+        ],
+    );
+
+    let dir = TempDir::new().unwrap();
+    let a = write(
+        &dir,
+        "a.yaml",
+        "jobs:\n  x:\n    schedule: \"@daily\"\n    command: x\n",
+    );
+    let b = write(
+        &dir,
+        "b.yaml",
+        "jobs:\n  y: { schedule: \"@daily\", command: y }\n  x: { schedule: \"@daily\", command: x }\n",
+    );
+    let errors = messages(load(&[dir.path().to_path_buf()], &opts()));
+    assert_eq!(
+        errors,
+        [format!(
+            "{}:3:3: job `x` is defined twice: here and at {}:2:3; rename one",
+            b.display(),
+            a.display()
+        )]
+    );
+}
+
+// ---- keys ----------------------------------------------------------------------------
+
+#[test]
+fn unknown_keys_suggest_the_close_one_or_list_the_valid_ones() {
+    assert_only_error(
+        "typo.yaml",
+        "jobs:\n  a:\n    shedule: \"@daily\"\n    command: x\n",
+        "3:5",
+        &["unknown key `shedule`; did you mean `schedule`?"],
+    );
+    assert_only_error(
+        "far.yaml",
+        "jobs:\n  a:\n    schedule: \"@daily\"\n    command: x\n    colour: red\n",
+        "5:5",
+        &[
+            "unknown key `colour`",
+            "`schedule`, `command`, `http`, `timezone`",
+            "`enabled`",
+        ],
+    );
+    assert_only_error(
+        "nested.yaml",
+        "jobs:\n  a:\n    schedule: \"@daily\"\n    http: { url: \"http://x\", methd: POST }\n",
+        "4:30",
+        &["unknown key `http.methd`; did you mean `method`?"],
+    );
+    assert_only_error(
+        "retry.yaml",
+        "jobs:\n  a:\n    schedule: \"@daily\"\n    command: x\n    retry: { atempts: 2 }\n",
+        "5:14",
+        &["unknown key `retry.atempts`; did you mean `attempts`?"],
+    );
+    assert_only_error(
+        "defaults.yaml",
+        "defaults:\n  Timezone: UTC\njobs: {}\n",
+        "2:3",
+        &["unknown key `defaults.Timezone`; did you mean `timezone`?"],
+    );
+}
+
+#[test]
+fn defaults_refuse_schedule_command_and_http() {
+    let (_dir, path, result) = load_one(
+        "defaults.yaml",
+        "defaults:\n  schedule: \"@daily\"\n  command: x\n  http: { url: \"http://x\" }\njobs: {}\n",
+    );
+    let errors = messages(result);
+    assert_eq!(errors.len(), 3, "{errors:#?}");
+    for (error, (at, key)) in
+        errors
+            .iter()
+            .zip([("2:3", "schedule"), ("3:3", "command"), ("4:3", "http")])
+    {
+        assert_error(
+            error,
+            &path,
+            at,
+            &[&format!("`{key}` cannot be a default"), "set `"],
+        );
+    }
+}
+
+// ---- schedule, command, http ---------------------------------------------------------
+
+#[test]
+fn schedule_is_required_valid_and_must_fire() {
+    assert_only_error(
+        "missing.yaml",
+        "jobs:\n  a:\n    command: x\n",
+        "2:3",
+        &["job `a` has no `schedule`", "add one"],
+    );
+    assert_only_error(
+        "invalid.yaml",
+        "jobs:\n  a:\n    schedule: \"0 24 * * *\"\n    command: x\n",
+        "3:15",
+        &["`schedule`:", "hour", "24", "0–23"],
+    );
+    assert_only_error(
+        "never.yaml",
+        "jobs:\n  a:\n    schedule: \"0 0 30 2 *\"\n    command: x\n",
+        "3:15",
+        &["never fires"],
+    );
+}
+
+#[test]
+fn star_seconds_is_a_warning_not_an_error() {
+    let (_dir, path, result) = load_one(
+        "warn.yaml",
+        "jobs:\n  a:\n    schedule: \"* 30 2 * * *\"\n    command: x\n",
+    );
+    let config = result.expect("loads");
+    assert_eq!(config.jobs.len(), 1);
+    assert_eq!(config.warnings.len(), 1);
+    let warning = config.warnings[0].to_string();
+    assert!(
+        warning.starts_with(&format!(
+            "{}:3:15: `schedule`: the seconds field is `*`",
+            path.display()
+        )),
+        "{warning}"
+    );
+}
+
+#[test]
+fn exactly_one_of_command_and_http() {
+    assert_only_error(
+        "neither.yaml",
+        "jobs:\n  a:\n    schedule: \"@daily\"\n",
+        "2:3",
+        &["neither `command` nor `http`", "add `command: ...`"],
+    );
+    assert_only_error(
+        "both.yaml",
+        "jobs:\n  a:\n    schedule: \"@daily\"\n    command: x\n    http: { url: \"http://x\" }\n",
+        "5:5",
+        &["both `command` and `http`", "keep one"],
+    );
+}
+
+#[test]
+fn command_must_be_a_string_or_a_list_of_strings() {
+    assert_only_error(
+        "empty.yaml",
+        "jobs:\n  a:\n    schedule: \"@daily\"\n    command: \"\"\n",
+        "4:14",
+        &["`command` is empty"],
+    );
+    assert_only_error(
+        "emptylist.yaml",
+        "jobs:\n  a:\n    schedule: \"@daily\"\n    command: []\n",
+        "4:14",
+        &["`command` is an empty list"],
+    );
+    assert_only_error(
+        "nested.yaml",
+        "jobs:\n  a:\n    schedule: \"@daily\"\n    command: [ls, [x]]\n",
+        "4:19",
+        &["`command[1]` must be a string, not a list"],
+    );
+}
+
+#[test]
+fn http_is_validated() {
+    let text = "jobs:\n  a:\n    schedule: \"@daily\"\n    http:\n      url: \"ftp://example.com/x\"\n      method: FETCH\n      headers: { \"Bad Name\": x }\n      expect_status: [200, 700]\n";
+    let (_dir, path, result) = load_one("http.yaml", text);
+    let errors = messages(result);
+    assert_eq!(errors.len(), 4, "{errors:#?}");
+    assert_error(
+        &errors[0],
+        &path,
+        "5:12",
+        &["`http.url` \"ftp://example.com/x\" must start with http:// or https://"],
+    );
+    assert_error(
+        &errors[1],
+        &path,
+        "6:15",
+        &["`http.method` must be one of `GET`", "not `FETCH`"],
+    );
+    assert_error(
+        &errors[2],
+        &path,
+        "7:18",
+        &["`http.headers.Bad Name` is not a valid header name"],
+    );
+    assert_error(
+        &errors[3],
+        &path,
+        "8:28",
+        &["`700` is not an HTTP status", "100 to 599"],
+    );
+}
+
+#[test]
+fn unset_variables_are_errors_and_values_never_appear() {
+    let text = "jobs:\n  a:\n    schedule: \"@daily\"\n    http:\n      url: \"https://hc/${HC_UUID}/${HC_MISSING}\"\n      headers: { Authorization: \"Bearer ${HC_TOKEN}${NOPE}\" }\n      body: \"${HC_TOKEN}\"\n  b:\n    schedule: \"@daily\"\n    http: { url: \"${HC_TOKEN}\" }\n";
+    let (_dir, path, result) = load_one("vars.yaml", text);
+    let errors = messages(result);
+    assert_eq!(errors.len(), 3, "{errors:#?}");
+    assert_error(
+        &errors[0],
+        &path,
+        "5:12",
+        &["`http.url` uses `${HC_MISSING}`", "HC_MISSING is not set"],
+    );
+    assert_error(
+        &errors[1],
+        &path,
+        "6:33",
+        &["`http.headers.Authorization` uses `${NOPE}`"],
+    );
+    assert_error(
+        &errors[2],
+        &path,
+        "10:18",
+        &["\"${HC_TOKEN}\" is not a valid URL", "after interpolation"],
+    );
+    let all = errors.join("\n");
+    assert!(!all.contains(SECRET) && !all.contains("1234-abcd"), "{all}");
+}
+
+// ---- values --------------------------------------------------------------------------
+
+#[test]
+fn booleans_are_true_or_false_only() {
+    assert_only_error(
+        "bool.yaml",
+        "jobs:\n  a:\n    schedule: \"@daily\"\n    command: x\n    enabled: yes\n",
+        "5:14",
+        &["`enabled` must be true or false, not `yes`; use true or false"],
+    );
+}
+
+#[test]
+fn durations_need_a_unit_and_some_must_be_positive() {
+    assert_only_error(
+        "bare.yaml",
+        "jobs:\n  a:\n    schedule: \"@daily\"\n    command: x\n    timeout: 30\n",
+        "5:14",
+        &["`timeout` is a bare number `30`; add a unit", "`30s`"],
+    );
+    assert_only_error(
+        "zero.yaml",
+        "defaults:\n  kill_grace: 0s\njobs: {}\n",
+        "2:15",
+        &["`defaults.kill_grace` must be longer than zero"],
+    );
+    assert_only_error(
+        "unit.yaml",
+        "jobs:\n  a:\n    schedule: \"@daily\"\n    command: x\n    starting_deadline: 5 minutes\n",
+        "5:24",
+        &["`starting_deadline`:", "5 minutes"],
+    );
+}
+
+#[test]
+fn retry_is_validated() {
+    let text = "jobs:\n  a:\n    schedule: \"@daily\"\n    command: x\n    retry: { attempts: 0 }\n  b:\n    schedule: \"@daily\"\n    command: x\n    retry: { attempts: 3, delay: 10m, max_delay: 1m }\n";
+    let (_dir, path, result) = load_one("retry.yaml", text);
+    let errors = messages(result);
+    assert_eq!(errors.len(), 2, "{errors:#?}");
+    assert_error(
+        &errors[0],
+        &path,
+        "5:24",
+        &[
+            "`retry.attempts` must be a whole number from 1 to 100",
+            "not `0`",
+        ],
+    );
+    assert_error(
+        &errors[1],
+        &path,
+        "9:50",
+        &["`retry.max_delay` (1m) is shorter than `retry.delay` (10m)"],
+    );
+}
+
+#[test]
+fn timezones_are_iana_names_with_a_hint() {
+    assert_only_error(
+        "tz.yaml",
+        "jobs:\n  a:\n    schedule: \"@daily\"\n    command: x\n    timezone: Europe/Berln\n",
+        "5:15",
+        &["unknown time zone `Europe/Berln`; did you mean `Europe/Berlin`?"],
+    );
+}
+
+#[test]
+fn workdir_overlap_and_env() {
+    let text = "jobs:\n  a:\n    schedule: \"@daily\"\n    command: x\n    workdir: var/backups\n    overlap: queue\n    env: { GOOD: 1, BAD-NAME: x, EMPTY: }\n";
+    let (_dir, path, result) = load_one("misc.yaml", text);
+    let errors = messages(result);
+    assert_eq!(errors.len(), 4, "{errors:#?}");
+    assert_error(
+        &errors[0],
+        &path,
+        "5:14",
+        &["`workdir` must be an absolute path", "`var/backups`"],
+    );
+    assert_error(
+        &errors[1],
+        &path,
+        "6:14",
+        &["`overlap` must be skip, allow or replace, not `queue`"],
+    );
+    assert_error(
+        &errors[2],
+        &path,
+        "7:21",
+        &["`BAD-NAME` is not a valid variable name"],
+    );
+    assert_error(&errors[3], &path, "7:39", &["`env.EMPTY` has no value"]);
+}
+
+// ---- everything at once --------------------------------------------------------------
+
+#[test]
+fn all_errors_of_all_files_are_reported_at_once() {
+    let dir = TempDir::new().unwrap();
+    let first = write(
+        &dir,
+        "10-first.yaml",
+        "jobs:\n  a:\n    schedule: \"61 * * * *\"\n    command: x\n  b:\n    schedule: \"@daily\"\n    command: x\n    timeout: 5\n  c:\n    schedule: \"@daily\"\n    enabled: maybe\n",
+    );
+    let second = write(
+        &dir,
+        "20-second.yaml",
+        "defaults:\n  timezone: Mars/Base\njobs:\n  d:\n    schedule: \"@daily\"\n    comand: x\n  e:\n    schedule: \"@daily\"\n    http: { url: \"${UNSET}\" }\n",
+    );
+    let broken = write(&dir, "30-broken.yaml", "jobs: [\n");
+    let errors = messages(load(&[dir.path().to_path_buf()], &opts()));
+    assert_eq!(errors.len(), 8, "{errors:#?}");
+    assert_error(&errors[0], &first, "3:15", &["minute field"]);
+    assert_error(&errors[1], &first, "8:14", &["bare number"]);
+    assert_error(&errors[2], &first, "9:3", &["neither `command` nor `http`"]);
+    assert_error(
+        &errors[3],
+        &first,
+        "11:14",
+        &["`enabled` must be true or false"],
+    );
+    assert_error(
+        &errors[4],
+        &second,
+        "2:13",
+        &["unknown time zone `Mars/Base`"],
+    );
+    assert_error(&errors[5], &second, "6:5", &["did you mean `command`?"]);
+    assert_error(&errors[6], &second, "9:18", &["`${UNSET}`"]);
+    assert_error(&errors[7], &broken, "1:7", &["invalid YAML"]);
+    // `ConfigErrors` displays one error a line.
+    let shown = ConfigErrors(Vec::new()).to_string();
+    assert!(shown.is_empty());
+}
+
+// ---- discovery -----------------------------------------------------------------------
+
+#[test]
+fn directories_mean_their_yaml_files_sorted_without_leftovers() {
+    let dir = TempDir::new().unwrap();
+    for name in [
+        "b.yml",
+        "a.yaml",
+        "c.yaml",
+        ".hidden.yaml",
+        "c.yaml~",
+        ".c.yaml.swp",
+        "#c.yaml#",
+        "notes.txt",
+        "d.json",
+    ] {
+        write(&dir, name, "jobs: {}\n");
+    }
+    std::fs::create_dir(dir.path().join("sub")).unwrap();
+    write(&dir, "sub/inner.yaml", "jobs: {}\n");
+    std::fs::create_dir(dir.path().join("dir.yaml")).unwrap();
+
+    let files = discover(&[dir.path().to_path_buf()]).expect("discover");
+    let names: Vec<&str> = files
+        .iter()
+        .map(|file| file.file_name().unwrap().to_str().unwrap())
+        .collect();
+    assert_eq!(names, ["a.yaml", "b.yml", "c.yaml"]);
+
+    // A file given by name is taken whatever its name; the same file twice counts once.
+    let notes = dir.path().join("notes.txt");
+    let a = dir.path().join("a.yaml");
+    let files = discover(&[notes.clone(), a.clone(), dir.path().to_path_buf()]).unwrap();
+    assert_eq!(
+        files,
+        [
+            notes,
+            a.clone(),
+            dir.path().join("b.yml"),
+            dir.path().join("c.yaml")
+        ]
+    );
+}
+
+#[test]
+fn jobs_come_in_file_order_then_file_position() {
+    let dir = TempDir::new().unwrap();
+    write(
+        &dir,
+        "b.yaml",
+        "jobs:\n  b2: { schedule: \"@daily\", command: x }\n  b1: { schedule: \"@daily\", command: x }\n",
+    );
+    write(
+        &dir,
+        "a.yaml",
+        "jobs:\n  a9: { schedule: \"@daily\", command: x }\n",
+    );
+    let config = load(&[dir.path().to_path_buf()], &opts()).expect("loads");
+    let names: Vec<&str> = config.jobs.iter().map(|job| job.name.as_str()).collect();
+    assert_eq!(names, ["a9", "b2", "b1"]);
+    assert_eq!(
+        config.files,
+        [dir.path().join("a.yaml"), dir.path().join("b.yaml")]
+    );
+    assert!(config.warnings.is_empty());
+}
+
+#[test]
+fn missing_paths_are_errors_naming_each() {
+    let dir = TempDir::new().unwrap();
+    let missing = dir.path().join("nope.yaml");
+    let gone = dir.path().join("gone.d");
+    let errors = discover(&[missing.clone(), dir.path().to_path_buf(), gone.clone()]).unwrap_err();
+    let shown: Vec<String> = errors.0.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        shown,
+        [
+            format!(
+                "{}: no such file or directory; check the path",
+                missing.display()
+            ),
+            format!(
+                "{}: no such file or directory; check the path",
+                gone.display()
+            ),
+        ]
+    );
+    assert_eq!(errors.0[0].file(), Some(missing.as_path()));
+
+    // `load` still checks the files that exist, and reports everything together.
+    let bad = write(&dir, "bad.yaml", "jobs:\n  a:\n    command: x\n");
+    let errors = messages(load(&[missing.clone(), bad.clone()], &opts()));
+    assert_eq!(errors.len(), 2, "{errors:#?}");
+    assert_eq!(
+        errors[0],
+        format!(
+            "{}: no such file or directory; check the path",
+            missing.display()
+        )
+    );
+    assert_error(&errors[1], &bad, "2:3", &["job `a` has no `schedule`"]);
+}
+
+#[test]
+fn unreadable_file_is_an_error_naming_it() {
+    let dir = TempDir::new().unwrap();
+    // A directory passed as a file: opening works, reading does not (root can read any
+    // file, so permissions would not do).
+    let not_a_file = dir.path().to_path_buf();
+    let errors = read_sources(std::slice::from_ref(&not_a_file)).unwrap_err();
+    assert_eq!(errors.0.len(), 1);
+    let shown = errors.0[0].to_string();
+    assert!(
+        shown.starts_with(&format!("{}: cannot read it: ", not_a_file.display())),
+        "{shown}"
+    );
+}
+
+// ---- a good file ---------------------------------------------------------------------
+
+#[test]
+fn every_key_round_trips_into_the_job() {
+    let text = r#"# schedules/backup.yaml
+defaults:
+  timezone: Europe/Berlin
+  timeout: 30m
+  env: { SHARED: "1" }
+jobs:
+  nightly-backup:
+    schedule: "30 2 * * *"
+    command: /usr/local/bin/backup --full
+    workdir: /var/backups
+    env: { RCLONE_CONFIG: /etc/rclone.conf, PORT: 8080 }
+    timeout: 2h
+    kill_grace: 30s
+    retry: { attempts: 3, delay: 1m, max_delay: 10m }
+    overlap: replace
+    starting_deadline: 5m
+    enabled: false
+  rotate:
+    schedule: "@daily"
+    command: ["/usr/sbin/logrotate", "/etc/logrotate.conf"]
+    timezone: UTC
+    overlap: allow
+  ping:
+    schedule: "@every 5m"
+    http:
+      url: "https://hc.example.net/ping/${HC_UUID}"
+      method: post
+      headers: { Authorization: "Bearer ${HC_TOKEN}", X-Literal: "$${NOT_A_VAR}" }
+      body: '{"ok": true}'
+      expect_status: [200, 204]
+    timeout: 10s
+"#;
+    let (_dir, path, result) = load_one("backup.yaml", text);
+    let config = result.unwrap_or_else(|errors| panic!("{errors}"));
+    let berlin: Tz = "Europe/Berlin".parse().unwrap();
+    let at = |line, column| SourceLocation {
+        file: path.clone(),
+        line,
+        column,
+    };
+    let env = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    };
+    let expected = vec![
+        Job {
+            name: "nightly-backup".into(),
+            schedule_text: "30 2 * * *".into(),
+            schedule: Schedule::parse("30 2 * * *").unwrap(),
+            timezone: berlin,
+            action: Action::Shell(ShellCommand::Script("/usr/local/bin/backup --full".into())),
+            workdir: Some("/var/backups".into()),
+            env: env(&[
+                ("PORT", "8080"),
+                ("RCLONE_CONFIG", "/etc/rclone.conf"),
+                ("SHARED", "1"),
+            ]),
+            timeout: Some(Duration::from_secs(7200)),
+            kill_grace: Duration::from_secs(30),
+            retry: RetryPolicy {
+                attempts: 3,
+                delay: Duration::from_secs(60),
+                max_delay: Duration::from_secs(600),
+            },
+            overlap: Overlap::Replace,
+            starting_deadline: Some(Duration::from_secs(300)),
+            enabled: false,
+            source: at(7, 3),
+        },
+        Job {
+            name: "rotate".into(),
+            schedule_text: "@daily".into(),
+            schedule: Schedule::parse("@daily").unwrap(),
+            timezone: Tz::UTC,
+            action: Action::Shell(ShellCommand::Argv(vec![
+                "/usr/sbin/logrotate".into(),
+                "/etc/logrotate.conf".into(),
+            ])),
+            workdir: None,
+            env: env(&[("SHARED", "1")]),
+            timeout: Some(Duration::from_secs(1800)),
+            kill_grace: DEFAULT_KILL_GRACE,
+            retry: RetryPolicy::default(),
+            overlap: Overlap::Allow,
+            starting_deadline: None,
+            enabled: true,
+            source: at(18, 3),
+        },
+        Job {
+            name: "ping".into(),
+            schedule_text: "@every 5m".into(),
+            schedule: Schedule::Every(Duration::from_secs(300)),
+            timezone: berlin,
+            action: Action::Http(HttpRequest {
+                method: "POST".into(),
+                url: "https://hc.example.net/ping/1234-abcd".into(),
+                url_template: "https://hc.example.net/ping/${HC_UUID}".into(),
+                headers: vec![
+                    ("Authorization".into(), format!("Bearer {SECRET}")),
+                    ("X-Literal".into(), "${NOT_A_VAR}".into()),
+                ],
+                body: Some(r#"{"ok": true}"#.into()),
+                expect_status: vec![200, 204],
+            }),
+            workdir: None,
+            env: env(&[("SHARED", "1")]),
+            timeout: Some(Duration::from_secs(10)),
+            kill_grace: DEFAULT_KILL_GRACE,
+            retry: RetryPolicy::default(),
+            overlap: Overlap::Skip,
+            starting_deadline: None,
+            enabled: true,
+            source: at(23, 3),
+        },
+    ];
+    assert_eq!(config.jobs, expected);
+    assert_eq!(config.files, std::slice::from_ref(&path));
+    assert!(config.warnings.is_empty());
+}
+
+/// The repository's `schedules/` are documentation; they must stay valid. Without the
+/// demo variables set, their `${VAR:-default}` defaults apply.
+#[test]
+fn the_example_schedules_load() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("schedules");
+    let opts = LoadOptions {
+        default_timezone: Tz::UTC,
+        env: Default::default(),
+    };
+    let config = load(&[dir], &opts).unwrap_or_else(|errors| panic!("{errors}"));
+    assert!(!config.jobs.is_empty());
+    assert!(config.warnings.is_empty(), "{:?}", config.warnings);
+    let ping = config
+        .jobs
+        .iter()
+        .find(|job| job.name == "healthcheck-ping");
+    if let Some(Action::Http(request)) = ping.map(|job| &job.action) {
+        assert_eq!(request.url, "http://127.0.0.1:8080/ping");
+        assert!(request.url_template.starts_with("${CHIME_DEMO_PING_URL:-"));
+    }
+}
+
+#[test]
+fn load_sources_works_on_bytes_in_memory() {
+    let sources = [Source {
+        path: "memory.yaml".into(),
+        bytes: b"jobs:\n  a: { schedule: \"@hourly\", command: x }\n".to_vec(),
+    }];
+    let config = load_sources(&sources, &opts()).expect("loads");
+    assert_eq!(config.jobs[0].source.to_string(), "memory.yaml:2:3");
+    assert_eq!(config.files, [PathBuf::from("memory.yaml")]);
+}
+
+#[test]
+fn options_from_the_process() {
+    let tokyo: Tz = "Asia/Tokyo".parse().unwrap();
+    let opts = LoadOptions::from_process(Some(tokyo));
+    assert_eq!(opts.default_timezone, tokyo);
+    assert_eq!(opts.env.get("PATH"), std::env::var("PATH").ok().as_ref());
+    // Whatever the machine's zone, asking for it must not fail.
+    let _ = config::system_timezone();
+}
+
+// ---- hostile input -------------------------------------------------------------------
+
+#[test]
+fn alias_bomb_is_rejected() {
+    let mut bomb = String::from("a0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol, lol]\n");
+    for level in 1..10 {
+        let refs = vec![format!("*a{}", level - 1); 10].join(", ");
+        bomb.push_str(&format!("a{level}: &a{level} [{refs}]\n"));
+    }
+    bomb.push_str("jobs: {}\n");
+    let (_dir, path, result) = load_one("bomb.yaml", &bomb);
+    let errors = messages(result);
+    assert_eq!(errors.len(), 1, "{errors:#?}");
+    assert!(errors[0].starts_with(&format!("{}:", path.display())));
+    assert!(
+        errors[0].contains("too many alias expansions"),
+        "{}",
+        errors[0]
+    );
+}
+
+#[test]
+fn absurd_nesting_is_rejected() {
+    for text in [
+        "[".repeat(10_000),
+        "{a: ".repeat(10_000),
+        "- ".repeat(10_000) + "x\n",
+    ] {
+        let (_dir, path, result) = load_one("deep.yaml", &text);
+        let errors = messages(result);
+        assert_eq!(errors.len(), 1, "{errors:#?}");
+        assert!(
+            errors[0].starts_with(&format!("{}:1:", path.display())),
+            "{}",
+            errors[0]
+        );
+        assert!(errors[0].contains("nested more than"), "{}", errors[0]);
+    }
+}
+
+/// Slow in a debug build (serde-saphyr unoptimized); run with `--ignored` or in release.
+#[test]
+#[ignore]
+fn a_file_with_100_000_jobs_loads() {
+    let mut text = String::from("defaults:\n  timeout: 1m\njobs:\n");
+    for index in 0..100_000 {
+        text.push_str(&format!(
+            "  job-{index}:\n    schedule: \"*/5 * * * *\"\n    command: [\"/bin/echo\", \"{index}\"]\n    retry: {{ attempts: 2, delay: 1s }}\n"
+        ));
+    }
+    let (_dir, _path, result) = load_one("big.yaml", &text);
+    let config = result.unwrap_or_else(|errors| panic!("{}", errors.0[0]));
+    assert_eq!(config.jobs.len(), 100_000);
+    assert_eq!(config.jobs[99_999].name, "job-99999");
+}
