@@ -1,27 +1,30 @@
-//! The service's lifecycle: start, serve until told to stop, drain, stop. Also the
-//! foreground `exec` command.
+//! The service's lifecycle: start, serve, reload, drain, stop. Also the foreground
+//! `exec` command.
 //!
-//! [`serve`] is the service as a library function: it takes its clock, executor,
-//! event sink and a control channel, so tests run it in-process on virtual time.
-//! [`run_from_cli`] wires it to the real world: signals, stderr, the system clock.
+//! [`serve`] is the service as a library function: it takes its clock, executor, event
+//! sink, configuration source and a control channel, so tests run it in-process on
+//! virtual time. [`run_from_cli`] wires it to the real world: signals (registered
+//! first), a directory watcher, systemd's notify socket, stderr, the system clock.
 
-use std::path::PathBuf;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use chrono::Utc;
 use tokio::signal::unix::{SignalKind, signal};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{LogFormat, Settings, exit, load_or_report};
+use crate::cli::{LogFormat, Settings, exit};
 use crate::clock::{Clock, SystemClock};
-use crate::config::Config;
+use crate::config::{self, Config, ConfigErrors, LoadOptions, Source};
 use crate::dispatch::Dispatcher;
 use crate::events::{Event, Events, Outcome, Trigger};
 use crate::exec::{Executor, Real};
 use crate::logging::{self, Format, Level};
 use crate::run::{RunRequest, RunSettings, execute_run, new_run_id};
-use crate::scheduler::Scheduler;
+use crate::scheduler::{Command, Heartbeat, ReloadCounts, Scheduler};
+use crate::systemd::Notifier;
 
 /// What the outside world can ask of a running service.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,6 +32,96 @@ pub enum Control {
     /// Stop firing and drain: running runs get the shutdown grace. A second one
     /// terminates them at once.
     Shutdown,
+    /// Reload the schedules (SIGHUP): always applied and logged.
+    Reload,
+    /// A watched file may have changed, or the periodic re-check: reload only if the
+    /// files' content changed.
+    ReloadIfChanged,
+}
+
+/// Where a reload gets its schedules from.
+pub trait ConfigSource: Send + 'static {
+    /// Reads the schedules again. `force` = false may answer [`Reloaded::Unchanged`]
+    /// when the files are byte-for-byte what was loaded last time.
+    fn reload(&mut self, force: bool) -> Reloaded;
+}
+
+#[derive(Debug)]
+pub enum Reloaded {
+    Unchanged,
+    Loaded(Config),
+    Rejected(ConfigErrors),
+}
+
+/// Schedules read from files and directories, remembering what was read last.
+#[derive(Debug)]
+pub struct FileSource {
+    paths: Vec<PathBuf>,
+    options: LoadOptions,
+    last: Vec<Source>,
+}
+
+impl FileSource {
+    /// Loads the schedules for the first time.
+    pub fn load(paths: Vec<PathBuf>, options: LoadOptions) -> Result<(FileSource, Config), ConfigErrors> {
+        let sources = read_all(&paths)?;
+        let config = config::load_sources(&sources, &options)?;
+        Ok((
+            FileSource {
+                paths,
+                options,
+                last: sources,
+            },
+            config,
+        ))
+    }
+
+    /// The directories to watch: each directory given, and the directory of each file
+    /// given (editors save by rename, and Kubernetes swaps a `..data` symlink, so the
+    /// files themselves are the wrong thing to watch).
+    pub fn watch_dirs(&self) -> Vec<PathBuf> {
+        let mut dirs: Vec<PathBuf> = self
+            .paths
+            .iter()
+            .map(|path| {
+                if path.is_dir() {
+                    path.clone()
+                } else {
+                    match path.parent() {
+                        Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
+                        _ => PathBuf::from("."),
+                    }
+                }
+            })
+            .collect();
+        dirs.sort();
+        dirs.dedup();
+        dirs
+    }
+}
+
+fn read_all(paths: &[PathBuf]) -> Result<Vec<Source>, ConfigErrors> {
+    let files = config::discover(paths)?;
+    config::read_sources(&files)
+}
+
+impl ConfigSource for FileSource {
+    fn reload(&mut self, force: bool) -> Reloaded {
+        let sources = match read_all(&self.paths) {
+            Ok(sources) => sources,
+            Err(errors) => return Reloaded::Rejected(errors),
+        };
+        if !force && sources == self.last {
+            return Reloaded::Unchanged;
+        }
+        match config::load_sources(&sources, &self.options) {
+            Ok(config) => {
+                self.last = sources;
+                Reloaded::Loaded(config)
+            }
+            Err(errors) => Reloaded::Rejected(errors),
+        }
+    }
 }
 
 /// Settings of one service instance.
@@ -37,6 +130,9 @@ pub struct ServeOptions {
     pub shutdown_grace: Duration,
     pub max_concurrent_runs: usize,
     pub run: RunSettings,
+    /// How often to re-read the schedules when no file event arrived (for file systems
+    /// that deliver none, such as NFS). `None`: never.
+    pub recheck_every: Option<Duration>,
 }
 
 impl Default for ServeOptions {
@@ -45,22 +141,68 @@ impl Default for ServeOptions {
             shutdown_grace: Duration::from_secs(30),
             max_concurrent_runs: 0,
             run: RunSettings::default(),
+            recheck_every: Some(Duration::from_secs(60)),
         }
     }
 }
 
-/// Runs the service on loaded jobs until a [`Control::Shutdown`] arrives (or the
-/// control channel closes), then drains and returns.
-pub async fn serve<E: Executor, C: Clock>(
+/// The parts of the outside world [`serve`] talks to.
+pub struct World<E, C> {
+    pub clock: Arc<C>,
+    pub executor: E,
+    pub events: Events,
+    pub notifier: Notifier,
+}
+
+/// A line for `systemctl status`.
+#[derive(Debug, Default)]
+struct Status {
+    jobs: usize,
+    files: usize,
+    last_reload: Option<String>,
+}
+
+impl Status {
+    fn line(&self, in_flight: usize) -> String {
+        let mut line = format!(
+            "{} job{} from {} file{}; {} run{} in flight",
+            self.jobs,
+            if self.jobs == 1 { "" } else { "s" },
+            self.files,
+            if self.files == 1 { "" } else { "s" },
+            in_flight,
+            if in_flight == 1 { "" } else { "s" },
+        );
+        if let Some(reload) = &self.last_reload {
+            line.push_str("; last reload ");
+            line.push_str(reload);
+        }
+        line
+    }
+}
+
+/// Runs the service until [`Control::Shutdown`] arrives (or the control channel
+/// closes), then drains and returns.
+pub async fn serve<E: Executor, C: Clock, S: ConfigSource>(
     config: Config,
+    source: S,
     options: ServeOptions,
-    clock: Arc<C>,
-    executor: E,
-    events: Events,
+    world: World<E, C>,
     mut control: mpsc::Receiver<Control>,
 ) {
+    let World {
+        clock,
+        executor,
+        events,
+        notifier,
+    } = world;
+    let notifier = Arc::new(notifier);
     let version = env!("CARGO_PKG_VERSION").to_string();
-    let (jobs, files) = (config.jobs.len(), config.files.len());
+    let status = Arc::new(Mutex::new(Status {
+        jobs: config.jobs.len(),
+        files: config.files.len(),
+        last_reload: None,
+    }));
     let dispatcher = Dispatcher::new(
         executor,
         Arc::clone(&clock),
@@ -72,27 +214,135 @@ pub async fn serve<E: Executor, C: Clock>(
     scheduler.add_jobs(config.jobs);
     events.emit(Event::ServiceStarted {
         version: version.clone(),
-        jobs,
-        files,
+        jobs: scheduler.job_count(),
+        files: config.files.len(),
     });
+    notifier.ready();
+    notifier.status(&lock(&status).line(0));
     scheduler.fire_reboot_jobs();
 
+    // The watchdog is pinged from inside the scheduling loop: a stuck loop stops it.
+    let heartbeat = Notifier::watchdog_interval().map(|interval| {
+        let notifier = Arc::clone(&notifier);
+        let status = Arc::clone(&status);
+        let dispatcher = dispatcher.clone();
+        Heartbeat {
+            every: interval / 2,
+            beat: Box::new(move || {
+                notifier.watchdog();
+                notifier.status(&lock(&status).line(dispatcher.active()));
+            }),
+        }
+    });
     let stop = CancellationToken::new();
-    let stop_loop = stop.clone();
-    let loop_task = async move { scheduler.run(stop_loop).await };
-    tokio::pin!(loop_task);
-    tokio::select! {
-        () = &mut loop_task => {}
-        _ = control.recv() => stop.cancel(),
-    }
-    loop_task.await;
+    let (commands, command_rx) = mpsc::channel(4);
+    let loop_stop = stop.clone();
+    let scheduler_task =
+        tokio::spawn(async move { scheduler.run(loop_stop, command_rx, heartbeat).await });
 
+    let mut source = Some(source);
+    let mut recheck = options.recheck_every.map(|every| {
+        let mut interval = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        interval
+    });
+    loop {
+        let request = tokio::select! {
+            request = control.recv() => request,
+            _ = async {
+                match recheck.as_mut() {
+                    Some(interval) => interval.tick().await,
+                    None => std::future::pending().await,
+                }
+            } => Some(Control::ReloadIfChanged),
+        };
+        let force = match request {
+            None | Some(Control::Shutdown) => break,
+            Some(Control::Reload) => true,
+            Some(Control::ReloadIfChanged) => false,
+        };
+        let Some(mut taken) = source.take() else {
+            break;
+        };
+        if force {
+            notifier.reloading();
+        }
+        // Reading and validating files is blocking work: keep it off the runtime's workers.
+        let (returned, outcome) = match tokio::task::spawn_blocking(move || {
+            let outcome = taken.reload(force);
+            (taken, outcome)
+        })
+        .await
+        {
+            Ok(pair) => pair,
+            Err(_) => break,
+        };
+        source = Some(returned);
+        let when = Utc::now().format("%Y-%m-%d %H:%M:%S UTC");
+        match outcome {
+            Reloaded::Unchanged => {}
+            Reloaded::Rejected(errors) => {
+                lock(&status).last_reload = Some(format!("{when} rejected ({} errors)", errors.0.len()));
+                events.emit(Event::ConfigRejected {
+                    errors: errors.0.iter().map(ToString::to_string).collect(),
+                });
+            }
+            Reloaded::Loaded(config) => {
+                let files = config.files.len();
+                let jobs = config.jobs.len();
+                let (reply, counts) = oneshot::channel();
+                if commands
+                    .send(Command::Replace {
+                        jobs: config.jobs,
+                        reply,
+                    })
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+                let counts: ReloadCounts = counts.await.unwrap_or_default();
+                {
+                    let mut status = lock(&status);
+                    status.jobs = jobs;
+                    status.files = files;
+                    status.last_reload = Some(format!("{when} ok"));
+                }
+                events.emit(Event::ConfigReloaded {
+                    added: counts.added,
+                    changed: counts.changed,
+                    removed: counts.removed,
+                    unchanged: counts.unchanged,
+                });
+            }
+        }
+        if force {
+            notifier.ready();
+        }
+        notifier.status(&lock(&status).line(dispatcher.active()));
+    }
+
+    // Shutdown: stop firing, drop pending retries, let runs finish within the grace.
+    stop.cancel();
+    let _ = scheduler_task.await;
+    notifier.stopping();
+    let (jobs, files) = {
+        let status = lock(&status);
+        (status.jobs, status.files)
+    };
     events.emit(Event::ServiceStopping {
         version: version.clone(),
         jobs,
         files,
     });
     dispatcher.stop_accepting();
+    let in_flight = dispatcher.active();
+    if in_flight > 0 {
+        // Tell systemd the stop takes longer than its timeout may allow: the grace,
+        // then up to a kill grace per run group, plus a margin.
+        notifier.extend_timeout(options.shutdown_grace + Duration::from_secs(70));
+        notifier.status(&format!("stopping: waiting for {in_flight} runs"));
+    }
     tokio::select! {
         () = dispatcher.wait_idle() => {}
         () = tokio::time::sleep(options.shutdown_grace) => {}
@@ -108,6 +358,10 @@ pub async fn serve<E: Executor, C: Clock>(
     });
 }
 
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -120,10 +374,13 @@ fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
 pub fn resolve_format(requested: LogFormat) -> Format {
     match requested {
         LogFormat::Text => Format::Text,
-        LogFormat::Json | LogFormat::Journald => Format::Json,
+        LogFormat::Json => Format::Json,
+        LogFormat::Journald => Format::Journald,
         LogFormat::Auto => {
+            if crate::journald::stderr_is_journal() {
+                Format::Journald
             // SAFETY: isatty only inspects the descriptor.
-            if unsafe { libc::isatty(libc::STDERR_FILENO) } == 1 {
+            } else if unsafe { libc::isatty(libc::STDERR_FILENO) } == 1 {
                 Format::Text
             } else {
                 Format::Json
@@ -140,23 +397,80 @@ fn resolve_level(settings: &Settings) -> Level {
         .unwrap_or(Level::Info)
 }
 
-/// Signals become control messages: TERM and INT ask for shutdown (twice: at once).
+/// Signals become control messages: TERM and INT ask for shutdown (a second: at
+/// once), HUP for a reload.
 fn forward_signals(tx: mpsc::Sender<Control>) -> std::io::Result<()> {
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
     tokio::spawn(async move {
         loop {
-            tokio::select! {
-                Some(()) = term.recv() => {}
-                Some(()) = int.recv() => {}
+            let control = tokio::select! {
+                Some(()) = term.recv() => Control::Shutdown,
+                Some(()) = int.recv() => Control::Shutdown,
+                Some(()) = hup.recv() => Control::Reload,
                 else => return,
-            }
-            if tx.send(Control::Shutdown).await.is_err() {
+            };
+            if tx.send(control).await.is_err() {
                 return;
             }
         }
     });
     Ok(())
+}
+
+/// Turns file-system events in `dirs` into [`Control::ReloadIfChanged`], debounced:
+/// one request once events have been quiet for `quiet`.
+pub fn watch(
+    dirs: &[PathBuf],
+    quiet: Duration,
+    tx: mpsc::Sender<Control>,
+) -> notify::Result<notify::RecommendedWatcher> {
+    use notify::Watcher;
+    let (raw_tx, mut raw_rx) = mpsc::unbounded_channel::<()>();
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        if event.is_ok_and(|event| !event.kind.is_access()) {
+            let _ = raw_tx.send(());
+        }
+    })?;
+    for dir in dirs {
+        watcher.watch(Path::new(dir), notify::RecursiveMode::NonRecursive)?;
+    }
+    tokio::spawn(async move {
+        while raw_rx.recv().await.is_some() {
+            // Debounce: wait until nothing happened for `quiet`.
+            loop {
+                match tokio::time::timeout(quiet, raw_rx.recv()).await {
+                    Ok(Some(())) => continue,
+                    Ok(None) => return,
+                    Err(_) => break,
+                }
+            }
+            if tx.send(Control::ReloadIfChanged).await.is_err() {
+                return;
+            }
+        }
+    });
+    Ok(watcher)
+}
+
+fn start_logging(settings: &Settings) -> (Events, logging::LogGuard) {
+    logging::start(
+        resolve_format(settings.log_format),
+        resolve_level(settings),
+        Box::new(std::io::stderr()),
+    )
+}
+
+fn print_errors(errors: &ConfigErrors) {
+    for error in &errors.0 {
+        eprintln!("error: {error}");
+    }
+    eprintln!(
+        "{} error{} found; nothing was loaded",
+        errors.0.len(),
+        if errors.0.len() == 1 { "" } else { "s" }
+    );
 }
 
 /// `chime run`.
@@ -170,13 +484,24 @@ pub fn run_from_cli(paths: &[PathBuf], settings: &Settings) -> u8 {
     };
     runtime.block_on(async {
         // Signals first: a SIGTERM during loading must stop us cleanly, not kill us.
-        let (tx, rx) = mpsc::channel(8);
-        if let Err(err) = forward_signals(tx) {
+        let (tx, rx) = mpsc::channel(16);
+        if let Err(err) = forward_signals(tx.clone()) {
             eprintln!("error: cannot install signal handlers: {err}");
             return exit::FAILED;
         }
-        let Some(config) = load_or_report(paths, settings) else {
-            return exit::FAILED;
+        let options = LoadOptions::from_process(settings.default_timezone);
+        let paths = paths.to_vec();
+        let loaded = tokio::task::spawn_blocking(move || FileSource::load(paths, options)).await;
+        let (source, config) = match loaded {
+            Ok(Ok(pair)) => pair,
+            Ok(Err(errors)) => {
+                print_errors(&errors);
+                return exit::FAILED;
+            }
+            Err(err) => {
+                eprintln!("error: loading the schedules failed: {err}");
+                return exit::FAILED;
+            }
         };
         let executor = match Real::new() {
             Ok(executor) => executor,
@@ -185,25 +510,40 @@ pub fn run_from_cli(paths: &[PathBuf], settings: &Settings) -> u8 {
                 return exit::FAILED;
             }
         };
-        let (events, _guard) = logging::start(
-            resolve_format(settings.log_format),
-            resolve_level(settings),
-            Box::new(std::io::stderr()),
-        );
+        let (events, _guard) = start_logging(settings);
+        // Keep the watcher alive for as long as the service runs.
+        let _watcher = match watch(&source.watch_dirs(), Duration::from_millis(250), tx) {
+            Ok(watcher) => Some(watcher),
+            Err(err) => {
+                eprintln!("warning: cannot watch the schedule directories ({err}); reload with SIGHUP");
+                None
+            }
+        };
         let options = ServeOptions {
             shutdown_grace: settings.shutdown_grace,
             max_concurrent_runs: settings.max_concurrent_runs,
-            run: RunSettings::default(),
+            ..ServeOptions::default()
         };
-        serve(config, options, Arc::new(SystemClock), executor, events, rx).await;
+        let world = World {
+            clock: Arc::new(SystemClock),
+            executor,
+            events,
+            notifier: Notifier::from_env(),
+        };
+        serve(config, source, options, world, rx).await;
         exit::OK
     })
 }
 
 /// `chime exec JOB`: one run now, in the foreground, logged to stderr.
 pub fn exec_from_cli(name: &str, paths: &[PathBuf], settings: &Settings) -> u8 {
-    let Some(config) = load_or_report(paths, settings) else {
-        return exit::FAILED;
+    let options = LoadOptions::from_process(settings.default_timezone);
+    let config = match config::load(paths, &options) {
+        Ok(config) => config,
+        Err(errors) => {
+            print_errors(&errors);
+            return exit::FAILED;
+        }
     };
     let Some(job) = config.jobs.into_iter().find(|job| job.name == name) else {
         eprintln!("error: no job named `{name}` in the loaded schedules; `chime check` lists them");
@@ -224,18 +564,16 @@ pub fn exec_from_cli(name: &str, paths: &[PathBuf], settings: &Settings) -> u8 {
                 return exit::FAILED;
             }
         };
-        let (events, _guard) = logging::start(
-            resolve_format(settings.log_format),
-            resolve_level(settings),
-            Box::new(std::io::stderr()),
-        );
+        let (events, _guard) = start_logging(settings);
         let cancel = CancellationToken::new();
         let on_signal = cancel.clone();
         let (tx, mut rx) = mpsc::channel(8);
         if forward_signals(tx).is_ok() {
             tokio::spawn(async move {
-                if rx.recv().await.is_some() {
-                    on_signal.cancel();
+                while let Some(control) = rx.recv().await {
+                    if control == Control::Shutdown {
+                        on_signal.cancel();
+                    }
                 }
             });
         }

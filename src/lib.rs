@@ -25,6 +25,8 @@ pub mod duration;
 pub mod events;
 pub mod exec;
 pub mod job;
+pub mod journald;
+pub mod systemd;
 pub mod logging;
 pub mod run;
 pub mod scheduler;

@@ -46,6 +46,9 @@ impl Level {
 pub enum Format {
     Text,
     Json,
+    /// Native journal entries with every field queryable (`journalctl JOB=backup`);
+    /// JSON on the writer when the journal's socket cannot be reached.
+    Journald,
 }
 
 /// A field value, shared by every output format.
@@ -266,6 +269,10 @@ pub fn start(format: Format, min_level: Level, mut out: Box<dyn Write + Send>) -
     let thread = std::thread::Builder::new()
         .name("chime-log".into())
         .spawn(move || {
+            let journal = match format {
+                Format::Journald => crate::journald::JournalWriter::connect().ok(),
+                _ => None,
+            };
             while let Ok(first) = receiver.recv() {
                 // Write everything already queued, then flush once.
                 for message in std::iter::once(first).chain(receiver.try_iter()) {
@@ -279,9 +286,14 @@ pub fn start(format: Format, min_level: Level, mut out: Box<dyn Write + Send>) -
                     if level_of(&event) > min_level {
                         continue;
                     }
+                    if let Some(journal) = &journal
+                        && journal.write(at, &event).is_ok()
+                    {
+                        continue;
+                    }
                     let line = match format {
                         Format::Text => format_text(at, &event),
-                        Format::Json => format_json(at, &event),
+                        Format::Json | Format::Journald => format_json(at, &event),
                     };
                     let _ = writeln!(out, "{line}");
                 }

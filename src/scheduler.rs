@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::{Clock, Wake};
@@ -40,6 +41,39 @@ struct Entry {
     /// Bumped whenever the job's timer is replaced, so stale heap items are ignored.
     generation: u64,
     next: Option<DateTime<Utc>>,
+}
+
+/// What a reload changed, by job name.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReloadCounts {
+    pub added: usize,
+    pub changed: usize,
+    pub removed: usize,
+    pub unchanged: usize,
+}
+
+/// Requests to a running scheduler loop.
+#[derive(Debug)]
+pub enum Command {
+    /// Swap in a new set of jobs (see [`Scheduler::replace_jobs`]).
+    Replace {
+        jobs: Vec<Job>,
+        reply: oneshot::Sender<ReloadCounts>,
+    },
+}
+
+/// Something to do at least every `every` from inside the loop itself (the systemd
+/// watchdog ping), so that a stuck loop stops the pings.
+pub struct Heartbeat {
+    pub every: Duration,
+    pub beat: Box<dyn Fn() + Send + Sync>,
+}
+
+/// Whether two definitions of a job are the same, apart from where they are written.
+fn same_definition(a: &Job, b: &Job) -> bool {
+    let mut b = b.clone();
+    b.source = a.source.clone();
+    *a == b
 }
 
 /// The timer structure and its loop.
@@ -137,11 +171,68 @@ impl<E: Executor, C: Clock> Scheduler<E, C> {
         None
     }
 
-    /// Runs until `shutdown` is cancelled.
-    pub async fn run(&mut self, shutdown: CancellationToken) {
+    /// Swaps in a new set of jobs, matched by name. Unchanged jobs keep their timers
+    /// (no fire doubled or lost); a changed job keeps its next fire if its schedule and
+    /// zone are the same, and otherwise takes its next fire from the new schedule;
+    /// removed jobs stop; new jobs start from now. Runs in flight keep the definition
+    /// they started with. `@reboot` jobs added by a reload do not run: the service did
+    /// not start.
+    pub fn replace_jobs(&mut self, jobs: Vec<Job>) -> ReloadCounts {
+        let now = self.clock.now();
+        let mut counts = ReloadCounts::default();
+        let mut old = std::mem::take(&mut self.jobs);
+        for job in jobs {
+            match old.remove(job.name.as_str()) {
+                Some(entry) if same_definition(&entry.job, &job) => {
+                    counts.unchanged += 1;
+                    let name: Arc<str> = Arc::from(job.name.as_str());
+                    self.jobs.insert(name, entry);
+                }
+                Some(entry) => {
+                    counts.changed += 1;
+                    let same_timing = entry.job.schedule == job.schedule
+                        && entry.job.timezone == job.timezone;
+                    if same_timing {
+                        let name: Arc<str> = Arc::from(job.name.as_str());
+                        self.jobs.insert(
+                            name,
+                            Entry {
+                                job: Arc::new(job),
+                                generation: entry.generation,
+                                next: entry.next,
+                            },
+                        );
+                    } else {
+                        let next = job.schedule.next_after(job.timezone, now);
+                        self.insert(Arc::new(job), next);
+                    }
+                }
+                None => {
+                    counts.added += 1;
+                    let next = job.schedule.next_after(job.timezone, now);
+                    self.insert(Arc::new(job), next);
+                }
+            }
+        }
+        // Whatever is left was removed; its heap items are now stale and get dropped.
+        counts.removed = old.len();
+        counts
+    }
+
+    /// Runs until `shutdown` is cancelled, applying commands between fires.
+    pub async fn run(
+        &mut self,
+        shutdown: CancellationToken,
+        mut commands: mpsc::Receiver<Command>,
+        heartbeat: Option<Heartbeat>,
+    ) {
         self.last_wall = self.clock.now();
         self.last_steady = self.clock.steady();
+        let mut commands_open = true;
         loop {
+            if let Some(heartbeat) = &heartbeat {
+                (heartbeat.beat)();
+            }
             let earliest = self.earliest();
             let clock = Arc::clone(&self.clock);
             let sleep = async move {
@@ -150,10 +241,24 @@ impl<E: Executor, C: Clock> Scheduler<E, C> {
                     None => std::future::pending().await,
                 }
             };
+            let beat_due = async {
+                match &heartbeat {
+                    Some(heartbeat) => tokio::time::sleep(heartbeat.every).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 biased;
                 () = shutdown.cancelled() => return,
+                command = commands.recv(), if commands_open => match command {
+                    Some(Command::Replace { jobs, reply }) => {
+                        let counts = self.replace_jobs(jobs);
+                        let _ = reply.send(counts);
+                    }
+                    None => commands_open = false,
+                },
                 wake = sleep => self.on_wake(wake),
+                () = beat_due => {}
             }
         }
     }

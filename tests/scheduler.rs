@@ -14,7 +14,7 @@ use chime::events::{Event, Events, ExitDetail, MissReason, Outcome, SkipReason, 
 use chime::exec::{Attempt, AttemptResult, Executor, OutputSink};
 use chime::job::{Action, Job, Overlap, RetryPolicy, ShellCommand, SourceLocation};
 use chime::run::RunSettings;
-use chime::scheduler::Scheduler;
+use chime::scheduler::{Command, ReloadCounts, Scheduler};
 use chrono::{DateTime, TimeDelta, Utc};
 use tokio_util::sync::CancellationToken;
 
@@ -49,6 +49,8 @@ struct Call {
     attempt: u32,
     /// Wall-clock time when the attempt started.
     started: DateTime<Utc>,
+    /// The shell script of the definition the attempt ran under.
+    script: String,
 }
 
 /// How long each job's attempts take and how they end.
@@ -72,6 +74,10 @@ impl Executor for FakeExecutor {
             scheduled_at: attempt.scheduled_at,
             attempt: attempt.attempt,
             started: self.clock.now(),
+            script: match &attempt.job.action {
+                Action::Shell(ShellCommand::Script(script)) => script.clone(),
+                other => format!("{other:?}"),
+            },
         });
         let behaviour = self.behaviour.lock().unwrap().get(&attempt.job.name).copied().unwrap_or(
             Behaviour { takes: Duration::ZERO, outcome: Outcome::Success },
@@ -95,6 +101,7 @@ struct Harness {
     calls: Arc<Mutex<Vec<Call>>>,
     events: Arc<Mutex<Vec<Event>>>,
     dispatcher: Dispatcher<FakeExecutor, VirtualClock>,
+    commands: tokio::sync::mpsc::Sender<Command>,
     stop: CancellationToken,
     task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -130,13 +137,21 @@ impl Harness {
         scheduler.add_jobs(jobs);
         let stop = CancellationToken::new();
         let token = stop.clone();
-        let task = tokio::spawn(async move { scheduler.run(token).await });
-        Harness { clock, calls, events: store, dispatcher, stop, task: Some(task) }
+        let (commands, command_rx) = tokio::sync::mpsc::channel(1);
+        let task = tokio::spawn(async move { scheduler.run(token, command_rx, None).await });
+        Harness { clock, calls, events: store, dispatcher, commands, stop, task: Some(task) }
     }
 
     /// Lets virtual time run on (every timer due in that span fires).
     async fn run_for(&self, duration: Duration) {
         tokio::time::sleep(duration).await;
+    }
+
+    /// Swaps in new jobs through the running loop, as a reload does.
+    async fn reload(&self, jobs: Vec<Job>) -> ReloadCounts {
+        let (reply, counts) = tokio::sync::oneshot::channel();
+        self.commands.send(Command::Replace { jobs, reply }).await.unwrap();
+        counts.await.unwrap()
     }
 
     fn starts(&self) -> Vec<(String, DateTime<Utc>, u32, DateTime<Utc>)> {
@@ -429,4 +444,61 @@ async fn disabled_jobs_do_not_run() {
     assert!(h.starts().is_empty());
     let events = h.stop().await;
     assert!(events.iter().any(|e| matches!(e, Event::RunSkipped { reason: SkipReason::Disabled, .. })));
+}
+
+#[tokio::test(start_paused = true)]
+async fn unchanged_job_neither_doubles_nor_skips_across_reloads() {
+    let h = Harness::new("2026-11-25T10:00:00.500Z", vec![job("tick", "* * * * * *"), job("other", "@hourly")], 0);
+    // Ten reloads at awkward moments: just before, at and just after fires.
+    for offset_ms in [100, 499, 500, 501, 900, 999, 1, 250, 750, 0] {
+        h.run_for(Duration::from_millis(offset_ms)).await;
+        let counts = h.reload(vec![job("tick", "* * * * * *"), job("other", "@hourly")]).await;
+        assert_eq!(counts, ReloadCounts { added: 0, changed: 0, removed: 0, unchanged: 2 });
+    }
+    // 5.2 s of virtual time have passed since 10:00:00.5; let it reach 10:00:07.
+    h.run_for(Duration::from_millis(1_300)).await;
+    assert_eq!(h.scheduled("tick"), seconds("2026-11-25T10:00:01Z", 6));
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn reload_adds_changes_and_removes_by_name() {
+    let h = Harness::new(
+        "2026-11-25T10:00:00.500Z",
+        vec![job("keep", "* * * * * *"), job("change", "*/2 * * * * *"), job("drop", "* * * * * *")],
+        0,
+    );
+    h.run_for(Duration::from_millis(1_000)).await; // 10:00:01.5: keep, drop fired at :01
+    let counts = h
+        .reload(vec![job("keep", "* * * * * *"), job("change", "*/3 * * * * *"), job("new", "* * * * * *")])
+        .await;
+    assert_eq!(counts, ReloadCounts { added: 1, changed: 1, removed: 1, unchanged: 1 });
+    h.run_for(Duration::from_millis(5_000)).await; // to 10:00:06.5
+    assert_eq!(h.scheduled("keep"), seconds("2026-11-25T10:00:01Z", 6));
+    assert_eq!(h.scheduled("drop"), vec![at("2026-11-25T10:00:01Z")]);
+    assert_eq!(h.scheduled("new"), seconds("2026-11-25T10:00:02Z", 5));
+    // The changed job's new schedule (every 3 s) applies from its next fire.
+    assert_eq!(h.scheduled("change"), vec![at("2026-11-25T10:00:03Z"), at("2026-11-25T10:00:06Z")]);
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_changed_command_keeps_the_timer_and_runs_in_flight_keep_their_definition() {
+    let mut slow = job("slow", "*/2 * * * * *");
+    slow.overlap = Overlap::Allow;
+    let behaviour = BTreeMap::from([(
+        "slow".to_string(),
+        Behaviour { takes: Duration::from_millis(3_000), outcome: Outcome::Success },
+    )]);
+    let h = Harness::with_behaviour("2026-11-25T10:00:01.500Z", vec![slow.clone()], 0, behaviour);
+    h.run_for(Duration::from_millis(1_000)).await; // 10:00:02.5: a run from :02 is in flight
+    let mut edited = slow.clone();
+    edited.action = Action::Shell(ShellCommand::Script("echo edited".into()));
+    let counts = h.reload(vec![edited]).await;
+    assert_eq!(counts.changed, 1);
+    h.run_for(Duration::from_millis(2_000)).await; // 10:00:04.5
+    assert_eq!(h.scheduled("slow"), vec![at("2026-11-25T10:00:02Z"), at("2026-11-25T10:00:04Z")]);
+    let scripts: Vec<String> = h.calls.lock().unwrap().iter().map(|c| c.script.clone()).collect();
+    assert_eq!(scripts, vec!["true".to_string(), "echo edited".to_string()]);
+    h.stop().await;
 }
