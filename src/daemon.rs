@@ -454,12 +454,22 @@ pub fn watch(
     Ok(watcher)
 }
 
+/// Starts the event log, and routes the few internal diagnostics (`tracing` macros,
+/// e.g. a process group that would not die) to stderr in a matching format.
 fn start_logging(settings: &Settings) -> (Events, logging::LogGuard) {
-    logging::start(
-        resolve_format(settings.log_format),
-        resolve_level(settings),
-        Box::new(std::io::stderr()),
-    )
+    let format = resolve_format(settings.log_format);
+    let level = resolve_level(settings);
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level.as_str()));
+    let diagnostics = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(filter);
+    // A subscriber may already be installed (tests running several services); keep it.
+    let _ = match format {
+        Format::Text => diagnostics.compact().try_init(),
+        Format::Json | Format::Journald => diagnostics.json().try_init(),
+    };
+    logging::start(format, level, Box::new(std::io::stderr()))
 }
 
 fn print_errors(errors: &ConfigErrors) {

@@ -302,17 +302,23 @@ impl<E: Executor, C: Clock> Scheduler<E, C> {
                 continue;
             }
             let job = Arc::clone(&entry.job);
-            // Every fire of this job up to now: the first is `at`.
+            // Every fire of this job up to now: the first is `at`. The search ends at the
+            // first fire after now, which is the job's next timer.
             let mut latest = at;
             let mut count: u64 = 1;
-            while count < MAX_COUNTED_MISSES {
-                match job.schedule.next_after(job.timezone, latest) {
-                    Some(next) if next <= now => {
-                        latest = next;
-                        count += 1;
-                    }
-                    _ => break,
+            let mut upcoming = job.schedule.next_after(job.timezone, latest);
+            while let Some(next) = upcoming {
+                if next > now {
+                    break;
                 }
+                latest = next;
+                count += 1;
+                upcoming = if count < MAX_COUNTED_MISSES {
+                    job.schedule.next_after(job.timezone, latest)
+                } else {
+                    // Stop counting; resume from now.
+                    job.schedule.next_after(job.timezone, now)
+                };
             }
             if count == 1 && now - at < LATE_THRESHOLD {
                 self.dispatcher.fire(Fire {
@@ -347,9 +353,9 @@ impl<E: Executor, C: Clock> Scheduler<E, C> {
                     });
                 }
             }
-            // The next fire after everything handled: never one already due, so a
+            // The next fire is after everything handled: never one already due, so a
             // backward step later cannot bring any of these back.
-            let next = job.schedule.next_after(job.timezone, latest.max(now));
+            let next = upcoming;
             self.generations += 1;
             let entry = self.jobs.get_mut(&name).expect("entry looked up above");
             entry.generation = self.generations;
