@@ -10,7 +10,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use chrono_tz::Tz;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::config::{self, Config, LoadOptions};
+use crate::config::{self, Config, ConfigErrors, LoadOptions};
 use crate::cron::Schedule;
 use crate::duration::parse_duration;
 use crate::job::Job;
@@ -143,22 +143,23 @@ pub fn main() -> ExitCode {
 /// Loads the schedules, printing every error to stderr when there are any.
 pub fn load_or_report(paths: &[PathBuf], settings: &Settings) -> Option<Config> {
     let options = LoadOptions::from_process(settings.default_timezone);
-    match config::load(paths, &options) {
-        Ok(config) => Some(config),
-        Err(errors) => {
-            let mut stderr = std::io::stderr().lock();
-            for error in &errors.0 {
-                let _ = writeln!(stderr, "error: {error}");
-            }
-            let _ = writeln!(
-                stderr,
-                "{} error{} found; nothing was loaded",
-                errors.0.len(),
-                if errors.0.len() == 1 { "" } else { "s" }
-            );
-            None
-        }
+    config::load(paths, &options)
+        .map_err(|errors| report_errors(&errors))
+        .ok()
+}
+
+/// Prints every error, one a line, and a count.
+pub fn report_errors(errors: &ConfigErrors) {
+    let mut stderr = std::io::stderr().lock();
+    for error in &errors.0 {
+        let _ = writeln!(stderr, "error: {error}");
     }
+    let _ = writeln!(
+        stderr,
+        "{} error{} found; nothing was loaded",
+        errors.0.len(),
+        if errors.0.len() == 1 { "" } else { "s" }
+    );
 }
 
 /// A fire time as `next` and `check` print it: RFC 3339 in the job's zone.

@@ -15,9 +15,9 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{LogFormat, Settings, exit};
+use crate::cli::{LogFormat, Settings, exit, report_errors};
 use crate::clock::{Clock, SystemClock};
-use crate::config::{self, Config, ConfigErrors, LoadOptions, Source};
+use crate::config::{self, Config, ConfigErrors, LoadOptions, Snapshot};
 use crate::dispatch::Dispatcher;
 use crate::events::{Event, Events, Outcome, Trigger};
 use crate::exec::{Executor, Real};
@@ -58,19 +58,21 @@ pub enum Reloaded {
 pub struct FileSource {
     paths: Vec<PathBuf>,
     options: LoadOptions,
-    last: Vec<Source>,
+    /// What was read last, loaded or rejected: a file event or re-check that finds the
+    /// same bytes again has nothing new to apply or to report.
+    last: Snapshot,
 }
 
 impl FileSource {
-    /// Loads the schedules for the first time.
+    /// Loads the schedules for the first time; every error of every file is reported.
     pub fn load(paths: Vec<PathBuf>, options: LoadOptions) -> Result<(FileSource, Config), ConfigErrors> {
-        let sources = read_all(&paths)?;
-        let config = config::load_sources(&sources, &options)?;
+        let snapshot = config::read_snapshot(&paths);
+        let config = snapshot.load(&options)?;
         Ok((
             FileSource {
                 paths,
                 options,
-                last: sources,
+                last: snapshot,
             },
             config,
         ))
@@ -100,27 +102,18 @@ impl FileSource {
     }
 }
 
-fn read_all(paths: &[PathBuf]) -> Result<Vec<Source>, ConfigErrors> {
-    let files = config::discover(paths)?;
-    config::read_sources(&files)
-}
-
 impl ConfigSource for FileSource {
     fn reload(&mut self, force: bool) -> Reloaded {
-        let sources = match read_all(&self.paths) {
-            Ok(sources) => sources,
-            Err(errors) => return Reloaded::Rejected(errors),
-        };
-        if !force && sources == self.last {
+        let snapshot = config::read_snapshot(&self.paths);
+        if !force && snapshot == self.last {
             return Reloaded::Unchanged;
         }
-        match config::load_sources(&sources, &self.options) {
-            Ok(config) => {
-                self.last = sources;
-                Reloaded::Loaded(config)
-            }
+        let outcome = match snapshot.load(&self.options) {
+            Ok(config) => Reloaded::Loaded(config),
             Err(errors) => Reloaded::Rejected(errors),
-        }
+        };
+        self.last = snapshot;
+        outcome
     }
 }
 
@@ -472,17 +465,6 @@ fn start_logging(settings: &Settings) -> (Events, logging::LogGuard) {
     logging::start(format, level, Box::new(std::io::stderr()))
 }
 
-fn print_errors(errors: &ConfigErrors) {
-    for error in &errors.0 {
-        eprintln!("error: {error}");
-    }
-    eprintln!(
-        "{} error{} found; nothing was loaded",
-        errors.0.len(),
-        if errors.0.len() == 1 { "" } else { "s" }
-    );
-}
-
 /// `chime run`.
 pub fn run_from_cli(paths: &[PathBuf], settings: &Settings) -> u8 {
     let runtime = match runtime() {
@@ -505,7 +487,7 @@ pub fn run_from_cli(paths: &[PathBuf], settings: &Settings) -> u8 {
         let (source, config) = match loaded {
             Ok(Ok(pair)) => pair,
             Ok(Err(errors)) => {
-                print_errors(&errors);
+                report_errors(&errors);
                 return exit::FAILED;
             }
             Err(err) => {
@@ -551,7 +533,7 @@ pub fn exec_from_cli(name: &str, paths: &[PathBuf], settings: &Settings) -> u8 {
     let config = match config::load(paths, &options) {
         Ok(config) => config,
         Err(errors) => {
-            print_errors(&errors);
+            report_errors(&errors);
             return exit::FAILED;
         }
     };

@@ -112,14 +112,34 @@ pub fn load_sources(sources: &[Source], opts: &LoadOptions) -> Result<Config, Co
 /// unreadable file does not stop the others from being checked: the errors of all of
 /// them come back together.
 pub fn load(paths: &[PathBuf], opts: &LoadOptions) -> Result<Config, ConfigErrors> {
+    read_snapshot(paths).load(opts)
+}
+
+/// The files behind a set of paths as read at one moment, with every problem met while
+/// finding and reading them. A reload compares snapshots to skip unchanged files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    pub sources: Vec<Source>,
+    errors: Vec<ConfigError>,
+}
+
+/// Finds and reads the files behind `paths`, collecting every error on the way.
+pub fn read_snapshot(paths: &[PathBuf]) -> Snapshot {
     let (files, mut errors) = files::discover_all(paths);
     let (sources, read_errors) = files::read_all(&files);
     errors.extend(read_errors);
-    let mut loader = jobs::Loader::new(opts, errors);
-    for source in &sources {
-        loader.add_source(&source.path, &source.bytes);
+    Snapshot { sources, errors }
+}
+
+impl Snapshot {
+    /// Validates the snapshot; the errors include those met while reading it.
+    pub fn load(&self, opts: &LoadOptions) -> Result<Config, ConfigErrors> {
+        let mut loader = jobs::Loader::new(opts, self.errors.clone());
+        for source in &self.sources {
+            loader.add_source(&source.path, &source.bytes);
+        }
+        loader.finish(self.sources.iter().map(|source| source.path.clone()).collect())
     }
-    loader.finish(sources.into_iter().map(|source| source.path).collect())
 }
 
 /// A valid set of schedule files.

@@ -1,0 +1,384 @@
+//! `chime run` as systemd runs it (DESIGN.md §4–§6): the real binary, JSON logs on
+//! stderr, signals. Every wait is for a log event or the exit, bounded by a timeout.
+
+mod common;
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use common::{Chime, LIMIT, assert_fields, name, parse_event, temp_dir, write};
+use serde_json::Value;
+
+const TICK: &str =
+    "jobs:\n  tick:\n    schedule: \"* * * * * *\"\n    command: echo hi\n    timezone: UTC\n";
+
+fn start(dir: &std::path::Path, extra: &[&str]) -> Chime {
+    let mut args: Vec<&str> = vec!["--log-format", "json"];
+    args.extend(extra);
+    args.push("run");
+    args.push(dir.to_str().expect("temp dir path is UTF-8"));
+    Chime::spawn(dir, args)
+}
+
+fn time(event: &Value, field: &str) -> DateTime<Utc> {
+    let text = event[field]
+        .as_str()
+        .unwrap_or_else(|| panic!("`{field}` is not a string: {event}"));
+    DateTime::parse_from_rfc3339(text)
+        .unwrap_or_else(|e| panic!("`{field}` {text:?} is not RFC 3339: {e}"))
+        .with_timezone(&Utc)
+}
+
+#[track_caller]
+fn assert_service_event(event: &Value, jobs: u64, files: u64) {
+    assert_fields(event, &["version", "jobs", "files"]);
+    assert_eq!(event["version"], env!("CARGO_PKG_VERSION"), "{event}");
+    assert_eq!(event["jobs"], jobs, "{event}");
+    assert_eq!(event["files"], files, "{event}");
+}
+
+/// Signals `signal`, then expects the shutdown events in order and exit code 0.
+/// Returns every stderr line.
+#[track_caller]
+fn stop_with(chime: &mut Chime, signal: libc::c_int, jobs: u64, files: u64) -> Vec<String> {
+    chime.signal(signal);
+    let stopping = chime.wait_event("service.stopping", LIMIT);
+    assert_service_event(&stopping, jobs, files);
+    let stopped = chime.wait_event("service.stopped", LIMIT);
+    assert_service_event(&stopped, jobs, files);
+    let status = chime.wait_exit(LIMIT);
+    assert_eq!(status.code(), Some(0), "{status:?}");
+    let (lines, stdout) = chime.finish(LIMIT);
+    assert_eq!(stdout, "", "the service writes nothing to stdout");
+    lines
+}
+
+/// Every line is a JSON object with `timestamp`, `level` and `event`.
+#[track_caller]
+fn all_events(lines: &[String]) -> Vec<Value> {
+    lines
+        .iter()
+        .map(|line| {
+            let event = parse_event(line).unwrap_or_else(|| panic!("not JSON: {line:?}"));
+            assert_fields(&event, &[]);
+            event
+        })
+        .collect()
+}
+
+#[test]
+fn every_second_job_fires_each_second_and_sigterm_stops_cleanly() {
+    let dir = temp_dir();
+    write(dir.path(), "tick.yaml", TICK);
+    let mut chime = start(dir.path(), &[]);
+    let started = chime.wait_event("service.started", LIMIT);
+    assert_service_event(&started, 1, 1);
+
+    let mut runs = Vec::new();
+    for _ in 0..4 {
+        runs.push(chime.wait_for("run.started of tick", LIMIT, |e| {
+            name(e) == "run.started" && e["job"] == "tick"
+        }));
+    }
+    for run in &runs {
+        assert_fields(
+            run,
+            &[
+                "job",
+                "run_id",
+                "trigger",
+                "scheduled_at",
+                "lateness_ms",
+                "attempt",
+            ],
+        );
+        assert_eq!(run["trigger"], "schedule", "{run}");
+        assert_eq!(run["attempt"], 1, "{run}");
+        let lateness = run["lateness_ms"]
+            .as_f64()
+            .expect("lateness_ms is a number");
+        assert!(lateness >= 0.0, "{run}");
+        assert_eq!(
+            time(run, "scheduled_at").timestamp_subsec_nanos(),
+            0,
+            "{run}"
+        );
+    }
+    for pair in runs.windows(2) {
+        let gap = time(&pair[1], "scheduled_at") - time(&pair[0], "scheduled_at");
+        assert_eq!(
+            gap.num_milliseconds(),
+            1000,
+            "a second was missed or doubled between\n{}\n{}",
+            pair[0],
+            pair[1]
+        );
+        assert_ne!(pair[0]["run_id"], pair[1]["run_id"]);
+    }
+
+    // Runs in flight when SIGTERM arrives finish within the shutdown grace, so all
+    // four runs' output and end are logged before service.stopped.
+    let lines = stop_with(&mut chime, libc::SIGTERM, 1, 1);
+    let events = all_events(&lines);
+    let position = |wanted: &str, run_id: &Value| {
+        events
+            .iter()
+            .position(|e| name(e) == wanted && &e["run_id"] == run_id)
+            .unwrap_or_else(|| panic!("no {wanted} for run {run_id}:\n{}", lines.join("\n")))
+    };
+    for run in &runs {
+        let run_id = &run["run_id"];
+        let started_at = position("run.started", run_id);
+        let output_at = position("run.output", run_id);
+        let finished_at = position("run.finished", run_id);
+        assert!(
+            started_at < output_at && output_at < finished_at,
+            "{}",
+            lines.join("\n")
+        );
+
+        let output = &events[output_at];
+        assert_fields(output, &["job", "run_id", "stream", "line"]);
+        assert_eq!(output["job"], "tick");
+        assert_eq!(output["stream"], "stdout");
+        assert_eq!(output["line"], "hi");
+
+        let finished = &events[finished_at];
+        assert_fields(
+            finished,
+            &[
+                "job",
+                "run_id",
+                "attempts",
+                "outcome",
+                "exit_code",
+                "duration_ms",
+                "output_bytes",
+                "truncated",
+            ],
+        );
+        assert_eq!(finished["job"], "tick", "{finished}");
+        assert_eq!(finished["attempts"], 1, "{finished}");
+        assert_eq!(finished["outcome"], "success", "{finished}");
+        assert_eq!(finished["exit_code"], 0, "{finished}");
+        assert!(finished["duration_ms"].is_u64(), "{finished}");
+        assert_eq!(finished["output_bytes"], 3, "\"hi\\n\": {finished}");
+        assert_eq!(finished["truncated"], false, "{finished}");
+    }
+    let names: Vec<&str> = events.iter().map(name).collect();
+    assert_eq!(names.first(), Some(&"service.started"), "{names:?}");
+    assert_eq!(names.last(), Some(&"service.stopped"), "{names:?}");
+}
+
+#[test]
+fn sigint_stops_like_sigterm() {
+    let dir = temp_dir();
+    write(dir.path(), "tick.yaml", TICK);
+    let mut chime = start(dir.path(), &[]);
+    chime.wait_event("service.started", LIMIT);
+    let finished = chime.wait_event("run.finished", LIMIT);
+    assert_eq!(finished["outcome"], "success", "{finished}");
+    let lines = stop_with(&mut chime, libc::SIGINT, 1, 1);
+    all_events(&lines);
+}
+
+#[test]
+fn failing_job_is_retried_then_finishes_as_failure() {
+    let dir = temp_dir();
+    write(
+        dir.path(),
+        "fail.yaml",
+        "jobs:\n  flaky:\n    schedule: \"@reboot\"\n    command: echo trying; exit 3\n    \
+         retry: {attempts: 2, delay: 200ms}\n",
+    );
+    let mut chime = start(dir.path(), &[]);
+    chime.wait_event("service.started", LIMIT);
+
+    let first = chime.wait_event("run.started", LIMIT);
+    assert_eq!(first["job"], "flaky", "{first}");
+    assert_eq!(first["trigger"], "reboot", "{first}");
+    assert_eq!(first["attempt"], 1, "{first}");
+    let run_id = first["run_id"].clone();
+
+    let retrying = chime.wait_event("run.retrying", LIMIT);
+    assert_fields(
+        &retrying,
+        &[
+            "job",
+            "run_id",
+            "attempt",
+            "outcome",
+            "exit_code",
+            "delay_ms",
+        ],
+    );
+    assert_eq!(retrying["run_id"], run_id, "{retrying}");
+    assert_eq!(retrying["attempt"], 1, "{retrying}");
+    assert_eq!(retrying["outcome"], "failure", "{retrying}");
+    assert_eq!(retrying["exit_code"], 3, "{retrying}");
+    let delay = retrying["delay_ms"].as_u64().expect("delay_ms is a number");
+    assert!((160..=240).contains(&delay), "200ms ± 20 %: {retrying}");
+
+    let second = chime.wait_event("run.started", LIMIT);
+    assert_eq!(second["run_id"], run_id, "{second}");
+    assert_eq!(second["attempt"], 2, "{second}");
+    assert_eq!(second["trigger"], "retry", "{second}");
+    assert_eq!(second["scheduled_at"], first["scheduled_at"], "{second}");
+
+    let finished = chime.wait_event("run.finished", LIMIT);
+    assert_eq!(finished["run_id"], run_id, "{finished}");
+    assert_eq!(finished["attempts"], 2, "{finished}");
+    assert_eq!(finished["outcome"], "failure", "{finished}");
+    assert_eq!(finished["exit_code"], 3, "{finished}");
+
+    let lines = stop_with(&mut chime, libc::SIGTERM, 1, 1);
+    let events = all_events(&lines);
+    let outputs = events
+        .iter()
+        .filter(|e| name(e) == "run.output" && e["line"] == "trying")
+        .count();
+    assert_eq!(
+        outputs,
+        2,
+        "one output line per attempt:\n{}",
+        lines.join("\n")
+    );
+}
+
+#[test]
+fn invalid_schedules_exit_1_without_starting() {
+    let dir = temp_dir();
+    let path = write(
+        dir.path(),
+        "bad.yaml",
+        "jobs:\n  a:\n    schedule: \"0 3 * * *\"\n    command: x\n    enabled: yes\n",
+    );
+    let mut chime = start(dir.path(), &[]);
+    let status = chime.wait_exit(LIMIT);
+    assert_eq!(status.code(), Some(1), "{status:?}");
+    let (lines, stdout) = chime.finish(LIMIT);
+    assert_eq!(stdout, "");
+    assert!(
+        lines
+            .iter()
+            .any(|line| line.starts_with(&format!("error: {}:5:14: ", path.display()))),
+        "{}",
+        lines.join("\n")
+    );
+    assert!(
+        !lines
+            .iter()
+            .filter_map(|l| parse_event(l))
+            .any(|e| name(&e) == "service.started"),
+        "{}",
+        lines.join("\n")
+    );
+}
+
+/// A job that starts `sleep 30` in its process group and prints its pid.
+const SLEEPER: &str = "jobs:\n  sleeper:\n    schedule: \"@reboot\"\n    \
+                       command: sleep 30 & echo \"$!\"; wait\n";
+
+/// Waits for the sleeper's run and returns its run id and the pid of its `sleep`.
+fn sleeper_started(chime: &mut Chime) -> (Value, i32) {
+    chime.wait_event("service.started", LIMIT);
+    let started = chime.wait_event("run.started", LIMIT);
+    let output = chime.wait_for("the sleeper's pid", LIMIT, |e| {
+        name(e) == "run.output" && e["run_id"] == started["run_id"]
+    });
+    let pid = output["line"]
+        .as_str()
+        .and_then(|line| line.parse().ok())
+        .unwrap_or_else(|| panic!("no pid in {output}"));
+    (started["run_id"].clone(), pid)
+}
+
+#[test]
+fn shutdown_grace_ends_then_running_jobs_are_cancelled() {
+    let dir = temp_dir();
+    write(dir.path(), "sleep.yaml", SLEEPER);
+    let mut chime = start(dir.path(), &["--shutdown-grace", "300ms"]);
+    let (run_id, pid) = sleeper_started(&mut chime);
+    chime.signal(libc::SIGTERM);
+    chime.wait_event("service.stopping", LIMIT);
+    let finished = chime.wait_event("run.finished", LIMIT);
+    assert_eq!(finished["run_id"], run_id, "{finished}");
+    assert_eq!(finished["outcome"], "cancelled", "{finished}");
+    chime.wait_event("service.stopped", LIMIT);
+    assert_eq!(chime.wait_exit(LIMIT).code(), Some(0));
+    assert!(
+        common::wait_dead(pid, LIMIT),
+        "the job's `sleep` ({pid}) outlived the service"
+    );
+}
+
+#[test]
+fn second_sigterm_cancels_runs_at_once() {
+    let dir = temp_dir();
+    write(dir.path(), "sleep.yaml", SLEEPER);
+    // The default grace is 30 s: only the second signal can end this before `sleep`.
+    let mut chime = start(dir.path(), &[]);
+    let (run_id, pid) = sleeper_started(&mut chime);
+    chime.signal(libc::SIGTERM);
+    chime.wait_event("service.stopping", LIMIT);
+    chime.signal(libc::SIGTERM);
+    let finished = chime.wait_event("run.finished", Duration::from_secs(15));
+    assert_eq!(finished["run_id"], run_id, "{finished}");
+    assert_eq!(finished["outcome"], "cancelled", "{finished}");
+    chime.wait_event("service.stopped", LIMIT);
+    assert_eq!(chime.wait_exit(LIMIT).code(), Some(0));
+    assert!(
+        common::wait_dead(pid, LIMIT),
+        "the job's `sleep` ({pid}) outlived the service"
+    );
+}
+
+#[test]
+fn sighup_reloads_instead_of_killing_the_service() {
+    // `systemctl reload` sends SIGHUP (ExecReload=kill -HUP); its default action would
+    // kill the service.
+    let dir = temp_dir();
+    write(dir.path(), "tick.yaml", TICK);
+    let mut chime = start(dir.path(), &[]);
+    chime.wait_event("service.started", LIMIT);
+    chime.signal(libc::SIGHUP);
+    let reloaded = chime.wait_event("config.reloaded", LIMIT);
+    assert_fields(&reloaded, &["added", "changed", "removed", "unchanged"]);
+    assert_eq!(reloaded["unchanged"], 1, "{reloaded}");
+    // Still firing after the reload.
+    chime.wait_event("run.started", LIMIT);
+    let lines = stop_with(&mut chime, libc::SIGTERM, 1, 1);
+    all_events(&lines);
+}
+
+#[test]
+fn run_reports_every_startup_error_like_check() {
+    // DESIGN.md §5: on start, "on any error print all of them and exit 1" — a missing
+    // path must not hide the errors of the files that do exist.
+    let dir = temp_dir();
+    let missing = dir.path().join("gone.yaml");
+    let bad = write(
+        dir.path(),
+        "bad.yaml",
+        "jobs:\n  a:\n    schedule: \"0 3 * * *\"\n    command: x\n    enabled: yes\n",
+    );
+    let args = [
+        "--log-format",
+        "json",
+        "run",
+        missing.to_str().unwrap(),
+        bad.to_str().unwrap(),
+    ];
+    let mut chime = Chime::spawn(dir.path(), args);
+    assert_eq!(chime.wait_exit(LIMIT).code(), Some(1));
+    let (lines, _) = chime.finish(LIMIT);
+    let all = lines.join("\n");
+    assert!(
+        all.contains(&format!("error: {}: no such file", missing.display())),
+        "{all}"
+    );
+    assert!(
+        all.contains(&format!("error: {}:5:14: ", bad.display())),
+        "the bad file's error is missing:\n{all}"
+    );
+}
