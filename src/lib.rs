@@ -12,6 +12,8 @@
 //! - [`dispatch`]: overlap policy, concurrency limit, runs in flight.
 //! - [`run`]: one run: attempts, retry backoff, run events.
 //! - [`logging`]: events → text / JSON lines on a writer thread.
+//! - [`journald`]: events as native journal entries; is stderr the journal?
+//! - [`systemd`]: sd_notify: readiness, reload, stopping, status, watchdog.
 //! - [`daemon`]: the service's lifecycle and the `run` / `exec` commands.
 //! - [`cli`]: the command line and the `check` / `next` commands.
 
@@ -26,7 +28,7 @@ pub mod events;
 pub mod exec;
 pub mod job;
 pub mod journald;
-pub mod systemd;
 pub mod logging;
 pub mod run;
 pub mod scheduler;
+pub mod systemd;

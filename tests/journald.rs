@@ -1,0 +1,277 @@
+//! Native journal entries through the public `chime::journald` API (DESIGN.md §6:
+//! "journald: the same fields as journal fields"). Every event's journal entry carries
+//! exactly the JSON format's fields, upper-cased, with the same values, so
+//! `journalctl -u chime JOB=backup OUTCOME=failure` finds what `jq` would.
+
+use std::collections::BTreeMap;
+use std::os::unix::net::UnixDatagram;
+use std::time::Duration;
+
+use chime::events::{Event, ExitDetail, MissReason, Outcome, SkipReason, Stream, Trigger};
+use chime::journald::{JournalWriter, decode, encode, is_valid_field_name, matches_journal_stream};
+use chime::logging::format_json;
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+
+fn at() -> DateTime<Utc> {
+    "2026-10-25T01:30:00.125Z".parse().unwrap()
+}
+
+fn every_kind_of_event() -> Vec<Event> {
+    let t = at();
+    let detail = ExitDetail {
+        exit_code: Some(1),
+        ..ExitDetail::default()
+    };
+    vec![
+        Event::ServiceStarted {
+            version: "1.2.3".into(),
+            jobs: 4,
+            files: 2,
+        },
+        Event::ServiceStopping {
+            version: "1.2.3".into(),
+            jobs: 4,
+            files: 2,
+        },
+        Event::ServiceStopped {
+            version: "1.2.3".into(),
+            jobs: 4,
+            files: 2,
+        },
+        Event::ConfigReloaded {
+            added: 1,
+            changed: 2,
+            removed: 3,
+            unchanged: 4,
+        },
+        Event::ConfigRejected {
+            errors: vec![
+                "a.yaml:2:3: jobs.x.schedule: minute 61 is out of range 0-59".into(),
+                "b.yaml:1:1: unknown key `jbos`; did you mean `jobs`?".into(),
+            ],
+        },
+        Event::ClockJumped {
+            from: t,
+            to: t + chrono::Duration::hours(1),
+            delta_ms: 3_600_000,
+        },
+        Event::RunStarted {
+            job: "backup".into(),
+            run_id: "r-7".into(),
+            trigger: Trigger::Retry,
+            scheduled_at: t,
+            lateness_ms: 0.4567,
+            attempt: 2,
+        },
+        Event::RunOutput {
+            job: "backup".into(),
+            run_id: "r-7".into(),
+            stream: Stream::Stdout,
+            line: "copied 12 files to \"s3://bucket\" = ok".into(),
+        },
+        Event::RunOutputTruncated {
+            job: "backup".into(),
+            run_id: "r-7".into(),
+            limit_bytes: 65536,
+        },
+        Event::RunRetrying {
+            job: "ping".into(),
+            run_id: "r-8".into(),
+            attempt: 1,
+            outcome: Outcome::Failure,
+            detail: ExitDetail {
+                http_status: Some(503),
+                error: Some("service unavailable".into()),
+                ..ExitDetail::default()
+            },
+            delay_ms: 60_000,
+        },
+        Event::RunFinished {
+            job: "backup".into(),
+            run_id: "r-7".into(),
+            attempts: 3,
+            outcome: Outcome::Timeout,
+            detail: ExitDetail {
+                signal: Some(9),
+                ..detail
+            },
+            duration_ms: 7_200_000,
+            output_bytes: 1024,
+            truncated: true,
+        },
+        Event::RunSkipped {
+            job: "backup".into(),
+            scheduled_at: t,
+            reason: SkipReason::Overlap,
+        },
+        Event::RunMissed {
+            job: "backup".into(),
+            scheduled_at: t,
+            count: 5,
+            reason: MissReason::ClockJump,
+        },
+    ]
+}
+
+fn entry_map(entry: &[u8]) -> BTreeMap<String, String> {
+    let fields = decode(entry).expect("the entry decodes");
+    let count = fields.len();
+    let map: BTreeMap<String, String> = fields
+        .into_iter()
+        .map(|(name, value)| (name, String::from_utf8(value).expect("UTF-8 value")))
+        .collect();
+    assert_eq!(map.len(), count, "no field appears twice");
+    map
+}
+
+/// A JSON value as the journal writes it.
+fn as_journal_text(value: &Value) -> String {
+    match value {
+        Value::String(s) => s.clone(),
+        Value::Array(items) => items
+            .iter()
+            .map(|item| item.as_str().expect("lists are of strings").to_string())
+            .collect::<Vec<_>>()
+            .join("\n"),
+        other => other.to_string(),
+    }
+}
+
+#[test]
+fn journal_entries_carry_the_json_fields() {
+    for event in every_kind_of_event() {
+        let json: Value = serde_json::from_str(&format_json(at(), &event)).unwrap();
+        let journal = entry_map(&encode(&event, at()));
+
+        assert_eq!(journal["EVENT"], json["event"].as_str().unwrap());
+        assert_eq!(journal["TIMESTAMP"], json["timestamp"].as_str().unwrap());
+        assert_eq!(journal["SYSLOG_IDENTIFIER"], "chime");
+        let priority = match json["level"].as_str().unwrap() {
+            "error" => "3",
+            "warn" => "4",
+            "info" => "6",
+            _ => "7",
+        };
+        assert_eq!(journal["PRIORITY"], priority, "{}", event.name());
+        assert!(
+            journal["MESSAGE"].starts_with(event.name()) && !journal["MESSAGE"].contains('\n'),
+            "MESSAGE is one line naming the event: {:?}",
+            journal["MESSAGE"]
+        );
+
+        let object = json.as_object().unwrap();
+        let mut expected = vec![
+            "EVENT",
+            "MESSAGE",
+            "PRIORITY",
+            "SYSLOG_IDENTIFIER",
+            "TIMESTAMP",
+        ]
+        .into_iter()
+        .map(String::from)
+        .collect::<Vec<_>>();
+        for (key, value) in object {
+            if ["timestamp", "level", "event"].contains(&key.as_str()) {
+                continue;
+            }
+            let name = key.to_ascii_uppercase();
+            let got = journal
+                .get(&name)
+                .unwrap_or_else(|| panic!("{} lacks {name}: {journal:?}", event.name()));
+            if let Value::Number(n) = value {
+                let got: f64 = got
+                    .parse()
+                    .unwrap_or_else(|_| panic!("{name}={got:?} is a number"));
+                assert!(
+                    (got - n.as_f64().unwrap()).abs() < 1e-9,
+                    "{name}: {got} vs {n}"
+                );
+            } else {
+                assert_eq!(got, &as_journal_text(value), "{name} of {}", event.name());
+            }
+            expected.push(name);
+        }
+        expected.sort();
+        assert_eq!(
+            journal.keys().cloned().collect::<Vec<_>>(),
+            expected,
+            "{}",
+            event.name()
+        );
+        for name in journal.keys() {
+            assert!(is_valid_field_name(name), "{name}");
+        }
+    }
+}
+
+#[test]
+fn lists_survive_as_one_item_a_line() {
+    let event = &every_kind_of_event()[4];
+    let journal = entry_map(&encode(event, at()));
+    let errors: Vec<&str> = journal["ERRORS"].lines().collect();
+    assert_eq!(errors.len(), 2);
+    assert!(errors[0].starts_with("a.yaml:2:3: "));
+}
+
+#[test]
+fn the_writer_sends_one_entry_per_event_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("journal.socket");
+    let journal = UnixDatagram::bind(&path).unwrap();
+    journal
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+
+    let writer = JournalWriter::with_path(&path).unwrap();
+    // Sent from a thread: the kernel queues only a few datagrams (net.unix.max_dgram_qlen)
+    // before the writer blocks until they are read, as it would with a busy journald.
+    let events = every_kind_of_event();
+    let sent = events.clone();
+    let sender = std::thread::spawn(move || {
+        for event in &sent {
+            writer.write(at(), event).unwrap();
+        }
+    });
+    let mut buf = vec![0u8; 1 << 16];
+    for event in &events {
+        let n = journal.recv(&mut buf).expect("an entry per event");
+        assert_eq!(&buf[..n], encode(event, at()).as_slice());
+    }
+    sender.join().unwrap();
+}
+
+#[test]
+fn a_journal_that_restarts_is_reached_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("journal.socket");
+    let first = UnixDatagram::bind(&path).unwrap();
+    let writer = JournalWriter::with_path(&path).unwrap();
+    let event = &every_kind_of_event()[0];
+    writer.write(at(), event).unwrap();
+
+    // journald restarts: its socket is re-created at the same path.
+    drop(first);
+    std::fs::remove_file(&path).unwrap();
+    assert!(writer.write(at(), event).is_err(), "nobody listens");
+    let second = UnixDatagram::bind(&path).unwrap();
+    second
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    writer.write(at(), event).unwrap();
+    let mut buf = vec![0u8; 1 << 16];
+    let n = second.recv(&mut buf).unwrap();
+    assert_eq!(entry_map(&buf[..n])["EVENT"], "service.started");
+}
+
+#[test]
+fn journal_stream_names_device_and_inode() {
+    assert!(matches_journal_stream("0:42", 0, 42));
+    assert!(matches_journal_stream(
+        "2049:18446744073709551615",
+        2049,
+        u64::MAX
+    ));
+    assert!(!matches_journal_stream("2049:42", 2049, 43));
+    assert!(!matches_journal_stream("42", 0, 42));
+}
