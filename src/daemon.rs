@@ -336,10 +336,21 @@ pub async fn serve<E: Executor, C: Clock, S: ConfigSource>(
         notifier.extend_timeout(options.shutdown_grace + Duration::from_secs(70));
         notifier.status(&format!("stopping: waiting for {in_flight} runs"));
     }
+    // A second shutdown request ends the grace; reload requests during the drain are
+    // moot and are skipped, not allowed to hide it.
+    let second_shutdown = async {
+        loop {
+            match control.recv().await {
+                Some(Control::Shutdown) => return,
+                Some(Control::Reload | Control::ReloadIfChanged) => {}
+                None => std::future::pending().await,
+            }
+        }
+    };
     tokio::select! {
         () = dispatcher.wait_idle() => {}
         () = tokio::time::sleep(options.shutdown_grace) => {}
-        Some(Control::Shutdown) = control.recv() => {}
+        () = second_shutdown => {}
     }
     // Whatever still runs is terminated: SIGTERM to its group, SIGKILL after kill_grace.
     dispatcher.cancel_all();
