@@ -28,7 +28,13 @@ const SCHEDULES: &[&str] = &[
     "@every 90s",
     "0 30 7 * * *",
 ];
-const ZONES: &[&str] = &["UTC", "Europe/Berlin", "America/New_York", "Australia/Lord_Howe", "America/Santiago"];
+const ZONES: &[&str] = &[
+    "UTC",
+    "Europe/Berlin",
+    "America/New_York",
+    "Australia/Lord_Howe",
+    "America/Santiago",
+];
 
 fn write_files(dir: &std::path::Path) -> Vec<PathBuf> {
     let per_file = JOBS / FILES;
@@ -84,15 +90,24 @@ fn main() {
         v.sort();
         v[v.len() / 2]
     };
-    let (min_load, max_load) = (*load_times.iter().min().expect("rounds"), *load_times.iter().max().expect("rounds"));
+    let (min_load, max_load) = (
+        *load_times.iter().min().expect("rounds"),
+        *load_times.iter().max().expect("rounds"),
+    );
     let load_median = median(&mut load_times);
     let fire_median = median(&mut fire_times);
     let total = load_median + fire_median;
-    println!("100,000 jobs in {FILES} files, {ROUNDS} rounds (median; load range {min_load:.2?}–{max_load:.2?})");
+    println!(
+        "100,000 jobs in {FILES} files, {ROUNDS} rounds (median; load range {min_load:.2?}–{max_load:.2?})"
+    );
     println!("  read + parse + validate: {load_median:.3?}");
     println!("  first fire of every job: {fire_median:.3?}");
     println!(
         "  total:                   {total:.3?}   target < 1 s: {}",
-        if total < Duration::from_secs(1) { "PASS" } else { "MISS" }
+        if total < Duration::from_secs(1) {
+            "PASS"
+        } else {
+            "MISS"
+        }
     );
 }

@@ -43,7 +43,12 @@ pub struct Settings {
     #[arg(long, global = true, env = "CHIME_SHUTDOWN_GRACE", value_parser = parse_duration_arg, default_value = "30s")]
     pub shutdown_grace: Duration,
     /// At most this many runs at once; further fires wait in order (0 = no limit).
-    #[arg(long, global = true, env = "CHIME_MAX_CONCURRENT_RUNS", default_value_t = 0)]
+    #[arg(
+        long,
+        global = true,
+        env = "CHIME_MAX_CONCURRENT_RUNS",
+        default_value_t = 0
+    )]
     pub max_concurrent_runs: usize,
 }
 
@@ -164,7 +169,8 @@ pub fn report_errors(errors: &ConfigErrors) {
 
 /// A fire time as `next` and `check` print it: RFC 3339 in the job's zone.
 pub fn format_fire(at: DateTime<Utc>, tz: Tz) -> String {
-    at.with_timezone(&tz).to_rfc3339_opts(SecondsFormat::AutoSi, false)
+    at.with_timezone(&tz)
+        .to_rfc3339_opts(SecondsFormat::AutoSi, false)
 }
 
 fn check(paths: &[PathBuf], settings: &Settings) -> u8 {
@@ -212,7 +218,11 @@ fn describe_next(job: &Job, now: DateTime<Utc>) -> String {
     }
 }
 
-fn write_table(out: &mut impl Write, header: [&str; 4], rows: &[[String; 4]]) -> std::io::Result<()> {
+fn write_table(
+    out: &mut impl Write,
+    header: [&str; 4],
+    rows: &[[String; 4]],
+) -> std::io::Result<()> {
     let mut widths = header.map(str::len);
     for row in rows {
         for (width, cell) in widths.iter_mut().zip(row) {
@@ -264,7 +274,10 @@ fn next(args: &NextArgs, settings: &Settings) -> u8 {
             Some(name) => {
                 let Some(job) = config.jobs.iter().find(|job| &job.name == name) else {
                     let known: Vec<&str> = config.jobs.iter().map(|j| j.name.as_str()).collect();
-                    eprintln!("error: no job named `{name}`; loaded jobs: {}", known.join(", "));
+                    eprintln!(
+                        "error: no job named `{name}`; loaded jobs: {}",
+                        known.join(", ")
+                    );
                     return exit::FAILED;
                 };
                 job.schedule

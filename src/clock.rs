@@ -63,7 +63,11 @@ impl Clock for SystemClock {
                 // sleep, capped so a stepped clock is still noticed within a second.
                 let wait = (at - Utc::now()).to_std().unwrap_or(Duration::ZERO);
                 tokio::time::sleep(wait.min(Duration::from_secs(1))).await;
-                if Utc::now() >= at { Wake::Due } else { Wake::Stepped }
+                if Utc::now() >= at {
+                    Wake::Due
+                } else {
+                    Wake::Stepped
+                }
             }
         }
     }
@@ -82,10 +86,7 @@ mod timerfd {
     pub(super) async fn sleep_until(at: DateTime<Utc>) -> io::Result<Wake> {
         // SAFETY: plain syscall; the returned descriptor is owned below.
         let raw = unsafe {
-            libc::timerfd_create(
-                libc::CLOCK_REALTIME,
-                libc::TFD_NONBLOCK | libc::TFD_CLOEXEC,
-            )
+            libc::timerfd_create(libc::CLOCK_REALTIME, libc::TFD_NONBLOCK | libc::TFD_CLOEXEC)
         };
         if raw < 0 {
             return Err(io::Error::last_os_error());
@@ -111,7 +112,8 @@ mod timerfd {
         };
         let flags = libc::TFD_TIMER_ABSTIME | libc::TFD_TIMER_CANCEL_ON_SET;
         // SAFETY: `fd` is a valid timerfd and `spec` a valid itimerspec.
-        let rc = unsafe { libc::timerfd_settime(fd.as_raw_fd(), flags, &spec, std::ptr::null_mut()) };
+        let rc =
+            unsafe { libc::timerfd_settime(fd.as_raw_fd(), flags, &spec, std::ptr::null_mut()) };
         if rc != 0 {
             return Err(io::Error::last_os_error());
         }

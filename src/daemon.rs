@@ -65,7 +65,10 @@ pub struct FileSource {
 
 impl FileSource {
     /// Loads the schedules for the first time; every error of every file is reported.
-    pub fn load(paths: Vec<PathBuf>, options: LoadOptions) -> Result<(FileSource, Config), ConfigErrors> {
+    pub fn load(
+        paths: Vec<PathBuf>,
+        options: LoadOptions,
+    ) -> Result<(FileSource, Config), ConfigErrors> {
         let snapshot = config::read_snapshot(&paths);
         let config = snapshot.load(&options)?;
         Ok((
@@ -275,7 +278,8 @@ pub async fn serve<E: Executor, C: Clock, S: ConfigSource>(
         match outcome {
             Reloaded::Unchanged => {}
             Reloaded::Rejected(errors) => {
-                lock(&status).last_reload = Some(format!("{when} rejected ({} errors)", errors.0.len()));
+                lock(&status).last_reload =
+                    Some(format!("{when} rejected ({} errors)", errors.0.len()));
                 events.emit(Event::ConfigRejected {
                     errors: errors.0.iter().map(ToString::to_string).collect(),
                 });
@@ -363,7 +367,9 @@ pub async fn serve<E: Executor, C: Clock, S: ConfigSource>(
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
@@ -518,7 +524,9 @@ pub fn run_from_cli(paths: &[PathBuf], settings: &Settings) -> u8 {
         let _watcher = match watch(&source.watch_dirs(), Duration::from_millis(250), tx) {
             Ok(watcher) => Some(watcher),
             Err(err) => {
-                eprintln!("warning: cannot watch the schedule directories ({err}); reload with SIGHUP");
+                eprintln!(
+                    "warning: cannot watch the schedule directories ({err}); reload with SIGHUP"
+                );
                 None
             }
         };
@@ -589,7 +597,12 @@ pub fn exec_from_cli(name: &str, paths: &[PathBuf], settings: &Settings) -> u8 {
             cancel,
             stop_retries: CancellationToken::new(),
         };
-        let report = execute_run(&executor, &clock, &events, &RunSettings::default(), request).await;
-        if report.outcome == Outcome::Success { exit::OK } else { exit::FAILED }
+        let report =
+            execute_run(&executor, &clock, &events, &RunSettings::default(), request).await;
+        if report.outcome == Outcome::Success {
+            exit::OK
+        } else {
+            exit::FAILED
+        }
     })
 }

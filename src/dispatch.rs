@@ -182,8 +182,14 @@ impl<E: Executor, C: Clock> Dispatcher<E, C> {
             }
             let run_id = Arc::clone(&request.run_id);
             let inner = &this.inner;
-            execute_run(&inner.executor, &*inner.clock, &inner.events, &inner.settings, request)
-                .await;
+            execute_run(
+                &inner.executor,
+                &*inner.clock,
+                &inner.events,
+                &inner.settings,
+                request,
+            )
+            .await;
             finished.cancel();
             this.finished(&name, &run_id);
         });
@@ -224,7 +230,9 @@ impl<E, C> Inner<E, C> {
     fn lock(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock cannot leave the bookkeeping half-updated in a
         // way that matters more than stopping the service would; carry on.
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn skip(&self, fire: &Fire, reason: SkipReason) {

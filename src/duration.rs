@@ -109,7 +109,11 @@ mod tests {
             ("0s", 0),
         ];
         for (text, ms) in cases {
-            assert_eq!(parse_duration(text), Ok(Duration::from_millis(ms)), "{text}");
+            assert_eq!(
+                parse_duration(text),
+                Ok(Duration::from_millis(ms)),
+                "{text}"
+            );
         }
     }
 
@@ -119,7 +123,12 @@ mod tests {
             let err = parse_duration(bad).expect_err(bad);
             assert!(!err.to_string().is_empty(), "{bad}");
         }
-        assert!(parse_duration("5").unwrap_err().to_string().contains("no unit"));
+        assert!(
+            parse_duration("5")
+                .unwrap_err()
+                .to_string()
+                .contains("no unit")
+        );
         assert!(parse_duration("99999999999999999999d").is_err());
     }
 

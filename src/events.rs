@@ -119,12 +119,35 @@ pub struct ExitDetail {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
-    ServiceStarted { version: String, jobs: usize, files: usize },
-    ServiceStopping { version: String, jobs: usize, files: usize },
-    ServiceStopped { version: String, jobs: usize, files: usize },
-    ConfigReloaded { added: usize, changed: usize, removed: usize, unchanged: usize },
-    ConfigRejected { errors: Vec<String> },
-    ClockJumped { from: DateTime<Utc>, to: DateTime<Utc>, delta_ms: i64 },
+    ServiceStarted {
+        version: String,
+        jobs: usize,
+        files: usize,
+    },
+    ServiceStopping {
+        version: String,
+        jobs: usize,
+        files: usize,
+    },
+    ServiceStopped {
+        version: String,
+        jobs: usize,
+        files: usize,
+    },
+    ConfigReloaded {
+        added: usize,
+        changed: usize,
+        removed: usize,
+        unchanged: usize,
+    },
+    ConfigRejected {
+        errors: Vec<String>,
+    },
+    ClockJumped {
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        delta_ms: i64,
+    },
     RunStarted {
         job: Arc<str>,
         run_id: Arc<str>,
@@ -133,8 +156,17 @@ pub enum Event {
         lateness_ms: f64,
         attempt: u32,
     },
-    RunOutput { job: Arc<str>, run_id: Arc<str>, stream: Stream, line: String },
-    RunOutputTruncated { job: Arc<str>, run_id: Arc<str>, limit_bytes: u64 },
+    RunOutput {
+        job: Arc<str>,
+        run_id: Arc<str>,
+        stream: Stream,
+        line: String,
+    },
+    RunOutputTruncated {
+        job: Arc<str>,
+        run_id: Arc<str>,
+        limit_bytes: u64,
+    },
     RunRetrying {
         job: Arc<str>,
         run_id: Arc<str>,
@@ -153,8 +185,17 @@ pub enum Event {
         output_bytes: u64,
         truncated: bool,
     },
-    RunSkipped { job: Arc<str>, scheduled_at: DateTime<Utc>, reason: SkipReason },
-    RunMissed { job: Arc<str>, scheduled_at: DateTime<Utc>, count: u64, reason: MissReason },
+    RunSkipped {
+        job: Arc<str>,
+        scheduled_at: DateTime<Utc>,
+        reason: SkipReason,
+    },
+    RunMissed {
+        job: Arc<str>,
+        scheduled_at: DateTime<Utc>,
+        count: u64,
+        reason: MissReason,
+    },
 }
 
 impl Event {

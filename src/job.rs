@@ -127,7 +127,9 @@ impl RetryPolicy {
     /// The nominal delay (before jitter) after failed attempt `attempt` (1-based):
     /// `delay × 2^(attempt-1)`, capped at `max_delay`.
     pub fn nominal_delay(&self, attempt: u32) -> Duration {
-        let factor = 1u32.checked_shl(attempt.saturating_sub(1)).unwrap_or(u32::MAX);
+        let factor = 1u32
+            .checked_shl(attempt.saturating_sub(1))
+            .unwrap_or(u32::MAX);
         self.delay
             .checked_mul(factor)
             .unwrap_or(Duration::MAX)

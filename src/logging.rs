@@ -105,14 +105,31 @@ pub fn fields(event: &Event) -> Vec<(&'static str, Value)> {
     let t = |v: &DateTime<Utc>| Str(rfc3339(*v));
     let mut f: Vec<(&'static str, Value)> = Vec::new();
     match event {
-        Event::ServiceStarted { version, jobs, files }
-        | Event::ServiceStopping { version, jobs, files }
-        | Event::ServiceStopped { version, jobs, files } => {
+        Event::ServiceStarted {
+            version,
+            jobs,
+            files,
+        }
+        | Event::ServiceStopping {
+            version,
+            jobs,
+            files,
+        }
+        | Event::ServiceStopped {
+            version,
+            jobs,
+            files,
+        } => {
             f.push(("version", s(version)));
             f.push(("jobs", UInt(*jobs as u64)));
             f.push(("files", UInt(*files as u64)));
         }
-        Event::ConfigReloaded { added, changed, removed, unchanged } => {
+        Event::ConfigReloaded {
+            added,
+            changed,
+            removed,
+            unchanged,
+        } => {
             f.push(("added", UInt(*added as u64)));
             f.push(("changed", UInt(*changed as u64)));
             f.push(("removed", UInt(*removed as u64)));
@@ -124,7 +141,14 @@ pub fn fields(event: &Event) -> Vec<(&'static str, Value)> {
             f.push(("to", t(to)));
             f.push(("delta_ms", Int(*delta_ms)));
         }
-        Event::RunStarted { job, run_id, trigger, scheduled_at, lateness_ms, attempt } => {
+        Event::RunStarted {
+            job,
+            run_id,
+            trigger,
+            scheduled_at,
+            lateness_ms,
+            attempt,
+        } => {
             f.push(("job", s(job)));
             f.push(("run_id", s(run_id)));
             f.push(("trigger", s(trigger.as_str())));
@@ -132,18 +156,34 @@ pub fn fields(event: &Event) -> Vec<(&'static str, Value)> {
             f.push(("lateness_ms", Float(*lateness_ms)));
             f.push(("attempt", UInt((*attempt).into())));
         }
-        Event::RunOutput { job, run_id, stream, line } => {
+        Event::RunOutput {
+            job,
+            run_id,
+            stream,
+            line,
+        } => {
             f.push(("job", s(job)));
             f.push(("run_id", s(run_id)));
             f.push(("stream", s(stream.as_str())));
             f.push(("line", s(line)));
         }
-        Event::RunOutputTruncated { job, run_id, limit_bytes } => {
+        Event::RunOutputTruncated {
+            job,
+            run_id,
+            limit_bytes,
+        } => {
             f.push(("job", s(job)));
             f.push(("run_id", s(run_id)));
             f.push(("limit_bytes", UInt(*limit_bytes)));
         }
-        Event::RunRetrying { job, run_id, attempt, outcome, detail, delay_ms } => {
+        Event::RunRetrying {
+            job,
+            run_id,
+            attempt,
+            outcome,
+            detail,
+            delay_ms,
+        } => {
             f.push(("job", s(job)));
             f.push(("run_id", s(run_id)));
             f.push(("attempt", UInt((*attempt).into())));
@@ -170,12 +210,21 @@ pub fn fields(event: &Event) -> Vec<(&'static str, Value)> {
             f.push(("output_bytes", UInt(*output_bytes)));
             f.push(("truncated", Bool(*truncated)));
         }
-        Event::RunSkipped { job, scheduled_at, reason } => {
+        Event::RunSkipped {
+            job,
+            scheduled_at,
+            reason,
+        } => {
             f.push(("job", s(job)));
             f.push(("scheduled_at", t(scheduled_at)));
             f.push(("reason", s(reason.as_str())));
         }
-        Event::RunMissed { job, scheduled_at, count, reason } => {
+        Event::RunMissed {
+            job,
+            scheduled_at,
+            count,
+            reason,
+        } => {
             f.push(("job", s(job)));
             f.push(("scheduled_at", t(scheduled_at)));
             f.push(("count", UInt(*count)));
@@ -264,7 +313,11 @@ impl Drop for LogGuard {
 }
 
 /// Starts the writer thread; events at `min_level` or more important are written.
-pub fn start(format: Format, min_level: Level, mut out: Box<dyn Write + Send>) -> (Events, LogGuard) {
+pub fn start(
+    format: Format,
+    min_level: Level,
+    mut out: Box<dyn Write + Send>,
+) -> (Events, LogGuard) {
     let (sender, receiver) = mpsc::channel::<Message>();
     let thread = std::thread::Builder::new()
         .name("chime-log".into())

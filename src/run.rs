@@ -74,7 +74,9 @@ pub fn jittered(nominal: Duration) -> Duration {
 
 /// Milliseconds from `scheduled` to `now`, with microsecond resolution.
 pub fn lateness_ms(scheduled: DateTime<Utc>, now: DateTime<Utc>) -> f64 {
-    (now - scheduled).num_microseconds().map_or(f64::MAX, |us| us as f64 / 1000.0)
+    (now - scheduled)
+        .num_microseconds()
+        .map_or(f64::MAX, |us| us as f64 / 1000.0)
 }
 
 /// Runs every attempt of one run and reports how it ended.
@@ -110,7 +112,11 @@ pub async fn execute_run<E: Executor, C: Clock>(
         events.emit(Event::RunStarted {
             job: Arc::clone(&name),
             run_id: Arc::clone(&run_id),
-            trigger: if attempt == 1 { trigger } else { Trigger::Retry },
+            trigger: if attempt == 1 {
+                trigger
+            } else {
+                Trigger::Retry
+            },
             scheduled_at,
             lateness_ms: lateness_ms(due, now),
             attempt,

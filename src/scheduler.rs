@@ -190,8 +190,8 @@ impl<E: Executor, C: Clock> Scheduler<E, C> {
                 }
                 Some(entry) => {
                     counts.changed += 1;
-                    let same_timing = entry.job.schedule == job.schedule
-                        && entry.job.timezone == job.timezone;
+                    let same_timing =
+                        entry.job.schedule == job.schedule && entry.job.timezone == job.timezone;
                     if same_timing {
                         let name: Arc<str> = Arc::from(job.name.as_str());
                         self.jobs.insert(
@@ -268,7 +268,8 @@ impl<E: Executor, C: Clock> Scheduler<E, C> {
         let now = self.clock.now();
         let steady = self.clock.steady();
         let expected = self.last_wall
-            + TimeDelta::from_std(steady.saturating_sub(self.last_steady)).unwrap_or(TimeDelta::MAX);
+            + TimeDelta::from_std(steady.saturating_sub(self.last_steady))
+                .unwrap_or(TimeDelta::MAX);
         let delta = now - expected;
         let stepped = delta.abs() >= STEP_THRESHOLD;
         if stepped {
@@ -327,9 +328,9 @@ impl<E: Executor, C: Clock> Scheduler<E, C> {
                     trigger: Trigger::Schedule,
                 });
             } else {
-                let too_old = job
-                    .starting_deadline
-                    .is_some_and(|deadline| (now - latest).to_std().is_ok_and(|late| late > deadline));
+                let too_old = job.starting_deadline.is_some_and(|deadline| {
+                    (now - latest).to_std().is_ok_and(|late| late > deadline)
+                });
                 if too_old {
                     self.events.emit(Event::RunMissed {
                         job: Arc::from(job.name.as_str()),

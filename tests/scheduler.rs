@@ -19,7 +19,9 @@ use chrono::{DateTime, TimeDelta, Utc};
 use tokio_util::sync::CancellationToken;
 
 fn at(text: &str) -> DateTime<Utc> {
-    DateTime::parse_from_rfc3339(text).unwrap().with_timezone(&Utc)
+    DateTime::parse_from_rfc3339(text)
+        .unwrap()
+        .with_timezone(&Utc)
 }
 
 fn job(name: &str, schedule: &str) -> Job {
@@ -37,7 +39,11 @@ fn job(name: &str, schedule: &str) -> Job {
         overlap: Overlap::Skip,
         starting_deadline: None,
         enabled: true,
-        source: SourceLocation { file: PathBuf::from("test.yaml"), line: 1, column: 1 },
+        source: SourceLocation {
+            file: PathBuf::from("test.yaml"),
+            line: 1,
+            column: 1,
+        },
     }
 }
 
@@ -79,9 +85,16 @@ impl Executor for FakeExecutor {
                 other => format!("{other:?}"),
             },
         });
-        let behaviour = self.behaviour.lock().unwrap().get(&attempt.job.name).copied().unwrap_or(
-            Behaviour { takes: Duration::ZERO, outcome: Outcome::Success },
-        );
+        let behaviour = self
+            .behaviour
+            .lock()
+            .unwrap()
+            .get(&attempt.job.name)
+            .copied()
+            .unwrap_or(Behaviour {
+                takes: Duration::ZERO,
+                outcome: Outcome::Success,
+            });
         tokio::select! {
             () = tokio::time::sleep(behaviour.takes) => {}
             () = attempt.cancel.cancelled() => {
@@ -89,8 +102,17 @@ impl Executor for FakeExecutor {
             }
         }
         match behaviour.outcome {
-            Outcome::Success => AttemptResult::success(ExitDetail { exit_code: Some(0), ..Default::default() }),
-            Outcome::Failure => AttemptResult::failure(ExitDetail { exit_code: Some(1), ..Default::default() }, true),
+            Outcome::Success => AttemptResult::success(ExitDetail {
+                exit_code: Some(0),
+                ..Default::default()
+            }),
+            Outcome::Failure => AttemptResult::failure(
+                ExitDetail {
+                    exit_code: Some(1),
+                    ..Default::default()
+                },
+                true,
+            ),
             other => AttemptResult::with_outcome(other, ExitDetail::default()),
         }
     }
@@ -139,7 +161,15 @@ impl Harness {
         let token = stop.clone();
         let (commands, command_rx) = tokio::sync::mpsc::channel(1);
         let task = tokio::spawn(async move { scheduler.run(token, command_rx, None).await });
-        Harness { clock, calls, events: store, dispatcher, commands, stop, task: Some(task) }
+        Harness {
+            clock,
+            calls,
+            events: store,
+            dispatcher,
+            commands,
+            stop,
+            task: Some(task),
+        }
     }
 
     /// Lets virtual time run on (every timer due in that span fires).
@@ -150,7 +180,10 @@ impl Harness {
     /// Swaps in new jobs through the running loop, as a reload does.
     async fn reload(&self, jobs: Vec<Job>) -> ReloadCounts {
         let (reply, counts) = tokio::sync::oneshot::channel();
-        self.commands.send(Command::Replace { jobs, reply }).await.unwrap();
+        self.commands
+            .send(Command::Replace { jobs, reply })
+            .await
+            .unwrap();
         counts.await.unwrap()
     }
 
@@ -164,7 +197,13 @@ impl Harness {
     }
 
     fn scheduled(&self, job: &str) -> Vec<DateTime<Utc>> {
-        self.calls.lock().unwrap().iter().filter(|c| c.job == job && c.attempt == 1).map(|c| c.scheduled_at).collect()
+        self.calls
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|c| c.job == job && c.attempt == 1)
+            .map(|c| c.scheduled_at)
+            .collect()
     }
 
     fn events(&self) -> Vec<Event> {
@@ -178,18 +217,26 @@ impl Harness {
         }
         self.dispatcher.stop_accepting();
         self.dispatcher.cancel_all();
-        tokio::time::timeout(Duration::from_secs(60), self.dispatcher.wait_idle()).await.unwrap();
+        tokio::time::timeout(Duration::from_secs(60), self.dispatcher.wait_idle())
+            .await
+            .unwrap();
         self.events()
     }
 }
 
 fn seconds(start: &str, count: i64) -> Vec<DateTime<Utc>> {
-    (0..count).map(|k| at(start) + TimeDelta::seconds(k)).collect()
+    (0..count)
+        .map(|k| at(start) + TimeDelta::seconds(k))
+        .collect()
 }
 
 #[tokio::test(start_paused = true)]
 async fn fires_every_second_exactly_on_time() {
-    let h = Harness::new("2026-11-25T10:00:00.500Z", vec![job("tick", "* * * * * *")], 0);
+    let h = Harness::new(
+        "2026-11-25T10:00:00.500Z",
+        vec![job("tick", "* * * * * *")],
+        0,
+    );
     h.run_for(Duration::from_millis(5_000)).await; // until 10:00:05.5
     let starts = h.starts();
     let expected = seconds("2026-11-25T10:00:01Z", 5);
@@ -202,7 +249,11 @@ async fn fires_every_second_exactly_on_time() {
     let lateness: Vec<f64> = events
         .iter()
         .filter_map(|e| match e {
-            Event::RunStarted { lateness_ms, trigger: Trigger::Schedule, .. } => Some(*lateness_ms),
+            Event::RunStarted {
+                lateness_ms,
+                trigger: Trigger::Schedule,
+                ..
+            } => Some(*lateness_ms),
             _ => None,
         })
         .collect();
@@ -217,14 +268,22 @@ async fn follows_dst_in_the_jobs_zone() {
     h.run_for(Duration::from_secs(3 * 86_400)).await;
     assert_eq!(
         h.scheduled("berlin"),
-        vec![at("2026-03-29T03:00:00+02:00"), at("2026-03-30T02:30:00+02:00"), at("2026-03-31T02:30:00+02:00")]
+        vec![
+            at("2026-03-29T03:00:00+02:00"),
+            at("2026-03-30T02:30:00+02:00"),
+            at("2026-03-31T02:30:00+02:00")
+        ]
     );
     h.stop().await;
 }
 
 #[tokio::test(start_paused = true)]
 async fn forward_step_runs_one_catch_up_and_counts_the_rest() {
-    let h = Harness::new("2026-11-25T10:00:30Z", vec![job("minutely", "* * * * *")], 0);
+    let h = Harness::new(
+        "2026-11-25T10:00:30Z",
+        vec![job("minutely", "* * * * *")],
+        0,
+    );
     h.run_for(Duration::from_secs(40)).await; // 10:01:10, fired 10:01:00
     h.clock.step(TimeDelta::minutes(10)); // now 10:11:10
     h.run_for(Duration::from_secs(60)).await; // 10:12:10
@@ -245,12 +304,31 @@ async fn forward_step_runs_one_catch_up_and_counts_the_rest() {
     let missed: Vec<_> = events
         .iter()
         .filter_map(|e| match e {
-            Event::RunMissed { scheduled_at, count, reason, .. } => Some((*scheduled_at, *count, *reason)),
+            Event::RunMissed {
+                scheduled_at,
+                count,
+                reason,
+                ..
+            } => Some((*scheduled_at, *count, *reason)),
             _ => None,
         })
         .collect();
-    assert_eq!(missed, vec![(at("2026-11-25T10:02:00Z"), 9, MissReason::ClockJump)]);
-    let catch_up = events.iter().filter(|e| matches!(e, Event::RunStarted { trigger: Trigger::CatchUp, .. })).count();
+    assert_eq!(
+        missed,
+        vec![(at("2026-11-25T10:02:00Z"), 9, MissReason::ClockJump)]
+    );
+    let catch_up = events
+        .iter()
+        .filter(|e| {
+            matches!(
+                e,
+                Event::RunStarted {
+                    trigger: Trigger::CatchUp,
+                    ..
+                }
+            )
+        })
+        .count();
     assert_eq!(catch_up, 1);
 }
 
@@ -262,28 +340,50 @@ async fn forward_step_past_the_starting_deadline_runs_nothing() {
     h.run_for(Duration::from_secs(40)).await; // 10:01:10
     h.clock.step(TimeDelta::seconds(10 * 60 + 35)); // 10:11:45: 10:11:00 is 45 s old
     h.run_for(Duration::from_secs(30)).await; // 10:12:15
-    assert_eq!(h.scheduled("minutely"), vec![at("2026-11-25T10:01:00Z"), at("2026-11-25T10:12:00Z")]);
+    assert_eq!(
+        h.scheduled("minutely"),
+        vec![at("2026-11-25T10:01:00Z"), at("2026-11-25T10:12:00Z")]
+    );
     let events = h.stop().await;
     let missed: Vec<_> = events
         .iter()
         .filter_map(|e| match e {
-            Event::RunMissed { scheduled_at, count, reason, .. } => Some((*scheduled_at, *count, *reason)),
+            Event::RunMissed {
+                scheduled_at,
+                count,
+                reason,
+                ..
+            } => Some((*scheduled_at, *count, *reason)),
             _ => None,
         })
         .collect();
-    assert_eq!(missed, vec![(at("2026-11-25T10:02:00Z"), 10, MissReason::Deadline)]);
+    assert_eq!(
+        missed,
+        vec![(at("2026-11-25T10:02:00Z"), 10, MissReason::Deadline)]
+    );
 }
 
 #[tokio::test(start_paused = true)]
 async fn backward_step_replays_nothing() {
-    let h = Harness::new("2026-11-25T10:00:30Z", vec![job("minutely", "* * * * *")], 0);
+    let h = Harness::new(
+        "2026-11-25T10:00:30Z",
+        vec![job("minutely", "* * * * *")],
+        0,
+    );
     h.run_for(Duration::from_secs(40)).await; // fired 10:01:00; now 10:01:10
     h.clock.step(TimeDelta::minutes(-5)); // now 09:56:10
     // Six virtual minutes: the wall clock goes 09:56:10 → 10:02:10.
     h.run_for(Duration::from_secs(360)).await;
-    assert_eq!(h.scheduled("minutely"), vec![at("2026-11-25T10:01:00Z"), at("2026-11-25T10:02:00Z")]);
+    assert_eq!(
+        h.scheduled("minutely"),
+        vec![at("2026-11-25T10:01:00Z"), at("2026-11-25T10:02:00Z")]
+    );
     let events = h.stop().await;
-    assert!(events.iter().any(|e| matches!(e, Event::ClockJumped { delta_ms, .. } if *delta_ms == -300_000)));
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, Event::ClockJumped { delta_ms, .. } if *delta_ms == -300_000))
+    );
     assert!(!events.iter().any(|e| matches!(e, Event::RunMissed { .. })));
 }
 
@@ -291,23 +391,43 @@ async fn backward_step_replays_nothing() {
 async fn overlap_skip_drops_fires_while_running() {
     let behaviour = BTreeMap::from([(
         "slow".to_string(),
-        Behaviour { takes: Duration::from_millis(2_500), outcome: Outcome::Success },
+        Behaviour {
+            takes: Duration::from_millis(2_500),
+            outcome: Outcome::Success,
+        },
     )]);
-    let h = Harness::with_behaviour("2026-11-25T10:00:00.500Z", vec![job("slow", "* * * * * *")], 0, behaviour);
+    let h = Harness::with_behaviour(
+        "2026-11-25T10:00:00.500Z",
+        vec![job("slow", "* * * * * *")],
+        0,
+        behaviour,
+    );
     h.run_for(Duration::from_millis(6_000)).await; // fires at :01 … :06
     // :01 runs until :03.5, so :02 and :03 are skipped; :04 runs until :06.5, :05 and :06 skipped.
-    assert_eq!(h.scheduled("slow"), vec![at("2026-11-25T10:00:01Z"), at("2026-11-25T10:00:04Z")]);
+    assert_eq!(
+        h.scheduled("slow"),
+        vec![at("2026-11-25T10:00:01Z"), at("2026-11-25T10:00:04Z")]
+    );
     let events = h.stop().await;
     let skipped: Vec<_> = events
         .iter()
         .filter_map(|e| match e {
-            Event::RunSkipped { scheduled_at, reason: SkipReason::Overlap, .. } => Some(*scheduled_at),
+            Event::RunSkipped {
+                scheduled_at,
+                reason: SkipReason::Overlap,
+                ..
+            } => Some(*scheduled_at),
             _ => None,
         })
         .collect();
     assert_eq!(
         skipped,
-        vec![at("2026-11-25T10:00:02Z"), at("2026-11-25T10:00:03Z"), at("2026-11-25T10:00:05Z"), at("2026-11-25T10:00:06Z")]
+        vec![
+            at("2026-11-25T10:00:02Z"),
+            at("2026-11-25T10:00:03Z"),
+            at("2026-11-25T10:00:05Z"),
+            at("2026-11-25T10:00:06Z")
+        ]
     );
 }
 
@@ -317,7 +437,10 @@ async fn overlap_allow_runs_side_by_side() {
     j.overlap = Overlap::Allow;
     let behaviour = BTreeMap::from([(
         "slow".to_string(),
-        Behaviour { takes: Duration::from_millis(2_500), outcome: Outcome::Success },
+        Behaviour {
+            takes: Duration::from_millis(2_500),
+            outcome: Outcome::Success,
+        },
     )]);
     let h = Harness::with_behaviour("2026-11-25T10:00:00.500Z", vec![j], 0, behaviour);
     h.run_for(Duration::from_millis(3_000)).await;
@@ -332,7 +455,10 @@ async fn overlap_replace_cancels_the_running_one_first() {
     j.overlap = Overlap::Replace;
     let behaviour = BTreeMap::from([(
         "slow".to_string(),
-        Behaviour { takes: Duration::from_millis(2_500), outcome: Outcome::Success },
+        Behaviour {
+            takes: Duration::from_millis(2_500),
+            outcome: Outcome::Success,
+        },
     )]);
     let h = Harness::with_behaviour("2026-11-25T10:00:00.500Z", vec![j], 0, behaviour);
     h.run_for(Duration::from_millis(3_000)).await;
@@ -374,9 +500,14 @@ async fn concurrency_limit_queues_in_fire_order_and_respects_deadlines() {
     let mut c = job("c", "0 * * * * *");
     c.starting_deadline = Some(Duration::from_secs(15));
     let d = job("d", "0 * * * * *");
-    let ten = Behaviour { takes: Duration::from_secs(10), outcome: Outcome::Success };
-    let behaviour: BTreeMap<String, Behaviour> =
-        ["a", "b", "c", "d"].iter().map(|n| (n.to_string(), ten)).collect();
+    let ten = Behaviour {
+        takes: Duration::from_secs(10),
+        outcome: Outcome::Success,
+    };
+    let behaviour: BTreeMap<String, Behaviour> = ["a", "b", "c", "d"]
+        .iter()
+        .map(|n| (n.to_string(), ten))
+        .collect();
     let h = Harness::with_behaviour("2026-11-25T10:00:30Z", vec![a, b, c, d], 1, behaviour);
     h.run_for(Duration::from_secs(60)).await; // 10:01:30
     let starts: Vec<(String, DateTime<Utc>)> = h.starts().into_iter().map(|s| (s.0, s.3)).collect();
@@ -397,42 +528,79 @@ async fn concurrency_limit_queues_in_fire_order_and_respects_deadlines() {
 #[tokio::test(start_paused = true)]
 async fn retries_back_off_exponentially_with_jitter_and_a_cap() {
     let mut j = job("flaky", "0 0 * * *");
-    j.retry = RetryPolicy { attempts: 5, delay: Duration::from_secs(10), max_delay: Duration::from_secs(25) };
+    j.retry = RetryPolicy {
+        attempts: 5,
+        delay: Duration::from_secs(10),
+        max_delay: Duration::from_secs(25),
+    };
     let behaviour = BTreeMap::from([(
         "flaky".to_string(),
-        Behaviour { takes: Duration::ZERO, outcome: Outcome::Failure },
+        Behaviour {
+            takes: Duration::ZERO,
+            outcome: Outcome::Failure,
+        },
     )]);
     let h = Harness::with_behaviour("2026-11-25T23:59:59Z", vec![j], 0, behaviour);
     h.run_for(Duration::from_secs(200)).await;
     let starts: Vec<DateTime<Utc>> = h.starts().into_iter().map(|s| s.3).collect();
     assert_eq!(starts.len(), 5);
-    let gaps: Vec<f64> = starts.windows(2).map(|w| (w[1] - w[0]).num_milliseconds() as f64 / 1000.0).collect();
+    let gaps: Vec<f64> = starts
+        .windows(2)
+        .map(|w| (w[1] - w[0]).num_milliseconds() as f64 / 1000.0)
+        .collect();
     // Nominal 10, 20, 25 (capped), 25 s, each within ±20 %.
     for (gap, nominal) in gaps.iter().zip([10.0, 20.0, 25.0, 25.0]) {
-        assert!(*gap >= nominal * 0.8 - 0.001 && *gap <= nominal * 1.2 + 0.001, "gap {gap} vs {nominal}");
+        assert!(
+            *gap >= nominal * 0.8 - 0.001 && *gap <= nominal * 1.2 + 0.001,
+            "gap {gap} vs {nominal}"
+        );
     }
     let events = h.stop().await;
-    let retrying = events.iter().filter(|e| matches!(e, Event::RunRetrying { .. })).count();
+    let retrying = events
+        .iter()
+        .filter(|e| matches!(e, Event::RunRetrying { .. }))
+        .count();
     assert_eq!(retrying, 4);
-    assert!(events.iter().any(|e| matches!(e,
-        Event::RunFinished { attempts: 5, outcome: Outcome::Failure, .. })));
+    assert!(events.iter().any(|e| matches!(
+        e,
+        Event::RunFinished {
+            attempts: 5,
+            outcome: Outcome::Failure,
+            ..
+        }
+    )));
 }
 
 #[tokio::test(start_paused = true)]
 async fn shutdown_drops_pending_retries() {
     let mut j = job("flaky", "0 0 * * *");
-    j.retry = RetryPolicy { attempts: 3, delay: Duration::from_secs(60), max_delay: Duration::from_secs(60) };
+    j.retry = RetryPolicy {
+        attempts: 3,
+        delay: Duration::from_secs(60),
+        max_delay: Duration::from_secs(60),
+    };
     let behaviour = BTreeMap::from([(
         "flaky".to_string(),
-        Behaviour { takes: Duration::ZERO, outcome: Outcome::Failure },
+        Behaviour {
+            takes: Duration::ZERO,
+            outcome: Outcome::Failure,
+        },
     )]);
     let h = Harness::with_behaviour("2026-11-25T23:59:59Z", vec![j], 0, behaviour);
     h.run_for(Duration::from_secs(5)).await; // first attempt failed, retry pending
     h.dispatcher.stop_accepting();
-    tokio::time::timeout(Duration::from_secs(1), h.dispatcher.wait_idle()).await.expect("retry dropped at once");
+    tokio::time::timeout(Duration::from_secs(1), h.dispatcher.wait_idle())
+        .await
+        .expect("retry dropped at once");
     let events = h.stop().await;
-    assert!(events.iter().any(|e| matches!(e,
-        Event::RunFinished { attempts: 1, outcome: Outcome::Cancelled, .. })));
+    assert!(events.iter().any(|e| matches!(
+        e,
+        Event::RunFinished {
+            attempts: 1,
+            outcome: Outcome::Cancelled,
+            ..
+        }
+    )));
 }
 
 #[tokio::test(start_paused = true)]
@@ -443,17 +611,37 @@ async fn disabled_jobs_do_not_run() {
     h.run_for(Duration::from_millis(2_000)).await;
     assert!(h.starts().is_empty());
     let events = h.stop().await;
-    assert!(events.iter().any(|e| matches!(e, Event::RunSkipped { reason: SkipReason::Disabled, .. })));
+    assert!(events.iter().any(|e| matches!(
+        e,
+        Event::RunSkipped {
+            reason: SkipReason::Disabled,
+            ..
+        }
+    )));
 }
 
 #[tokio::test(start_paused = true)]
 async fn unchanged_job_neither_doubles_nor_skips_across_reloads() {
-    let h = Harness::new("2026-11-25T10:00:00.500Z", vec![job("tick", "* * * * * *"), job("other", "@hourly")], 0);
+    let h = Harness::new(
+        "2026-11-25T10:00:00.500Z",
+        vec![job("tick", "* * * * * *"), job("other", "@hourly")],
+        0,
+    );
     // Ten reloads at awkward moments: just before, at and just after fires.
     for offset_ms in [100, 499, 500, 501, 900, 999, 1, 250, 750, 0] {
         h.run_for(Duration::from_millis(offset_ms)).await;
-        let counts = h.reload(vec![job("tick", "* * * * * *"), job("other", "@hourly")]).await;
-        assert_eq!(counts, ReloadCounts { added: 0, changed: 0, removed: 0, unchanged: 2 });
+        let counts = h
+            .reload(vec![job("tick", "* * * * * *"), job("other", "@hourly")])
+            .await;
+        assert_eq!(
+            counts,
+            ReloadCounts {
+                added: 0,
+                changed: 0,
+                removed: 0,
+                unchanged: 2
+            }
+        );
     }
     // 5.2 s of virtual time have passed since 10:00:00.5; let it reach 10:00:07.
     h.run_for(Duration::from_millis(1_300)).await;
@@ -465,20 +653,39 @@ async fn unchanged_job_neither_doubles_nor_skips_across_reloads() {
 async fn reload_adds_changes_and_removes_by_name() {
     let h = Harness::new(
         "2026-11-25T10:00:00.500Z",
-        vec![job("keep", "* * * * * *"), job("change", "*/2 * * * * *"), job("drop", "* * * * * *")],
+        vec![
+            job("keep", "* * * * * *"),
+            job("change", "*/2 * * * * *"),
+            job("drop", "* * * * * *"),
+        ],
         0,
     );
     h.run_for(Duration::from_millis(1_000)).await; // 10:00:01.5: keep, drop fired at :01
     let counts = h
-        .reload(vec![job("keep", "* * * * * *"), job("change", "*/3 * * * * *"), job("new", "* * * * * *")])
+        .reload(vec![
+            job("keep", "* * * * * *"),
+            job("change", "*/3 * * * * *"),
+            job("new", "* * * * * *"),
+        ])
         .await;
-    assert_eq!(counts, ReloadCounts { added: 1, changed: 1, removed: 1, unchanged: 1 });
+    assert_eq!(
+        counts,
+        ReloadCounts {
+            added: 1,
+            changed: 1,
+            removed: 1,
+            unchanged: 1
+        }
+    );
     h.run_for(Duration::from_millis(5_000)).await; // to 10:00:06.5
     assert_eq!(h.scheduled("keep"), seconds("2026-11-25T10:00:01Z", 6));
     assert_eq!(h.scheduled("drop"), vec![at("2026-11-25T10:00:01Z")]);
     assert_eq!(h.scheduled("new"), seconds("2026-11-25T10:00:02Z", 5));
     // The changed job's new schedule (every 3 s) applies from its next fire.
-    assert_eq!(h.scheduled("change"), vec![at("2026-11-25T10:00:03Z"), at("2026-11-25T10:00:06Z")]);
+    assert_eq!(
+        h.scheduled("change"),
+        vec![at("2026-11-25T10:00:03Z"), at("2026-11-25T10:00:06Z")]
+    );
     h.stop().await;
 }
 
@@ -488,7 +695,10 @@ async fn a_changed_command_keeps_the_timer_and_runs_in_flight_keep_their_definit
     slow.overlap = Overlap::Allow;
     let behaviour = BTreeMap::from([(
         "slow".to_string(),
-        Behaviour { takes: Duration::from_millis(3_000), outcome: Outcome::Success },
+        Behaviour {
+            takes: Duration::from_millis(3_000),
+            outcome: Outcome::Success,
+        },
     )]);
     let h = Harness::with_behaviour("2026-11-25T10:00:01.500Z", vec![slow.clone()], 0, behaviour);
     h.run_for(Duration::from_millis(1_000)).await; // 10:00:02.5: a run from :02 is in flight
@@ -497,8 +707,17 @@ async fn a_changed_command_keeps_the_timer_and_runs_in_flight_keep_their_definit
     let counts = h.reload(vec![edited]).await;
     assert_eq!(counts.changed, 1);
     h.run_for(Duration::from_millis(2_000)).await; // 10:00:04.5
-    assert_eq!(h.scheduled("slow"), vec![at("2026-11-25T10:00:02Z"), at("2026-11-25T10:00:04Z")]);
-    let scripts: Vec<String> = h.calls.lock().unwrap().iter().map(|c| c.script.clone()).collect();
+    assert_eq!(
+        h.scheduled("slow"),
+        vec![at("2026-11-25T10:00:02Z"), at("2026-11-25T10:00:04Z")]
+    );
+    let scripts: Vec<String> = h
+        .calls
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|c| c.script.clone())
+        .collect();
     assert_eq!(scripts, vec!["true".to_string(), "echo edited".to_string()]);
     h.stop().await;
 }

@@ -31,7 +31,11 @@ impl Field {
         match self {
             Field::Star => "*".into(),
             Field::Step(n) => format!("*/{n}"),
-            Field::List(values) => values.iter().map(u32::to_string).collect::<Vec<_>>().join(","),
+            Field::List(values) => values
+                .iter()
+                .map(u32::to_string)
+                .collect::<Vec<_>>()
+                .join(","),
             Field::Range(a, b) => format!("{a}-{b}"),
         }
     }
@@ -104,7 +108,13 @@ fn spec() -> impl Strategy<Value = Spec> {
         prop_oneof![4 => Just(Field::Star), 1 => field(1, 12)],
         prop_oneof![3 => Just(Field::Star), 1 => field(0, 6)],
     )
-        .prop_map(|(minute, hour, dom, month, dow)| Spec { minute, hour, dom, month, dow })
+        .prop_map(|(minute, hour, dom, month, dow)| Spec {
+            minute,
+            hour,
+            dom,
+            month,
+            dow,
+        })
 }
 
 const ZONES: &[&str] = &[
@@ -129,7 +139,10 @@ fn model_fires(spec: &Spec, tz: Tz, from: i64, to: i64) -> Vec<i64> {
     let mut fires = Vec::new();
     // The furthest local time lived through so far (fixed-time jobs fire once per local
     // time). Starting inside a repeated hour, the first pass already happened.
-    let mut lived = (0..=30 * 60).map(|m| local(tz, from - m * 60)).max().unwrap();
+    let mut lived = (0..=30 * 60)
+        .map(|m| local(tz, from - m * 60))
+        .max()
+        .unwrap();
     let mut previous_local = local(tz, from);
     let mut t = from - from.rem_euclid(60) + 60;
     while t <= to {
@@ -235,8 +248,14 @@ fn model_sanity_on_a_known_case() {
         dow: Field::Star,
     };
     let tz: Tz = "Europe/Berlin".parse().unwrap();
-    let from = Utc.with_ymd_and_hms(2026, 3, 28, 12, 0, 0).unwrap().timestamp();
+    let from = Utc
+        .with_ymd_and_hms(2026, 3, 28, 12, 0, 0)
+        .unwrap()
+        .timestamp();
     let to = from + 86_400;
-    let expected = Utc.with_ymd_and_hms(2026, 3, 29, 1, 0, 0).unwrap().timestamp();
+    let expected = Utc
+        .with_ymd_and_hms(2026, 3, 29, 1, 0, 0)
+        .unwrap()
+        .timestamp();
     assert_eq!(model_fires(&spec, tz, from, to), vec![expected]);
 }

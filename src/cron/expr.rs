@@ -42,15 +42,37 @@ struct FieldSpec {
     names: &'static [&'static str],
 }
 
-const SECOND: FieldSpec = FieldSpec { name: "seconds", min: 0, max: 59, names: &[] };
-const MINUTE: FieldSpec = FieldSpec { name: "minute", min: 0, max: 59, names: &[] };
-const HOUR: FieldSpec = FieldSpec { name: "hour", min: 0, max: 23, names: &[] };
-const DOM: FieldSpec = FieldSpec { name: "day-of-month", min: 1, max: 31, names: &[] };
+const SECOND: FieldSpec = FieldSpec {
+    name: "seconds",
+    min: 0,
+    max: 59,
+    names: &[],
+};
+const MINUTE: FieldSpec = FieldSpec {
+    name: "minute",
+    min: 0,
+    max: 59,
+    names: &[],
+};
+const HOUR: FieldSpec = FieldSpec {
+    name: "hour",
+    min: 0,
+    max: 23,
+    names: &[],
+};
+const DOM: FieldSpec = FieldSpec {
+    name: "day-of-month",
+    min: 1,
+    max: 31,
+    names: &[],
+};
 const MONTH: FieldSpec = FieldSpec {
     name: "month",
     min: 1,
     max: 12,
-    names: &["JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC"],
+    names: &[
+        "JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC",
+    ],
 };
 // 7 is accepted as a second spelling of Sunday and folded onto 0 after parsing.
 const DOW: FieldSpec = FieldSpec {
@@ -69,7 +91,11 @@ impl CronExpr {
         let (seconds_field, rest) = match fields.len() {
             5 => (None, &fields[..]),
             6 => (Some(fields[0]), &fields[1..]),
-            0 => return Err(CronError::new(format!("the schedule is empty; {FIELDS_HELP}"))),
+            0 => {
+                return Err(CronError::new(format!(
+                    "the schedule is empty; {FIELDS_HELP}"
+                )));
+            }
             n => {
                 return Err(CronError::new(format!(
                     "`{text}` has {n} field{}; {FIELDS_HELP}",
@@ -134,7 +160,11 @@ impl CronExpr {
 }
 
 pub(crate) fn days_in_month(year: i32, month: u32) -> u32 {
-    let (next_year, next_month) = if month == 12 { (year + 1, 1) } else { (year, month + 1) };
+    let (next_year, next_month) = if month == 12 {
+        (year + 1, 1)
+    } else {
+        (year, month + 1)
+    };
     NaiveDate::from_ymd_opt(next_year, next_month, 1)
         .and_then(|first| first.pred_opt())
         .map_or(31, |last| last.day())
@@ -182,12 +212,16 @@ fn parse_dow(field: &str) -> Result<(u8, u8, u64), CronError> {
             last |= 1 << (parse_value(day, field, DOW)? % 7);
         } else if let Some((day, n)) = item.split_once('#') {
             let weekday = parse_value(day, field, DOW)? % 7;
-            let n: u32 = n.parse().ok().filter(|n| (1..=5).contains(n)).ok_or_else(|| {
-                CronError::new(format!(
-                    "day-of-week `{field}`: in `{item}` the number after `#` must be 1 to 5 \
+            let n: u32 = n
+                .parse()
+                .ok()
+                .filter(|n| (1..=5).contains(n))
+                .ok_or_else(|| {
+                    CronError::new(format!(
+                        "day-of-week `{field}`: in `{item}` the number after `#` must be 1 to 5 \
                      (e.g. `1#2` is the second Monday)"
-                ))
-            })?;
+                    ))
+                })?;
             nth |= 1 << (weekday * 5 + n - 1);
         } else {
             bits |= parse_item(item, field, DOW)?;
@@ -235,13 +269,19 @@ fn parse_item(item: &str, field: &str, spec: FieldSpec) -> Result<u64, CronError
     } else {
         let value = parse_value(base, field, spec)?;
         // `A/STEP` runs from A to the end of the field.
-        if step.is_some() { (value, spec.max) } else { (value, value) }
+        if step.is_some() {
+            (value, spec.max)
+        } else {
+            (value, value)
+        }
     };
     Ok(range_bits(low, high, step.unwrap_or(1)))
 }
 
 fn range_bits(low: u32, high: u32, step: u32) -> u64 {
-    (low..=high).step_by(step as usize).fold(0, |bits, v| bits | 1 << v)
+    (low..=high)
+        .step_by(step as usize)
+        .fold(0, |bits, v| bits | 1 << v)
 }
 
 fn parse_value(text: &str, field: &str, spec: FieldSpec) -> Result<u32, CronError> {
@@ -256,7 +296,11 @@ fn parse_value(text: &str, field: &str, spec: FieldSpec) -> Result<u32, CronErro
     let names_hint = if spec.names.is_empty() {
         String::new()
     } else {
-        format!(" or a name {}–{}", spec.names[0], spec.names[spec.names.len() - 1])
+        format!(
+            " or a name {}–{}",
+            spec.names[0],
+            spec.names[spec.names.len() - 1]
+        )
     };
     let value: u32 = text.parse().map_err(|_| {
         CronError::new(format!(
@@ -315,7 +359,10 @@ mod tests {
 
     #[test]
     fn step_from_a_start_value_runs_to_the_end() {
-        assert_eq!(CronExpr::parse("50/5 * * * *").unwrap().minutes, 1 << 50 | 1 << 55);
+        assert_eq!(
+            CronExpr::parse("50/5 * * * *").unwrap().minutes,
+            1 << 50 | 1 << 55
+        );
     }
 
     #[test]
@@ -358,7 +405,10 @@ mod tests {
     fn errors_name_the_field_and_the_fix() {
         let cases = [
             ("* * * *", "4 fields"),
-            ("60 * * * *", "minute field `60`: 60 is out of range; allowed are 0–59"),
+            (
+                "60 * * * *",
+                "minute field `60`: 60 is out of range; allowed are 0–59",
+            ),
             ("* 24 * * *", "hour field"),
             ("* * 0 * *", "day-of-month field"),
             ("* * * 13 *", "month field"),

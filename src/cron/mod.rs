@@ -104,13 +104,18 @@ impl Schedule {
             }
             Schedule::Cron(expr) => {
                 let start = after.timestamp().checked_add(1)?;
-                engine::next_fire(expr, tz, start).and_then(|secs| DateTime::from_timestamp(secs, 0))
+                engine::next_fire(expr, tz, start)
+                    .and_then(|secs| DateTime::from_timestamp(secs, 0))
             }
         }
     }
 
     /// An iterator over successive fires after `after`.
-    pub fn fires_after(&self, tz: Tz, after: DateTime<Utc>) -> impl Iterator<Item = DateTime<Utc>> + '_ {
+    pub fn fires_after(
+        &self,
+        tz: Tz,
+        after: DateTime<Utc>,
+    ) -> impl Iterator<Item = DateTime<Utc>> + '_ {
         let mut cursor = Some(after);
         std::iter::from_fn(move || {
             let next = self.next_after(tz, cursor?);

@@ -197,7 +197,10 @@ mod tests {
 
     fn sink(limit: u64) -> (OutputSink, Arc<Mutex<Vec<Event>>>) {
         let (events, store) = Events::recorder();
-        (OutputSink::new(events, "j".into(), "r".into(), limit), store)
+        (
+            OutputSink::new(events, "j".into(), "r".into(), limit),
+            store,
+        )
     }
 
     fn lines(store: &Mutex<Vec<Event>>) -> Vec<String> {
