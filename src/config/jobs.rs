@@ -5,8 +5,9 @@
 //! left out; if any error was found at all, the caller gets the errors and no jobs.
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, hash_map};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -15,8 +16,8 @@ use chrono_tz::{TZ_VARIANTS, Tz};
 use super::interpolate::is_var_name;
 use super::suggest::{closest, distance};
 use super::tree::{self, Node, NodeKind};
-use super::{Config, ConfigError, ConfigErrors, ConfigWarning, LoadOptions};
-use crate::cron::Schedule;
+use super::{Config, ConfigError, ConfigErrors, ConfigWarning, LoadOptions, Source};
+use crate::cron::{CronError, Schedule};
 use crate::duration::{HumanDuration, parse_duration};
 use crate::job::{self, Action, Job, Overlap, RetryPolicy, ShellCommand, SourceLocation};
 
@@ -86,8 +87,31 @@ pub(crate) struct Loader<'o> {
     jobs: Vec<Job>,
     errors: Vec<ConfigError>,
     warnings: Vec<ConfigWarning>,
-    /// Where each job name was first defined, across all files.
-    names: HashMap<String, SourceLocation>,
+    /// The files checked so far, in order.
+    files: Vec<PathBuf>,
+    /// Where each job name was first defined, across all files: the index in `files`,
+    /// line and column.
+    names: HashMap<String, (usize, u64, u64)>,
+}
+
+/// What one file holds, checked on its own. Job names are compared across files when
+/// the outcomes are put together in file order, so files can be checked in parallel.
+#[derive(Default)]
+struct FileOutcome {
+    jobs: Vec<Job>,
+    errors: Vec<ConfigError>,
+    warnings: Vec<ConfigWarning>,
+    names: Vec<NameUse>,
+}
+
+/// A job name as defined in a file.
+struct NameUse {
+    name: String,
+    line: u64,
+    column: u64,
+    /// How many of the file's errors came before the name was checked: a "defined twice"
+    /// error goes there, among the other errors at the same place.
+    errors_before: usize,
 }
 
 impl<'o> Loader<'o> {
@@ -99,57 +123,91 @@ impl<'o> Loader<'o> {
             jobs: Vec::new(),
             errors,
             warnings: Vec::new(),
+            files: Vec::new(),
             names: HashMap::new(),
         }
     }
 
-    /// Checks one file; its jobs and errors join those of the files before it.
-    pub(crate) fn add_source(&mut self, path: &Path, bytes: &[u8]) {
-        let text = match std::str::from_utf8(bytes) {
-            Ok(text) => text,
-            Err(err) => {
-                let offset = err.valid_up_to();
-                let valid = String::from_utf8_lossy(&bytes[..offset]);
-                let line = valid.matches('\n').count() + 1;
-                let column = valid.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-                self.errors.push(ConfigError::at(
-                    place(path, line as u64, column as u64),
-                    format!(
-                        "the file is not valid UTF-8 (byte {:#04x} at offset {offset}); \
-                         save it as UTF-8",
-                        bytes[offset]
-                    ),
-                ));
-                return;
-            }
-        };
-        let root = match tree::parse(text) {
-            Ok(root) => root,
-            Err(err) => {
-                self.errors.push(if err.line == 0 {
-                    ConfigError::in_file(path, err.message)
-                } else {
-                    ConfigError::at(place(path, err.line, err.column), err.message)
-                });
-                return;
-            }
-        };
-        let (errors_before, warnings_before) = (self.errors.len(), self.warnings.len());
-        FileChecker {
-            file: path,
-            src: text,
-            loader: self,
+    /// Checks the files, several at once where there are CPUs to spare; their jobs and
+    /// errors join those of the files before them, in file order as if checked one by one.
+    pub(crate) fn add_sources(&mut self, sources: &[Source]) {
+        let (opts, now) = (self.opts, self.now);
+        let outcomes = parallel_map(sources, |source| {
+            check_file(&source.path, &source.bytes, opts, now)
+        });
+        // Grown once, not file by file: a job is large, and there may be 100,000.
+        self.jobs
+            .reserve(outcomes.iter().map(|outcome| outcome.jobs.len()).sum());
+        self.names
+            .reserve(outcomes.iter().map(|outcome| outcome.names.len()).sum());
+        for (source, outcome) in sources.iter().zip(outcomes) {
+            self.merge(&source.path, outcome);
         }
-        .check(&root);
+    }
+
+    /// Adds one file's outcome, with the names it defines checked against all before.
+    fn merge(&mut self, path: &Path, outcome: FileOutcome) {
+        let FileOutcome {
+            jobs,
+            mut errors,
+            mut warnings,
+            names,
+        } = outcome;
+        let file = self.files.len();
+        self.files.push(path.to_path_buf());
+        let mut twice = Vec::new();
+        for NameUse {
+            name,
+            line,
+            column,
+            errors_before,
+        } in names
+        {
+            match self.names.entry(name) {
+                hash_map::Entry::Occupied(first) => {
+                    let &(first_file, first_line, first_column) = first.get();
+                    let message = format!(
+                        "job `{}` is defined twice: here and at {}; rename one",
+                        escaped(first.key()),
+                        place(&self.files[first_file], first_line, first_column)
+                    );
+                    twice.push((
+                        errors_before,
+                        ConfigError::at(place(path, line, column), message),
+                    ));
+                }
+                hash_map::Entry::Vacant(slot) => {
+                    slot.insert((file, line, column));
+                }
+            }
+        }
+        if !twice.is_empty() {
+            // Each where its check stood, as if the file had been checked after the others.
+            let mut file_errors = errors.into_iter();
+            errors = Vec::with_capacity(file_errors.len() + twice.len());
+            let mut taken = 0;
+            for (errors_before, error) in twice {
+                errors.extend(
+                    file_errors
+                        .by_ref()
+                        .take(errors_before.saturating_sub(taken)),
+                );
+                taken = taken.max(errors_before);
+                errors.push(error);
+            }
+            errors.extend(file_errors);
+        }
         // Checks run job by job, key by key; readers go top to bottom.
-        self.errors[errors_before..].sort_by_key(|error| {
+        errors.sort_by_key(|error| {
             error
                 .location
                 .as_ref()
                 .map(|location| (location.line, location.column))
         });
-        self.warnings[warnings_before..]
-            .sort_by_key(|warning| (warning.location.line, warning.location.column));
+        warnings.sort_by_key(|warning| (warning.location.line, warning.location.column));
+        self.jobs.extend(jobs);
+        self.errors.extend(errors);
+        self.warnings.extend(warnings);
     }
 
     pub(crate) fn finish(self, files: Vec<PathBuf>) -> Result<Config, ConfigErrors> {
@@ -163,6 +221,94 @@ impl<'o> Loader<'o> {
             Err(ConfigErrors(self.errors))
         }
     }
+}
+
+/// `f` over every item, in parallel on up to as many threads as there are CPUs; the
+/// results come back in the items' order. Without spare CPUs, or when a thread cannot be
+/// started, the work stays on this thread.
+fn parallel_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    let threads = match items.len() {
+        0 | 1 => 1,
+        len => std::thread::available_parallelism().map_or(1, |cpus| cpus.get().min(len)),
+    };
+    if threads == 1 {
+        return items.iter().map(f).collect();
+    }
+    let next = AtomicUsize::new(0);
+    let work = || {
+        let mut done = Vec::new();
+        loop {
+            let index = next.fetch_add(1, Ordering::Relaxed);
+            let Some(item) = items.get(index) else {
+                return done;
+            };
+            done.push((index, f(item)));
+        }
+    };
+    let mut results: Vec<Option<R>> = std::iter::repeat_with(|| None).take(items.len()).collect();
+    std::thread::scope(|scope| {
+        let helpers: Vec<_> = (1..threads)
+            .filter_map(|_| std::thread::Builder::new().spawn_scoped(scope, work).ok())
+            .collect();
+        let mut done = work();
+        for helper in helpers {
+            match helper.join() {
+                Ok(more) => done.extend(more),
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        }
+        for (index, result) in done {
+            results[index] = Some(result);
+        }
+    });
+    results
+        .into_iter()
+        .map(|result| result.expect("every index below the length is taken by one thread"))
+        .collect()
+}
+
+/// Checks one file on its own.
+fn check_file(path: &Path, bytes: &[u8], opts: &LoadOptions, now: DateTime<Utc>) -> FileOutcome {
+    let mut outcome = FileOutcome::default();
+    let text = match std::str::from_utf8(bytes) {
+        Ok(text) => text,
+        Err(err) => {
+            let offset = err.valid_up_to();
+            let valid = String::from_utf8_lossy(&bytes[..offset]);
+            let line = valid.matches('\n').count() + 1;
+            let column = valid.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+            outcome.errors.push(ConfigError::at(
+                place(path, line as u64, column as u64),
+                format!(
+                    "the file is not valid UTF-8 (byte {:#04x} at offset {offset}); \
+                     save it as UTF-8",
+                    bytes[offset]
+                ),
+            ));
+            return outcome;
+        }
+    };
+    let root = match tree::parse(text) {
+        Ok(root) => root,
+        Err(err) => {
+            outcome.errors.push(if err.line == 0 {
+                ConfigError::in_file(path, err.message)
+            } else {
+                ConfigError::at(place(path, err.line, err.column), err.message)
+            });
+            return outcome;
+        }
+    };
+    let mut checker = FileChecker {
+        file: path,
+        src: text,
+        opts,
+        now,
+        out: outcome,
+        schedules: HashMap::new(),
+    };
+    checker.check(&root);
+    checker.out
 }
 
 fn place(file: &Path, line: u64, column: u64) -> SourceLocation {
@@ -239,7 +385,18 @@ impl Settings {
 struct FileChecker<'a, 'o> {
     file: &'a Path,
     src: &'a str,
-    loader: &'a mut Loader<'o>,
+    opts: &'o LoadOptions,
+    /// The instant "never fires" is judged from.
+    now: DateTime<Utc>,
+    out: FileOutcome,
+    /// Each distinct `schedule` text, parsed once: files repeat a few expressions.
+    schedules: HashMap<String, ParsedSchedule>,
+}
+
+/// A `schedule` text's parse, and for each zone met with it whether it ever fires.
+struct ParsedSchedule {
+    parsed: Result<Schedule, CronError>,
+    fires: Vec<(Tz, bool)>,
 }
 
 impl<'a> FileChecker<'a, '_> {
@@ -249,7 +406,7 @@ impl<'a> FileChecker<'a, '_> {
 
     fn error(&mut self, node: &Node, message: String) {
         let location = self.location(node);
-        self.loader.errors.push(ConfigError::at(location, message));
+        self.out.errors.push(ConfigError::at(location, message));
     }
 
     fn text<'n>(&self, node: &'n Node) -> Cow<'n, str>
@@ -272,7 +429,10 @@ impl<'a> FileChecker<'a, '_> {
             return Vec::new();
         };
         let mut entries: Vec<Entry<'n>> = Vec::with_capacity(pairs.len());
-        let mut seen: HashMap<Cow<'n, str>, &'n Node> = HashMap::new();
+        // Most mappings have a handful of keys, where a scan beats hashing; the index is
+        // for the rare large one (a long `env`).
+        let mut seen: Option<HashMap<Cow<'n, str>, &'n Node>> =
+            (unique && pairs.len() > 16).then(HashMap::new);
         for (key_node, value) in pairs {
             let Some(key) = key_node.scalar_text(self.src) else {
                 self.error(
@@ -286,7 +446,14 @@ impl<'a> FileChecker<'a, '_> {
                 continue;
             };
             if unique {
-                if let Some(first) = seen.get(&key) {
+                let first = match &seen {
+                    Some(seen) => seen.get(&key).copied(),
+                    None => entries
+                        .iter()
+                        .find(|entry| entry.key == key)
+                        .map(|entry| entry.key_node),
+                };
+                if let Some(first) = first {
                     let message = format!(
                         "`{prefix}{}` is given twice (first at line {}, column {}); remove one",
                         escaped(&key),
@@ -296,7 +463,9 @@ impl<'a> FileChecker<'a, '_> {
                     self.error(key_node, message);
                     continue;
                 }
-                seen.insert(key.clone(), key_node);
+                if let Some(seen) = &mut seen {
+                    seen.insert(key.clone(), key_node);
+                }
             }
             entries.push(Entry {
                 key,
@@ -340,7 +509,7 @@ impl<'a> FileChecker<'a, '_> {
         match &root.kind {
             NodeKind::Map(_) => {}
             NodeKind::Null => {
-                self.loader.errors.push(ConfigError::in_file(
+                self.out.errors.push(ConfigError::in_file(
                     self.file,
                     "the file is empty; add a `jobs:` mapping with at least one job \
                      (or delete the file)"
@@ -480,14 +649,16 @@ impl<'a> FileChecker<'a, '_> {
                 return;
             }
         }
-        // Names are checked against all files in `job`, so not here.
-        for job_entry in self.entries(node, "jobs.", false) {
-            let before = self.loader.errors.len();
+        // Names are compared with each other, in this file and others, in `Loader::merge`.
+        let entries = self.entries(node, "jobs.", false);
+        self.out.jobs.reserve(entries.len());
+        for job_entry in entries {
+            let before = self.out.errors.len();
             let job = self.job(&job_entry, defaults);
-            if self.loader.errors.len() == before
+            if self.out.errors.len() == before
                 && let Some(job) = job
             {
-                self.loader.jobs.push(job);
+                self.out.jobs.push(job);
             }
         }
     }
@@ -512,15 +683,13 @@ impl<'a> FileChecker<'a, '_> {
             );
             self.error(entry.key_node, message);
         }
-        if let Some(first) = self.loader.names.get(name) {
-            let message = format!(
-                "job `{}` is defined twice: here and at {first}; rename one",
-                escaped(name)
-            );
-            self.error(entry.key_node, message);
-        } else {
-            self.loader.names.insert(name.to_string(), here.clone());
-        }
+        // Whether the name is taken is known only when all files before are merged.
+        self.out.names.push(NameUse {
+            name: name.to_string(),
+            line: here.line,
+            column: here.column,
+            errors_before: self.out.errors.len(),
+        });
 
         let body = entry.value;
         match &body.kind {
@@ -563,9 +732,7 @@ impl<'a> FileChecker<'a, '_> {
             }
         }
         let settings = own.over(defaults);
-        let timezone = settings
-            .timezone
-            .unwrap_or(self.loader.opts.default_timezone);
+        let timezone = settings.timezone.unwrap_or(self.opts.default_timezone);
 
         let schedule = match schedule {
             Some(field) => self.schedule(field.value, timezone),
@@ -691,16 +858,36 @@ impl<'a> FileChecker<'a, '_> {
                 return None;
             }
         };
-        let schedule = match Schedule::parse(text) {
-            Ok(schedule) => schedule,
+        let now = self.now;
+        // Looked up by `&str`: a String is made only for a text not seen before.
+        let cached = match self.schedules.get_mut(text.as_str()) {
+            Some(cached) => cached,
+            None => self
+                .schedules
+                .entry(text.clone())
+                .or_insert(ParsedSchedule {
+                    parsed: Schedule::parse(text),
+                    fires: Vec::new(),
+                }),
+        };
+        let schedule = match &cached.parsed {
+            Ok(schedule) => schedule.clone(),
             Err(err) => {
-                self.error(node, format!("`schedule`: {err}"));
+                let message = format!("`schedule`: {err}");
+                self.error(node, message);
                 return None;
             }
         };
-        if matches!(schedule, Schedule::Cron(_))
-            && schedule.next_after(timezone, self.loader.now).is_none()
-        {
+        let fires = match cached.fires.iter().find(|(zone, _)| *zone == timezone) {
+            Some(&(_, fires)) => fires,
+            None => {
+                let fires = !matches!(schedule, Schedule::Cron(_))
+                    || schedule.next_after(timezone, now).is_some();
+                cached.fires.push((timezone, fires));
+                fires
+            }
+        };
+        if !fires {
             let message = format!(
                 "`schedule` \"{}\" never fires: no date matches it (such as February 30); \
                  fix the day-of-month, month or day-of-week field",
@@ -711,7 +898,7 @@ impl<'a> FileChecker<'a, '_> {
         }
         for warning in schedule.warnings() {
             let location = self.location(node);
-            self.loader.warnings.push(ConfigWarning {
+            self.out.warnings.push(ConfigWarning {
                 location,
                 message: format!("`schedule`: {warning}"),
             });
@@ -1030,9 +1217,7 @@ impl<'a> FileChecker<'a, '_> {
                 HumanDuration(max_delay.value),
                 HumanDuration(delay.value)
             );
-            self.loader
-                .errors
-                .push(ConfigError::at(at.clone(), message));
+            self.out.errors.push(ConfigError::at(at.clone(), message));
             return None;
         }
         let delay = retry.delay.as_ref().map_or(default.delay, |d| d.value);

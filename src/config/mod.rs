@@ -5,21 +5,27 @@
 //! `file:line:column`, but serde's derived `Deserialize` stops at the first error and
 //! forgets where values stood. So loading is split:
 //!
-//! 1. [`tree`]: serde-saphyr parses each file into a small span-carrying YAML tree of our
-//!    own ([`tree::Node`]). Only YAML-level problems fail here — syntax, invalid UTF-8,
-//!    several documents, and the resource budgets that stop alias bombs and absurd
-//!    nesting within milliseconds. Such a problem ends that file, not the load.
+//! 1. [`tree`]: each file becomes a small span-carrying YAML tree of our own
+//!    ([`tree::Node`]), built from granit-parser's events, with serde-saphyr as the
+//!    reference for anything unusual and for its syntax-error messages. Only YAML-level
+//!    problems fail here — syntax, invalid UTF-8, several documents, and the resource
+//!    budgets that stop alias bombs and absurd nesting within milliseconds. Such a
+//!    problem ends that file, not the load.
 //! 2. [`jobs`]: a hand-written walk over the tree builds [`Job`]s. Every rule (unknown
 //!    keys, durations, zones, URLs, `${VAR}` …) records its error with the location of
 //!    the offending key or value and carries on, so a bad job hides neither the next
 //!    job's errors nor the next file's.
 //!
 //! Both phases run for every file before anything is returned; the result is all jobs or
-//! all errors, which is what reload's all-or-nothing rule needs.
+//! all errors, which is what reload's all-or-nothing rule needs. Files are checked in
+//! parallel, one per thread up to the number of CPUs; job names are compared across files
+//! afterwards, in file order, so jobs and errors come out exactly as if the files had been
+//! checked one after another.
 //!
 //! # Layout
 //! - [`files`]: [`discover`], [`read_sources`], [`system_timezone`].
-//! - [`tree`]: phase 1. [`jobs`]: phase 2 (`jobs::http` for the `http:` mapping).
+//! - [`tree`]: phase 1 (`tree::saphyr`: the serde-saphyr reading it defers to). [`jobs`]:
+//!   phase 2 (`jobs::http` for the `http:` mapping).
 //! - [`interpolate`]: `${VAR}`, `${VAR:-default}`, `$${`. [`suggest`]: "did you mean".
 
 mod files;
@@ -102,9 +108,7 @@ pub fn read_sources(files: &[PathBuf]) -> Result<Vec<Source>, ConfigErrors> {
 /// Validates every source into jobs, or returns every error of every source.
 pub fn load_sources(sources: &[Source], opts: &LoadOptions) -> Result<Config, ConfigErrors> {
     let mut loader = jobs::Loader::new(opts, Vec::new());
-    for source in sources {
-        loader.add_source(&source.path, &source.bytes);
-    }
+    loader.add_sources(sources);
     loader.finish(sources.iter().map(|source| source.path.clone()).collect())
 }
 
@@ -135,10 +139,13 @@ impl Snapshot {
     /// Validates the snapshot; the errors include those met while reading it.
     pub fn load(&self, opts: &LoadOptions) -> Result<Config, ConfigErrors> {
         let mut loader = jobs::Loader::new(opts, self.errors.clone());
-        for source in &self.sources {
-            loader.add_source(&source.path, &source.bytes);
-        }
-        loader.finish(self.sources.iter().map(|source| source.path.clone()).collect())
+        loader.add_sources(&self.sources);
+        loader.finish(
+            self.sources
+                .iter()
+                .map(|source| source.path.clone())
+                .collect(),
+        )
     }
 }
 

@@ -121,7 +121,7 @@ impl FileChecker<'_, '_> {
 
     /// `template` with `${VAR}` substituted, or `None` after reporting each problem.
     fn interpolated(&mut self, key: &str, node: &Node, template: &str) -> Option<String> {
-        match interpolate(template, &self.loader.opts.env) {
+        match interpolate(template, &self.opts.env) {
             Ok(value) => Some(value),
             Err(problems) => {
                 for problem in problems {

@@ -708,3 +708,41 @@ fn errors_across_files_and_cross_file_duplicates() {
     );
     assert!(errors[2].starts_with("c.yaml:2:3: job `x` is defined twice: here and at a.yaml:2:3"));
 }
+
+/// Files are checked in parallel, but a name defined twice is still reported in its
+/// file's place, in file order, and among the other errors at its key where checking the
+/// files one by one put it.
+#[test]
+fn names_twice_across_many_files_keep_their_place() {
+    let sources: Vec<Source> = (0..12)
+        .map(|index| Source {
+            path: format!("f{index:02}.yaml").into(),
+            bytes: format!(
+                "jobs:\n  own-{index}: {{ schedule: \"@daily\", command: x }}\n  \"a b\":\n  \
+                 late-{index}: {{ command: x }}\n"
+            )
+            .into_bytes(),
+        })
+        .collect();
+    let errors: Vec<String> = load_sources(&sources, &opts())
+        .unwrap_err()
+        .0
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(errors.len(), 3 + 11 * 4, "{errors:#?}");
+    assert!(errors[0].starts_with("f00.yaml:3:3: job name `a b` may contain only"));
+    assert!(errors[1].starts_with("f00.yaml:3:3: job `a b` is empty"));
+    assert!(errors[2].starts_with("f00.yaml:4:3: job `late-0` has no `schedule`"));
+    for index in 1..12 {
+        let file = &errors[index * 4 - 1..index * 4 + 3];
+        let name = format!("f{index:02}.yaml");
+        assert!(file[0].starts_with(&format!("{name}:3:3: job name `a b` may contain only")));
+        assert_eq!(
+            file[1],
+            format!("{name}:3:3: job `a b` is defined twice: here and at f00.yaml:3:3; rename one")
+        );
+        assert!(file[2].starts_with(&format!("{name}:3:3: job `a b` is empty")));
+        assert!(file[3].starts_with(&format!("{name}:4:3: job `late-{index}` has no `schedule`")));
+    }
+}
