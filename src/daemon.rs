@@ -590,6 +590,7 @@ pub fn exec_from_cli(name: &str, paths: &[PathBuf], settings: &Settings) -> u8 {
         }
         let clock = SystemClock;
         let request = RunRequest {
+            name: Arc::from(job.name.as_str()),
             job: Arc::new(job),
             run_id: new_run_id(),
             scheduled_at: clock.now(),

@@ -1,8 +1,15 @@
 //! Dispatch: turns fires into runs under the overlap policy, the concurrency limit and
 //! `starting_deadline`, and keeps track of every run in flight so that shutdown can
 //! drain or terminate them.
+//!
+//! Dispatch is on the hot path of a burst (10,000 jobs due at one instant), so it
+//! shares as little as possible: each job's runs are tracked in that job's own
+//! [`JobRuns`] (handed over by the scheduler with the fire), the count of runs in
+//! flight is an atomic, and the one shared lock — the queue of fires waiting for a
+//! free slot — is only taken when `--max-concurrent-runs` is set.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use chrono::{DateTime, Utc};
@@ -14,6 +21,44 @@ use crate::events::{Event, Events, MissReason, SkipReason, Trigger};
 use crate::exec::Executor;
 use crate::job::{Job, Overlap};
 use crate::run::{RunRequest, RunSettings, execute_run, new_run_id};
+
+/// The runs in flight of one job (by name), shared by its scheduler entry and its runs.
+/// It outlives reloads that change the job, so overlap rules see runs started under an
+/// older definition.
+#[derive(Debug, Default)]
+pub struct JobRuns {
+    runs: Mutex<Vec<Active>>,
+}
+
+impl JobRuns {
+    fn lock(&self) -> MutexGuard<'_, Vec<Active>> {
+        lock(&self.runs)
+    }
+
+    /// How many runs of this job are in flight.
+    pub fn count(&self) -> usize {
+        self.lock().len()
+    }
+}
+
+#[derive(Debug)]
+struct Active {
+    run_id: Arc<str>,
+    cancel: CancellationToken,
+    /// Cancelled when the run has ended (so `replace` can wait for it).
+    finished: CancellationToken,
+}
+
+/// One fire of a job.
+#[derive(Debug, Clone)]
+pub struct Fire {
+    pub job: Arc<Job>,
+    /// The job's name, shared (events carry it without copying).
+    pub name: Arc<str>,
+    pub runs: Arc<JobRuns>,
+    pub scheduled_at: DateTime<Utc>,
+    pub trigger: Trigger,
+}
 
 /// Hands fires to runs. Cheap to clone; clones share one state.
 pub struct Dispatcher<E, C> {
@@ -35,35 +80,22 @@ struct Inner<E, C> {
     settings: RunSettings,
     /// 0 = no limit.
     max_concurrent: usize,
-    state: Mutex<State>,
+    /// Runs in flight, plus slots reserved for runs about to start.
+    active: AtomicUsize,
+    stopping: AtomicBool,
+    /// Fires waiting for a slot, in fire order (only with a limit).
+    queue: Mutex<VecDeque<Fire>>,
     tracker: TaskTracker,
     /// Parent of every run's cancel token: terminates all runs.
     cancel_all: CancellationToken,
-    /// Parent of every run's stop-retries token: shutdown drops pending retries.
+    /// Observed by every run: shutdown drops pending retries.
     stop_retries: CancellationToken,
 }
 
-#[derive(Default)]
-struct State {
-    running: HashMap<Arc<str>, Vec<Active>>,
-    active: usize,
-    queue: VecDeque<Fire>,
-    stopping: bool,
-}
-
-struct Active {
-    run_id: Arc<str>,
-    cancel: CancellationToken,
-    /// Cancelled when the run has ended (so `replace` can wait for it).
-    finished: CancellationToken,
-}
-
-/// One fire of a job.
-#[derive(Debug, Clone)]
-pub struct Fire {
-    pub job: Arc<Job>,
-    pub scheduled_at: DateTime<Utc>,
-    pub trigger: Trigger,
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // The guarded data stay consistent at every await-free step; after a panic
+    // elsewhere, carrying on is better than stopping the service.
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl<E: Executor, C: Clock> Dispatcher<E, C> {
@@ -81,7 +113,9 @@ impl<E: Executor, C: Clock> Dispatcher<E, C> {
                 events,
                 settings,
                 max_concurrent,
-                state: Mutex::new(State::default()),
+                active: AtomicUsize::new(0),
+                stopping: AtomicBool::new(false),
+                queue: Mutex::new(VecDeque::new()),
                 tracker: TaskTracker::new(),
                 cancel_all: CancellationToken::new(),
                 stop_retries: CancellationToken::new(),
@@ -91,35 +125,41 @@ impl<E: Executor, C: Clock> Dispatcher<E, C> {
 
     /// Starts a run for the fire, queues it, or skips it, as the job's policy says.
     pub fn fire(&self, fire: Fire) {
-        let mut state = self.inner.lock();
-        if state.stopping {
-            self.inner.skip(&fire, SkipReason::Shutdown);
+        let inner = &self.inner;
+        if inner.stopping.load(Ordering::Acquire) {
+            inner.skip(&fire, SkipReason::Shutdown);
             return;
         }
         if !fire.job.enabled && fire.trigger != Trigger::Manual {
-            self.inner.skip(&fire, SkipReason::Disabled);
+            inner.skip(&fire, SkipReason::Disabled);
             return;
         }
-        if self.inner.max_concurrent > 0 && state.active >= self.inner.max_concurrent {
-            state.queue.push_back(fire);
+        if inner.max_concurrent == 0 {
+            inner.active.fetch_add(1, Ordering::AcqRel);
+            self.start(fire);
             return;
         }
-        self.start(&mut state, fire);
+        {
+            let mut queue = lock(&inner.queue);
+            if inner.active.load(Ordering::Acquire) >= inner.max_concurrent || !queue.is_empty() {
+                queue.push_back(fire);
+                return;
+            }
+            inner.active.fetch_add(1, Ordering::AcqRel);
+        }
+        self.start(fire);
     }
 
     /// Runs in flight.
     pub fn active(&self) -> usize {
-        self.inner.lock().active
+        self.inner.active.load(Ordering::Acquire)
     }
 
     /// Stops accepting fires: queued ones are skipped, new ones too, and pending
     /// retries are dropped. Running attempts go on.
     pub fn stop_accepting(&self) {
-        let queued: Vec<Fire> = {
-            let mut state = self.inner.lock();
-            state.stopping = true;
-            state.queue.drain(..).collect()
-        };
+        self.inner.stopping.store(true, Ordering::Release);
+        let queued: Vec<Fire> = lock(&self.inner.queue).drain(..).collect();
         for fire in queued {
             self.inner.skip(&fire, SkipReason::Shutdown);
         }
@@ -138,41 +178,46 @@ impl<E: Executor, C: Clock> Dispatcher<E, C> {
         self.inner.tracker.wait().await;
     }
 
-    fn start(&self, state: &mut MutexGuard<'_, State>, fire: Fire) {
-        let name: Arc<str> = Arc::from(fire.job.name.as_str());
-        let running = state.running.entry(Arc::clone(&name)).or_default();
-        let mut wait_for = Vec::new();
-        if !running.is_empty() {
-            match fire.job.overlap {
-                Overlap::Skip => {
-                    self.inner.skip(&fire, SkipReason::Overlap);
-                    return;
-                }
-                Overlap::Replace => {
-                    for old in running.iter() {
-                        old.cancel.cancel();
-                        wait_for.push(old.finished.clone());
-                    }
-                }
-                Overlap::Allow => {}
-            }
-        }
+    /// Starts a run in a slot already counted in `active`.
+    fn start(&self, fire: Fire) {
         let run_id = new_run_id();
         let cancel = self.inner.cancel_all.child_token();
         let finished = CancellationToken::new();
-        running.push(Active {
-            run_id: Arc::clone(&run_id),
-            cancel: cancel.clone(),
-            finished: finished.clone(),
-        });
-        state.active += 1;
+        let mut wait_for = Vec::new();
+        {
+            let mut running = fire.runs.lock();
+            if !running.is_empty() {
+                match fire.job.overlap {
+                    Overlap::Skip => {
+                        drop(running);
+                        self.inner.skip(&fire, SkipReason::Overlap);
+                        self.release_slot();
+                        return;
+                    }
+                    Overlap::Replace => {
+                        for old in running.iter() {
+                            old.cancel.cancel();
+                            wait_for.push(old.finished.clone());
+                        }
+                    }
+                    Overlap::Allow => {}
+                }
+            }
+            running.push(Active {
+                run_id: Arc::clone(&run_id),
+                cancel: cancel.clone(),
+                finished: finished.clone(),
+            });
+        }
+        let runs = Arc::clone(&fire.runs);
         let request = RunRequest {
             job: fire.job,
+            name: fire.name,
             run_id,
             scheduled_at: fire.scheduled_at,
             trigger: fire.trigger,
             cancel,
-            stop_retries: self.inner.stop_retries.child_token(),
+            stop_retries: self.inner.stop_retries.clone(),
         };
         let this = self.clone();
         self.inner.tracker.spawn(async move {
@@ -190,54 +235,53 @@ impl<E: Executor, C: Clock> Dispatcher<E, C> {
                 request,
             )
             .await;
+            runs.lock().retain(|active| active.run_id != run_id);
             finished.cancel();
-            this.finished(&name, &run_id);
+            this.release_slot();
         });
     }
 
-    /// Bookkeeping when a run ends; starts queued fires that now fit.
-    fn finished(&self, name: &Arc<str>, run_id: &Arc<str>) {
-        let mut state = self.inner.lock();
-        if let Some(runs) = state.running.get_mut(name) {
-            runs.retain(|active| &active.run_id != run_id);
-            if runs.is_empty() {
-                state.running.remove(name);
-            }
+    /// A run ended (or a reserved slot went unused): start queued fires that now fit.
+    fn release_slot(&self) {
+        let inner = &self.inner;
+        inner.active.fetch_sub(1, Ordering::AcqRel);
+        if inner.max_concurrent == 0 {
+            return;
         }
-        state.active = state.active.saturating_sub(1);
-        while self.inner.max_concurrent == 0 || state.active < self.inner.max_concurrent {
-            let Some(fire) = state.queue.pop_front() else {
-                break;
+        loop {
+            let fire = {
+                let mut queue = lock(&inner.queue);
+                if inner.active.load(Ordering::Acquire) >= inner.max_concurrent {
+                    return;
+                }
+                let Some(fire) = queue.pop_front() else {
+                    return;
+                };
+                inner.active.fetch_add(1, Ordering::AcqRel);
+                fire
             };
             if let Some(deadline) = fire.job.starting_deadline {
-                let waited = self.inner.clock.now() - fire.scheduled_at;
+                let waited = inner.clock.now() - fire.scheduled_at;
                 if waited.to_std().is_ok_and(|waited| waited > deadline) {
-                    self.inner.events.emit(Event::RunMissed {
-                        job: Arc::from(fire.job.name.as_str()),
+                    inner.events.emit(Event::RunMissed {
+                        job: Arc::clone(&fire.name),
                         scheduled_at: fire.scheduled_at,
                         count: 1,
                         reason: MissReason::Deadline,
                     });
+                    inner.active.fetch_sub(1, Ordering::AcqRel);
                     continue;
                 }
             }
-            self.start(&mut state, fire);
+            self.start(fire);
         }
     }
 }
 
 impl<E, C> Inner<E, C> {
-    fn lock(&self) -> MutexGuard<'_, State> {
-        // A panic while holding the lock cannot leave the bookkeeping half-updated in a
-        // way that matters more than stopping the service would; carry on.
-        self.state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
     fn skip(&self, fire: &Fire, reason: SkipReason) {
         self.events.emit(Event::RunSkipped {
-            job: Arc::from(fire.job.name.as_str()),
+            job: Arc::clone(&fire.name),
             scheduled_at: fire.scheduled_at,
             reason,
         });

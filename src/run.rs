@@ -21,6 +21,8 @@ use crate::job::Job;
 #[derive(Debug, Clone)]
 pub struct RunRequest {
     pub job: Arc<Job>,
+    /// The job's name, shared by every event of the run.
+    pub name: Arc<str>,
     pub run_id: Arc<str>,
     pub scheduled_at: DateTime<Utc>,
     pub trigger: Trigger,
@@ -52,15 +54,30 @@ impl Default for RunSettings {
 }
 
 /// A fresh run id: 16 hex digits, unique within the process and, with overwhelming
-/// likelihood, across restarts (the hasher is seeded randomly per process).
+/// likelihood, across restarts (a random per-process seed, mixed with a counter).
 pub fn new_run_id() -> Arc<str> {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
-    static SEED: std::sync::OnceLock<std::collections::hash_map::RandomState> =
-        std::sync::OnceLock::new();
-    let seed = SEED.get_or_init(std::collections::hash_map::RandomState::new);
-    let mut hasher = seed.build_hasher();
-    hasher.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
-    Arc::from(format!("{:016x}", hasher.finish()))
+    static SEED: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    let seed = *SEED.get_or_init(|| {
+        std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish()
+    });
+    // splitmix64: a bijection, so distinct counters give distinct ids.
+    let mut z = seed.wrapping_add(
+        COUNTER
+            .fetch_add(1, Ordering::Relaxed)
+            .wrapping_mul(0x9e37_79b9_7f4a_7c15),
+    );
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^= z >> 31;
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut text = [0u8; 16];
+    for (i, digit) in text.iter_mut().enumerate() {
+        *digit = HEX[((z >> (60 - 4 * i)) & 0xf) as usize];
+    }
+    Arc::from(std::str::from_utf8(&text).expect("hex digits are ASCII"))
 }
 
 /// Spreads a delay by ±20 % so that many jobs failing together do not retry in lockstep.
@@ -89,13 +106,13 @@ pub async fn execute_run<E: Executor, C: Clock>(
 ) -> RunReport {
     let RunRequest {
         job,
+        name,
         run_id,
         scheduled_at,
         trigger,
         cancel,
         stop_retries,
     } = request;
-    let name: Arc<str> = Arc::from(job.name.as_str());
     let output = Arc::new(OutputSink::new(
         events.clone(),
         Arc::clone(&name),

@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::{Clock, Wake};
 use crate::cron::Schedule;
-use crate::dispatch::{Dispatcher, Fire};
+use crate::dispatch::{Dispatcher, Fire, JobRuns};
 use crate::events::{Event, Events, MissReason, Trigger};
 use crate::exec::Executor;
 use crate::job::Job;
@@ -33,12 +33,15 @@ const LATE_THRESHOLD: TimeDelta = TimeDelta::seconds(1);
 /// Counting missed fires stops here (an every-second job after a year-long jump).
 const MAX_COUNTED_MISSES: u64 = 1_000_000;
 
-/// A heap item: when, the entry generation it was armed for, and the job's name.
-type Timer = Reverse<(DateTime<Utc>, u64, Arc<str>)>;
+/// A heap item: when, the generation it was armed for, and the job's slot.
+type Timer = Reverse<(DateTime<Utc>, u64, usize)>;
 
 struct Entry {
     job: Arc<Job>,
-    /// Bumped whenever the job's timer is replaced, so stale heap items are ignored.
+    name: Arc<str>,
+    /// The job's runs in flight; kept across reloads that change the job.
+    runs: Arc<JobRuns>,
+    /// Changed whenever the job's timer is re-armed, so stale heap items are ignored.
     generation: u64,
     next: Option<DateTime<Utc>>,
 }
@@ -71,9 +74,37 @@ pub struct Heartbeat {
 
 /// Whether two definitions of a job are the same, apart from where they are written.
 fn same_definition(a: &Job, b: &Job) -> bool {
-    let mut b = b.clone();
-    b.source = a.source.clone();
-    *a == b
+    // Spelled out (rather than comparing clones) so that a reload of 100,000 jobs does
+    // not copy them; a new field of `Job` must be added here.
+    let Job {
+        name,
+        schedule_text,
+        schedule,
+        timezone,
+        action,
+        workdir,
+        env,
+        timeout,
+        kill_grace,
+        retry,
+        overlap,
+        starting_deadline,
+        enabled,
+        source: _,
+    } = a;
+    *name == b.name
+        && *schedule_text == b.schedule_text
+        && *schedule == b.schedule
+        && *timezone == b.timezone
+        && *action == b.action
+        && *workdir == b.workdir
+        && *env == b.env
+        && *timeout == b.timeout
+        && *kill_grace == b.kill_grace
+        && *retry == b.retry
+        && *overlap == b.overlap
+        && *starting_deadline == b.starting_deadline
+        && *enabled == b.enabled
 }
 
 /// The timer structure and its loop.
@@ -81,7 +112,10 @@ pub struct Scheduler<E, C> {
     clock: Arc<C>,
     dispatcher: Dispatcher<E, C>,
     events: Events,
-    jobs: HashMap<Arc<str>, Entry>,
+    /// Jobs by slot; a removed job leaves a hole that the next new job reuses.
+    slots: Vec<Option<Entry>>,
+    free: Vec<usize>,
+    by_name: HashMap<Arc<str>, usize>,
     heap: BinaryHeap<Timer>,
     generations: u64,
     /// Wall and steady clock at the last look, to notice steps.
@@ -97,7 +131,9 @@ impl<E: Executor, C: Clock> Scheduler<E, C> {
             clock,
             dispatcher,
             events,
-            jobs: HashMap::new(),
+            slots: Vec::new(),
+            free: Vec::new(),
+            by_name: HashMap::new(),
             heap: BinaryHeap::new(),
             generations: 0,
             last_wall,
@@ -116,59 +152,83 @@ impl<E: Executor, C: Clock> Scheduler<E, C> {
     }
 
     fn insert(&mut self, job: Arc<Job>, next: Option<DateTime<Utc>>) {
-        self.generations += 1;
         let name: Arc<str> = Arc::from(job.name.as_str());
-        if let Some(at) = next {
-            self.heap
-                .push(Reverse((at, self.generations, Arc::clone(&name))));
-        }
-        self.jobs.insert(
+        let runs = Arc::new(JobRuns::default());
+        self.place(Entry {
+            job,
             name,
-            Entry {
-                job,
-                generation: self.generations,
-                next,
-            },
-        );
+            runs,
+            generation: 0,
+            next,
+        });
+    }
+
+    /// Puts an entry in a slot (a free one, or its name's) and arms its timer.
+    fn place(&mut self, mut entry: Entry) {
+        self.generations += 1;
+        entry.generation = self.generations;
+        let slot = match self.by_name.get(&entry.name) {
+            Some(&slot) => slot,
+            None => {
+                let slot = self.free.pop().unwrap_or_else(|| {
+                    self.slots.push(None);
+                    self.slots.len() - 1
+                });
+                self.by_name.insert(Arc::clone(&entry.name), slot);
+                slot
+            }
+        };
+        if let Some(at) = entry.next {
+            self.heap.push(Reverse((at, entry.generation, slot)));
+        }
+        self.slots[slot] = Some(entry);
     }
 
     /// The jobs currently scheduled.
     pub fn job_count(&self) -> usize {
-        self.jobs.len()
+        self.by_name.len()
     }
 
     /// The next fire of a job, if it has one.
     pub fn next_fire(&self, name: &str) -> Option<DateTime<Utc>> {
-        self.jobs.get(name).and_then(|entry| entry.next)
+        let slot = *self.by_name.get(name)?;
+        self.slots.get(slot)?.as_ref()?.next
+    }
+
+    fn fire_of(entry: &Entry, scheduled_at: DateTime<Utc>, trigger: Trigger) -> Fire {
+        Fire {
+            job: Arc::clone(&entry.job),
+            name: Arc::clone(&entry.name),
+            runs: Arc::clone(&entry.runs),
+            scheduled_at,
+            trigger,
+        }
     }
 
     /// Starts every enabled `@reboot` job once.
     pub fn fire_reboot_jobs(&self) {
         let now = self.clock.now();
-        for entry in self.jobs.values() {
+        for entry in self.slots.iter().flatten() {
             if entry.job.schedule == Schedule::Reboot {
-                self.dispatcher.fire(Fire {
-                    job: Arc::clone(&entry.job),
-                    scheduled_at: now,
-                    trigger: Trigger::Reboot,
-                });
+                self.dispatcher
+                    .fire(Self::fire_of(entry, now, Trigger::Reboot));
             }
         }
     }
 
     /// The earliest live timer, dropping stale heap items on the way.
     fn earliest(&mut self) -> Option<DateTime<Utc>> {
-        while let Some(Reverse((at, generation, name))) = self.heap.peek() {
-            let live = self
-                .jobs
-                .get(name)
-                .is_some_and(|entry| entry.generation == *generation);
-            if live {
-                return Some(*at);
+        while let Some(&Reverse((at, generation, slot))) = self.heap.peek() {
+            if self.live(generation, slot) {
+                return Some(at);
             }
             self.heap.pop();
         }
         None
+    }
+
+    fn live(&self, generation: u64, slot: usize) -> bool {
+        matches!(self.slots.get(slot), Some(Some(entry)) if entry.generation == generation)
     }
 
     /// Swaps in a new set of jobs, matched by name. Unchanged jobs keep their timers
@@ -180,42 +240,47 @@ impl<E: Executor, C: Clock> Scheduler<E, C> {
     pub fn replace_jobs(&mut self, jobs: Vec<Job>) -> ReloadCounts {
         let now = self.clock.now();
         let mut counts = ReloadCounts::default();
-        let mut old = std::mem::take(&mut self.jobs);
+        let mut seen = vec![false; self.slots.len()];
         for job in jobs {
-            match old.remove(job.name.as_str()) {
-                Some(entry) if same_definition(&entry.job, &job) => {
-                    counts.unchanged += 1;
-                    let name: Arc<str> = Arc::from(job.name.as_str());
-                    self.jobs.insert(name, entry);
-                }
-                Some(entry) => {
-                    counts.changed += 1;
-                    let same_timing =
-                        entry.job.schedule == job.schedule && entry.job.timezone == job.timezone;
-                    if same_timing {
-                        let name: Arc<str> = Arc::from(job.name.as_str());
-                        self.jobs.insert(
-                            name,
-                            Entry {
-                                job: Arc::new(job),
-                                generation: entry.generation,
-                                next: entry.next,
-                            },
-                        );
-                    } else {
-                        let next = job.schedule.next_after(job.timezone, now);
-                        self.insert(Arc::new(job), next);
-                    }
-                }
-                None => {
-                    counts.added += 1;
-                    let next = job.schedule.next_after(job.timezone, now);
-                    self.insert(Arc::new(job), next);
-                }
+            let existing = self.by_name.get(job.name.as_str()).copied();
+            let Some(slot) = existing else {
+                counts.added += 1;
+                let next = job.schedule.next_after(job.timezone, now);
+                self.insert(Arc::new(job), next);
+                continue;
+            };
+            seen[slot] = true;
+            let Some(entry) = self.slots[slot].as_mut() else {
+                continue;
+            };
+            if same_definition(&entry.job, &job) {
+                counts.unchanged += 1;
+                continue;
+            }
+            counts.changed += 1;
+            if entry.job.schedule == job.schedule && entry.job.timezone == job.timezone {
+                // Same timing: the armed timer stays valid; only the definition changes.
+                entry.job = Arc::new(job);
+            } else {
+                let next = job.schedule.next_after(job.timezone, now);
+                let entry = Entry {
+                    job: Arc::new(job),
+                    name: Arc::clone(&entry.name),
+                    runs: Arc::clone(&entry.runs),
+                    generation: 0,
+                    next,
+                };
+                self.place(entry);
             }
         }
-        // Whatever is left was removed; its heap items are now stale and get dropped.
-        counts.removed = old.len();
+        // Jobs not in the new set are removed; their heap items go stale.
+        for (slot, seen) in seen.into_iter().enumerate() {
+            if !seen && let Some(entry) = self.slots[slot].take() {
+                counts.removed += 1;
+                self.by_name.remove(&entry.name);
+                self.free.push(slot);
+            }
+        }
         counts
     }
 
@@ -291,18 +356,18 @@ impl<E: Executor, C: Clock> Scheduler<E, C> {
     }
 
     fn fire_due(&mut self, now: DateTime<Utc>, reason: MissReason) {
-        while let Some(Reverse((at, generation, name))) = self.heap.peek().cloned() {
+        while let Some(&Reverse((at, generation, slot))) = self.heap.peek() {
             if at > now {
                 break;
             }
             self.heap.pop();
-            let Some(entry) = self.jobs.get_mut(&name) else {
-                continue;
-            };
-            if entry.generation != generation {
+            if !self.live(generation, slot) {
                 continue;
             }
-            let job = Arc::clone(&entry.job);
+            let Some(entry) = self.slots[slot].as_ref() else {
+                continue;
+            };
+            let job = &entry.job;
             // Every fire of this job up to now: the first is `at`. The search ends at the
             // first fire after now, which is the job's next timer.
             let mut latest = at;
@@ -322,18 +387,15 @@ impl<E: Executor, C: Clock> Scheduler<E, C> {
                 };
             }
             if count == 1 && now - at < LATE_THRESHOLD {
-                self.dispatcher.fire(Fire {
-                    job: Arc::clone(&job),
-                    scheduled_at: at,
-                    trigger: Trigger::Schedule,
-                });
+                self.dispatcher
+                    .fire(Self::fire_of(entry, at, Trigger::Schedule));
             } else {
                 let too_old = job.starting_deadline.is_some_and(|deadline| {
                     (now - latest).to_std().is_ok_and(|late| late > deadline)
                 });
                 if too_old {
                     self.events.emit(Event::RunMissed {
-                        job: Arc::from(job.name.as_str()),
+                        job: Arc::clone(&entry.name),
                         scheduled_at: at,
                         count,
                         reason: MissReason::Deadline,
@@ -341,28 +403,26 @@ impl<E: Executor, C: Clock> Scheduler<E, C> {
                 } else {
                     if count > 1 {
                         self.events.emit(Event::RunMissed {
-                            job: Arc::from(job.name.as_str()),
+                            job: Arc::clone(&entry.name),
                             scheduled_at: at,
                             count: count - 1,
                             reason,
                         });
                     }
-                    self.dispatcher.fire(Fire {
-                        job: Arc::clone(&job),
-                        scheduled_at: latest,
-                        trigger: Trigger::CatchUp,
-                    });
+                    self.dispatcher
+                        .fire(Self::fire_of(entry, latest, Trigger::CatchUp));
                 }
             }
             // The next fire is after everything handled: never one already due, so a
             // backward step later cannot bring any of these back.
-            let next = upcoming;
             self.generations += 1;
-            let entry = self.jobs.get_mut(&name).expect("entry looked up above");
-            entry.generation = self.generations;
-            entry.next = next;
-            if let Some(next) = next {
-                self.heap.push(Reverse((next, self.generations, name)));
+            let generation = self.generations;
+            if let Some(entry) = self.slots[slot].as_mut() {
+                entry.generation = generation;
+                entry.next = upcoming;
+            }
+            if let Some(next) = upcoming {
+                self.heap.push(Reverse((next, generation, slot)));
             }
         }
     }
