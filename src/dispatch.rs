@@ -25,9 +25,13 @@ use crate::run::{RunRequest, RunSettings, execute_run, new_run_id};
 /// The runs in flight of one job (by name), shared by its scheduler entry and its runs.
 /// It outlives reloads that change the job, so overlap rules see runs started under an
 /// older definition.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct JobRuns {
     runs: Mutex<Vec<Active>>,
+    /// A child of the dispatcher's cancel-all token; each run's token is a child of
+    /// this one. The shared root is touched once per job, not once per run, so runs of
+    /// different jobs starting and ending at the same instant do not contend on it.
+    cancel: CancellationToken,
 }
 
 impl JobRuns {
@@ -95,7 +99,9 @@ struct Inner<E, C> {
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     // The guarded data stay consistent at every await-free step; after a panic
     // elsewhere, carrying on is better than stopping the service.
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl<E: Executor, C: Clock> Dispatcher<E, C> {
@@ -150,6 +156,14 @@ impl<E: Executor, C: Clock> Dispatcher<E, C> {
         self.start(fire);
     }
 
+    /// A fresh run list for a job (once per job, kept across reloads).
+    pub fn job_runs(&self) -> Arc<JobRuns> {
+        Arc::new(JobRuns {
+            runs: Mutex::new(Vec::new()),
+            cancel: self.inner.cancel_all.child_token(),
+        })
+    }
+
     /// Runs in flight.
     pub fn active(&self) -> usize {
         self.inner.active.load(Ordering::Acquire)
@@ -181,7 +195,7 @@ impl<E: Executor, C: Clock> Dispatcher<E, C> {
     /// Starts a run in a slot already counted in `active`.
     fn start(&self, fire: Fire) {
         let run_id = new_run_id();
-        let cancel = self.inner.cancel_all.child_token();
+        let cancel = fire.runs.cancel.child_token();
         let finished = CancellationToken::new();
         let mut wait_for = Vec::new();
         {

@@ -10,8 +10,7 @@
 //! and the missed fires are counted in a `run.missed` event. A backward step replays
 //! nothing: every job's next fire is computed from the last one it had.
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,8 +32,8 @@ const LATE_THRESHOLD: TimeDelta = TimeDelta::seconds(1);
 /// Counting missed fires stops here (an every-second job after a year-long jump).
 const MAX_COUNTED_MISSES: u64 = 1_000_000;
 
-/// A heap item: when, the generation it was armed for, and the job's slot.
-type Timer = Reverse<(DateTime<Utc>, u64, usize)>;
+/// An armed timer: the generation it was armed for, and the job's slot.
+type Timer = (u64, usize);
 
 struct Entry {
     job: Arc<Job>,
@@ -116,7 +115,9 @@ pub struct Scheduler<E, C> {
     slots: Vec<Option<Entry>>,
     free: Vec<usize>,
     by_name: HashMap<Arc<str>, usize>,
-    heap: BinaryHeap<Timer>,
+    /// Timers grouped by instant: cron jobs share instants (whole seconds, minutes), so
+    /// one wake-up takes a whole bucket instead of popping a heap once per job.
+    timers: BTreeMap<DateTime<Utc>, Vec<Timer>>,
     generations: u64,
     /// Wall and steady clock at the last look, to notice steps.
     last_wall: DateTime<Utc>,
@@ -134,7 +135,7 @@ impl<E: Executor, C: Clock> Scheduler<E, C> {
             slots: Vec::new(),
             free: Vec::new(),
             by_name: HashMap::new(),
-            heap: BinaryHeap::new(),
+            timers: BTreeMap::new(),
             generations: 0,
             last_wall,
             last_steady,
@@ -153,7 +154,7 @@ impl<E: Executor, C: Clock> Scheduler<E, C> {
 
     fn insert(&mut self, job: Arc<Job>, next: Option<DateTime<Utc>>) {
         let name: Arc<str> = Arc::from(job.name.as_str());
-        let runs = Arc::new(JobRuns::default());
+        let runs = self.dispatcher.job_runs();
         self.place(Entry {
             job,
             name,
@@ -179,7 +180,10 @@ impl<E: Executor, C: Clock> Scheduler<E, C> {
             }
         };
         if let Some(at) = entry.next {
-            self.heap.push(Reverse((at, entry.generation, slot)));
+            self.timers
+                .entry(at)
+                .or_default()
+                .push((entry.generation, slot));
         }
         self.slots[slot] = Some(entry);
     }
@@ -216,19 +220,27 @@ impl<E: Executor, C: Clock> Scheduler<E, C> {
         }
     }
 
-    /// The earliest live timer, dropping stale heap items on the way.
+    /// The earliest live timer, dropping stale timers on the way.
     fn earliest(&mut self) -> Option<DateTime<Utc>> {
-        while let Some(&Reverse((at, generation, slot))) = self.heap.peek() {
-            if self.live(generation, slot) {
-                return Some(at);
+        loop {
+            let mut first = self.timers.first_entry()?;
+            let slots = &self.slots;
+            first
+                .get_mut()
+                .retain(|&(generation, slot)| Self::is_live(slots, generation, slot));
+            if !first.get().is_empty() {
+                return Some(*first.key());
             }
-            self.heap.pop();
+            first.remove();
         }
-        None
+    }
+
+    fn is_live(slots: &[Option<Entry>], generation: u64, slot: usize) -> bool {
+        matches!(slots.get(slot), Some(Some(entry)) if entry.generation == generation)
     }
 
     fn live(&self, generation: u64, slot: usize) -> bool {
-        matches!(self.slots.get(slot), Some(Some(entry)) if entry.generation == generation)
+        Self::is_live(&self.slots, generation, slot)
     }
 
     /// Swaps in a new set of jobs, matched by name. Unchanged jobs keep their timers
@@ -356,74 +368,91 @@ impl<E: Executor, C: Clock> Scheduler<E, C> {
     }
 
     fn fire_due(&mut self, now: DateTime<Utc>, reason: MissReason) {
-        while let Some(&Reverse((at, generation, slot))) = self.heap.peek() {
-            if at > now {
+        while let Some(bucket) = self.timers.first_entry() {
+            if *bucket.key() > now {
                 break;
             }
-            self.heap.pop();
-            if !self.live(generation, slot) {
-                continue;
+            let (at, due) = bucket.remove_entry();
+            for (generation, slot) in due {
+                self.fire_one(at, generation, slot, now, reason);
             }
-            let Some(entry) = self.slots[slot].as_ref() else {
-                continue;
-            };
-            let job = &entry.job;
-            // Every fire of this job up to now: the first is `at`. The search ends at the
-            // first fire after now, which is the job's next timer.
-            let mut latest = at;
-            let mut count: u64 = 1;
-            let mut upcoming = job.schedule.next_after(job.timezone, latest);
-            while let Some(next) = upcoming {
-                if next > now {
-                    break;
-                }
-                latest = next;
-                count += 1;
-                upcoming = if count < MAX_COUNTED_MISSES {
-                    job.schedule.next_after(job.timezone, latest)
-                } else {
-                    // Stop counting; resume from now.
-                    job.schedule.next_after(job.timezone, now)
-                };
+        }
+    }
+
+    /// Handles one due timer of one job.
+    fn fire_one(
+        &mut self,
+        at: DateTime<Utc>,
+        generation: u64,
+        slot: usize,
+        now: DateTime<Utc>,
+        reason: MissReason,
+    ) {
+        if !self.live(generation, slot) {
+            return;
+        }
+        let Some(entry) = self.slots[slot].as_ref() else {
+            return;
+        };
+        let job = &entry.job;
+        // Every fire of this job up to now: the first is `at`. The search ends at the
+        // first fire after now, which is the job's next timer.
+        let mut latest = at;
+        let mut count: u64 = 1;
+        let mut upcoming = job.schedule.next_after(job.timezone, latest);
+        while let Some(next) = upcoming {
+            if next > now {
+                break;
             }
-            if count == 1 && now - at < LATE_THRESHOLD {
-                self.dispatcher
-                    .fire(Self::fire_of(entry, at, Trigger::Schedule));
+            latest = next;
+            count += 1;
+            upcoming = if count < MAX_COUNTED_MISSES {
+                job.schedule.next_after(job.timezone, latest)
             } else {
-                let too_old = job.starting_deadline.is_some_and(|deadline| {
-                    (now - latest).to_std().is_ok_and(|late| late > deadline)
+                // Stop counting; resume from now.
+                job.schedule.next_after(job.timezone, now)
+            };
+        }
+        if count == 1 && now - at < LATE_THRESHOLD {
+            self.dispatcher
+                .fire(Self::fire_of(entry, at, Trigger::Schedule));
+        } else {
+            let too_old = job
+                .starting_deadline
+                .is_some_and(|deadline| (now - latest).to_std().is_ok_and(|late| late > deadline));
+            if too_old {
+                self.events.emit(Event::RunMissed {
+                    job: Arc::clone(&entry.name),
+                    scheduled_at: at,
+                    count,
+                    reason: MissReason::Deadline,
                 });
-                if too_old {
+            } else {
+                if count > 1 {
                     self.events.emit(Event::RunMissed {
                         job: Arc::clone(&entry.name),
                         scheduled_at: at,
-                        count,
-                        reason: MissReason::Deadline,
+                        count: count - 1,
+                        reason,
                     });
-                } else {
-                    if count > 1 {
-                        self.events.emit(Event::RunMissed {
-                            job: Arc::clone(&entry.name),
-                            scheduled_at: at,
-                            count: count - 1,
-                            reason,
-                        });
-                    }
-                    self.dispatcher
-                        .fire(Self::fire_of(entry, latest, Trigger::CatchUp));
                 }
+                self.dispatcher
+                    .fire(Self::fire_of(entry, latest, Trigger::CatchUp));
             }
-            // The next fire is after everything handled: never one already due, so a
-            // backward step later cannot bring any of these back.
-            self.generations += 1;
-            let generation = self.generations;
-            if let Some(entry) = self.slots[slot].as_mut() {
-                entry.generation = generation;
-                entry.next = upcoming;
-            }
-            if let Some(next) = upcoming {
-                self.heap.push(Reverse((next, generation, slot)));
-            }
+        }
+        // The next fire is after everything handled: never one already due, so a
+        // backward step later cannot bring any of these back.
+        self.generations += 1;
+        let generation = self.generations;
+        if let Some(entry) = self.slots[slot].as_mut() {
+            entry.generation = generation;
+            entry.next = upcoming;
+        }
+        if let Some(next) = upcoming {
+            self.timers
+                .entry(next)
+                .or_default()
+                .push((generation, slot));
         }
     }
 }
