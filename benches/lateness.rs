@@ -72,6 +72,10 @@ const BULK_FILES: usize = 10;
 const NS_PER_MS: i64 = 1_000_000;
 const NS_PER_SEC: i64 = 1_000_000_000;
 
+// The service's allocator (src/main.rs), so the bench measures what `chime run` does.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     match std::env::var(CHILD_ENV) {
         Ok(spec) => child(&spec),

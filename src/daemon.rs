@@ -129,6 +129,9 @@ pub struct ServeOptions {
     /// How often to re-read the schedules when no file event arrived (for file systems
     /// that deliver none, such as NFS). `None`: never.
     pub recheck_every: Option<Duration>,
+    /// Run the scheduling loop on a thread of its own (the service does). Tests on
+    /// tokio's virtual time keep it on the test's runtime instead.
+    pub timer_thread: bool,
 }
 
 impl Default for ServeOptions {
@@ -138,6 +141,7 @@ impl Default for ServeOptions {
             max_concurrent_runs: 0,
             run: RunSettings::default(),
             recheck_every: Some(Duration::from_secs(60)),
+            timer_thread: true,
         }
     }
 }
@@ -233,8 +237,26 @@ pub async fn serve<E: Executor, C: Clock, S: ConfigSource>(
     let stop = CancellationToken::new();
     let (commands, command_rx) = mpsc::channel(4);
     let loop_stop = stop.clone();
-    let scheduler_task =
-        tokio::spawn(async move { scheduler.run(loop_stop, command_rx, heartbeat).await });
+    let scheduler_loop = async move { scheduler.run(loop_stop, command_rx, heartbeat).await };
+    let scheduler_task = if options.timer_thread {
+        // The scheduling loop gets a thread (and a small runtime) of its own: runs never
+        // delay its wake-ups, and while it hands out a burst of fires, the runtime's
+        // workers already start the runs.
+        let timer_runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build();
+        match timer_runtime {
+            Ok(timer_runtime) => {
+                tokio::task::spawn_blocking(move || timer_runtime.block_on(scheduler_loop))
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "no runtime for the timer thread; sharing the workers");
+                tokio::spawn(scheduler_loop)
+            }
+        }
+    } else {
+        tokio::spawn(scheduler_loop)
+    };
 
     let mut source = Some(source);
     let mut recheck = options.recheck_every.map(|every| {

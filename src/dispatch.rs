@@ -32,6 +32,9 @@ pub struct JobRuns {
     /// this one. The shared root is touched once per job, not once per run, so runs of
     /// different jobs starting and ending at the same instant do not contend on it.
     cancel: CancellationToken,
+    /// A child of the dispatcher's stop-retries token, for the same reason (cloning a
+    /// token locks it).
+    stop_retries: CancellationToken,
 }
 
 impl JobRuns {
@@ -78,6 +81,9 @@ impl<E, C> Clone for Dispatcher<E, C> {
 }
 
 struct Inner<E, C> {
+    /// Where runs are spawned: the runtime that created the dispatcher, even when fires
+    /// come from the scheduler's own thread.
+    runtime: tokio::runtime::Handle,
     executor: E,
     clock: Arc<C>,
     events: Events,
@@ -92,7 +98,7 @@ struct Inner<E, C> {
     tracker: TaskTracker,
     /// Parent of every run's cancel token: terminates all runs.
     cancel_all: CancellationToken,
-    /// Observed by every run: shutdown drops pending retries.
+    /// Parent of every job's stop-retries token: shutdown drops pending retries.
     stop_retries: CancellationToken,
 }
 
@@ -105,6 +111,7 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl<E: Executor, C: Clock> Dispatcher<E, C> {
+    /// Must be called inside the tokio runtime that is to run the jobs.
     pub fn new(
         executor: E,
         clock: Arc<C>,
@@ -114,6 +121,7 @@ impl<E: Executor, C: Clock> Dispatcher<E, C> {
     ) -> Self {
         Dispatcher {
             inner: Arc::new(Inner {
+                runtime: tokio::runtime::Handle::current(),
                 executor,
                 clock,
                 events,
@@ -161,6 +169,7 @@ impl<E: Executor, C: Clock> Dispatcher<E, C> {
         Arc::new(JobRuns {
             runs: Mutex::new(Vec::new()),
             cancel: self.inner.cancel_all.child_token(),
+            stop_retries: self.inner.stop_retries.child_token(),
         })
     }
 
@@ -231,10 +240,10 @@ impl<E: Executor, C: Clock> Dispatcher<E, C> {
             scheduled_at: fire.scheduled_at,
             trigger: fire.trigger,
             cancel,
-            stop_retries: self.inner.stop_retries.clone(),
+            stop_retries: fire.runs.stop_retries.clone(),
         };
         let this = self.clone();
-        self.inner.tracker.spawn(async move {
+        let task = async move {
             // `replace`: the new run starts once the old one is terminated and reaped.
             for old in wait_for {
                 old.cancelled().await;
@@ -252,7 +261,8 @@ impl<E: Executor, C: Clock> Dispatcher<E, C> {
             runs.lock().retain(|active| active.run_id != run_id);
             finished.cancel();
             this.release_slot();
-        });
+        };
+        self.inner.tracker.spawn_on(task, &self.inner.runtime);
     }
 
     /// A run ended (or a reserved slot went unused): start queued fires that now fit.
