@@ -1,5 +1,23 @@
 //! chime: a cron-style scheduler service.
 //!
+//! The time engine, as `chime next` uses it: Debian cron's rules, per-job zones, DST.
+//!
+//! ```
+//! use chime::cron::Schedule;
+//! use chrono::{DateTime, Utc};
+//!
+//! let schedule = Schedule::parse("30 2 * * *").expect("a valid expression");
+//! let from: DateTime<Utc> = "2026-03-28T12:00:00Z".parse().expect("an RFC 3339 time");
+//! let berlin = chrono_tz::Europe::Berlin;
+//! let fires: Vec<String> = schedule
+//!     .fires_after(berlin, from)
+//!     .take(2)
+//!     .map(|at| at.with_timezone(&berlin).to_rfc3339())
+//!     .collect();
+//! // 02:30 does not exist on the night clocks go forward: it fires once, at 03:00.
+//! assert_eq!(fires, ["2026-03-29T03:00:00+02:00", "2026-03-30T02:30:00+02:00"]);
+//! ```
+//!
 //! # Layout
 //! - [`duration`]: the `90s` / `1h30m` duration syntax.
 //! - [`cron`]: cron expressions and the time engine (Debian cron's matching and DST rules).
