@@ -41,11 +41,6 @@ impl JobRuns {
     fn lock(&self) -> MutexGuard<'_, Vec<Active>> {
         lock(&self.runs)
     }
-
-    /// How many runs of this job are in flight.
-    pub fn count(&self) -> usize {
-        self.lock().len()
-    }
 }
 
 #[derive(Debug)]

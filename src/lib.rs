@@ -26,7 +26,7 @@
 //! - [`events`]: the log events of DESIGN.md §6 and the handle that carries them.
 //! - [`exec`]: executors that carry out one attempt: [`exec::shell`], [`exec::http`].
 //! - [`clock`]: the wall clock, steps of it, and a virtual clock for tests.
-//! - [`scheduler`]: the min-heap of next fires; clock steps and missed fires.
+//! - [`scheduler`]: next fires ordered by instant; clock steps and missed fires.
 //! - [`dispatch`]: overlap policy, concurrency limit, runs in flight.
 //! - [`run`]: one run: attempts, retry backoff, run events.
 //! - [`logging`]: events → text / JSON lines on a writer thread.

@@ -1,6 +1,6 @@
-//! The scheduler: one min-heap of next fire instants. It sleeps until the earliest
-//! (on the wall clock, see [`crate::clock`]), hands every due fire to the dispatcher,
-//! and never polls.
+//! The scheduler: every job's next fire in one map ordered by instant. It sleeps until
+//! the earliest (on the wall clock, see [`crate::clock`]), hands every due fire to the
+//! dispatcher, and never polls.
 //!
 //! It also watches the wall clock. At each wake it compares the wall clock with where
 //! a steady clock says it should be; a difference means the clock was stepped, which
@@ -40,9 +40,8 @@ struct Entry {
     name: Arc<str>,
     /// The job's runs in flight; kept across reloads that change the job.
     runs: Arc<JobRuns>,
-    /// Changed whenever the job's timer is re-armed, so stale heap items are ignored.
+    /// Changed whenever the job's timer is re-armed, so stale timers are ignored.
     generation: u64,
-    next: Option<DateTime<Utc>>,
 }
 
 /// What a reload changed, by job name.
@@ -155,17 +154,19 @@ impl<E: Executor, C: Clock> Scheduler<E, C> {
     fn insert(&mut self, job: Arc<Job>, next: Option<DateTime<Utc>>) {
         let name: Arc<str> = Arc::from(job.name.as_str());
         let runs = self.dispatcher.job_runs();
-        self.place(Entry {
-            job,
-            name,
-            runs,
-            generation: 0,
+        self.place(
+            Entry {
+                job,
+                name,
+                runs,
+                generation: 0,
+            },
             next,
-        });
+        );
     }
 
     /// Puts an entry in a slot (a free one, or its name's) and arms its timer.
-    fn place(&mut self, mut entry: Entry) {
+    fn place(&mut self, mut entry: Entry, next: Option<DateTime<Utc>>) {
         self.generations += 1;
         entry.generation = self.generations;
         let slot = match self.by_name.get(&entry.name) {
@@ -179,7 +180,7 @@ impl<E: Executor, C: Clock> Scheduler<E, C> {
                 slot
             }
         };
-        if let Some(at) = entry.next {
+        if let Some(at) = next {
             self.timers
                 .entry(at)
                 .or_default()
@@ -191,12 +192,6 @@ impl<E: Executor, C: Clock> Scheduler<E, C> {
     /// The jobs currently scheduled.
     pub fn job_count(&self) -> usize {
         self.by_name.len()
-    }
-
-    /// The next fire of a job, if it has one.
-    pub fn next_fire(&self, name: &str) -> Option<DateTime<Utc>> {
-        let slot = *self.by_name.get(name)?;
-        self.slots.get(slot)?.as_ref()?.next
     }
 
     fn fire_of(entry: &Entry, scheduled_at: DateTime<Utc>, trigger: Trigger) -> Fire {
@@ -280,12 +275,11 @@ impl<E: Executor, C: Clock> Scheduler<E, C> {
                     name: Arc::clone(&entry.name),
                     runs: Arc::clone(&entry.runs),
                     generation: 0,
-                    next,
                 };
-                self.place(entry);
+                self.place(entry, next);
             }
         }
-        // Jobs not in the new set are removed; their heap items go stale.
+        // Jobs not in the new set are removed; their timers go stale.
         for (slot, seen) in seen.into_iter().enumerate() {
             if !seen && let Some(entry) = self.slots[slot].take() {
                 counts.removed += 1;
@@ -446,7 +440,6 @@ impl<E: Executor, C: Clock> Scheduler<E, C> {
         let generation = self.generations;
         if let Some(entry) = self.slots[slot].as_mut() {
             entry.generation = generation;
-            entry.next = upcoming;
         }
         if let Some(next) = upcoming {
             self.timers
