@@ -212,6 +212,7 @@ pub async fn serve<E: Executor, C: Clock, S: ConfigSource>(
     );
     let mut scheduler = Scheduler::new(Arc::clone(&clock), dispatcher.clone(), events.clone());
     scheduler.add_jobs(config.jobs);
+    crate::memory::release_freed();
     events.emit(Event::ServiceStarted {
         version: version.clone(),
         jobs: scheduler.job_count(),
@@ -321,6 +322,7 @@ pub async fn serve<E: Executor, C: Clock, S: ConfigSource>(
                     break;
                 }
                 let counts: ReloadCounts = counts.await.unwrap_or_default();
+                crate::memory::release_freed();
                 {
                     let mut status = lock(&status);
                     status.jobs = jobs;

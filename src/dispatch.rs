@@ -10,7 +10,7 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
@@ -28,12 +28,17 @@ use crate::run::{RunRequest, RunSettings, execute_run, new_run_id};
 #[derive(Debug)]
 pub struct JobRuns {
     runs: Mutex<Vec<Active>>,
-    /// A child of the dispatcher's cancel-all token; each run's token is a child of
-    /// this one. The shared root is touched once per job, not once per run, so runs of
-    /// different jobs starting and ending at the same instant do not contend on it.
+    /// Made at the job's first run, so 100,000 jobs that have not run yet cost no tokens.
+    tokens: OnceLock<JobTokens>,
+}
+
+/// Children of the dispatcher's tokens; each run's cancel token is a child of `cancel`.
+/// The shared roots are touched once per job, not once per run, so runs of different
+/// jobs starting and ending at the same instant do not contend on them (creating or
+/// cloning a token locks its parent).
+#[derive(Debug)]
+struct JobTokens {
     cancel: CancellationToken,
-    /// A child of the dispatcher's stop-retries token, for the same reason (cloning a
-    /// token locks it).
     stop_retries: CancellationToken,
 }
 
@@ -163,8 +168,7 @@ impl<E: Executor, C: Clock> Dispatcher<E, C> {
     pub fn job_runs(&self) -> Arc<JobRuns> {
         Arc::new(JobRuns {
             runs: Mutex::new(Vec::new()),
-            cancel: self.inner.cancel_all.child_token(),
-            stop_retries: self.inner.stop_retries.child_token(),
+            tokens: OnceLock::new(),
         })
     }
 
@@ -199,7 +203,12 @@ impl<E: Executor, C: Clock> Dispatcher<E, C> {
     /// Starts a run in a slot already counted in `active`.
     fn start(&self, fire: Fire) {
         let run_id = new_run_id();
-        let cancel = fire.runs.cancel.child_token();
+        let tokens = fire.runs.tokens.get_or_init(|| JobTokens {
+            cancel: self.inner.cancel_all.child_token(),
+            stop_retries: self.inner.stop_retries.child_token(),
+        });
+        let cancel = tokens.cancel.child_token();
+        let stop_retries = tokens.stop_retries.clone();
         let finished = CancellationToken::new();
         let mut wait_for = Vec::new();
         {
@@ -235,7 +244,7 @@ impl<E: Executor, C: Clock> Dispatcher<E, C> {
             scheduled_at: fire.scheduled_at,
             trigger: fire.trigger,
             cancel,
-            stop_retries: fire.runs.stop_retries.clone(),
+            stop_retries,
         };
         let this = self.clone();
         let task = async move {

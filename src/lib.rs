@@ -32,6 +32,7 @@
 //! - [`logging`]: events → text / JSON lines on a writer thread.
 //! - [`journald`]: events as native journal entries; is stderr the journal?
 //! - [`systemd`]: sd_notify: readiness, reload, stopping, status, watchdog.
+//! - [`memory`]: handing memory freed after loading back to the OS.
 //! - [`daemon`]: the service's lifecycle and the `run` / `exec` commands.
 //! - [`cli`]: the command line and the `check` / `next` commands.
 
@@ -47,6 +48,7 @@ pub mod exec;
 pub mod job;
 pub mod journald;
 pub mod logging;
+pub mod memory;
 pub mod run;
 pub mod scheduler;
 pub mod systemd;

@@ -133,7 +133,10 @@ impl<'o> Loader<'o> {
     pub(crate) fn add_sources(&mut self, sources: &[Source]) {
         let (opts, now) = (self.opts, self.now);
         let outcomes = parallel_map(sources, |source| {
-            check_file(&source.path, &source.bytes, opts, now)
+            let outcome = check_file(&source.path, &source.bytes, opts, now);
+            // The file's parse tree is gone: give its pages back before the next file.
+            crate::memory::release_freed();
+            outcome
         });
         // Grown once, not file by file: a job is large, and there may be 100,000.
         self.jobs
