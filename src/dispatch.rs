@@ -25,35 +25,34 @@ use crate::run::{RunRequest, RunSettings, execute_run, new_run_id};
 /// The runs in flight of one job (by name), shared by its scheduler entry and its runs.
 /// It outlives reloads that change the job, so overlap rules see runs started under an
 /// older definition.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct JobRuns {
-    runs: Mutex<Vec<Active>>,
-    /// Made at the job's first run, so 100,000 jobs that have not run yet cost no tokens.
-    tokens: OnceLock<JobTokens>,
+    state: Mutex<JobState>,
+    /// A child of the dispatcher's stop-retries token, made at the job's first run.
+    stop_retries: OnceLock<CancellationToken>,
 }
 
-/// Children of the dispatcher's tokens; each run's cancel token is a child of `cancel`.
-/// The shared roots are touched once per job, not once per run, so runs of different
-/// jobs starting and ending at the same instant do not contend on them (creating or
-/// cloning a token locks its parent).
-#[derive(Debug)]
-struct JobTokens {
-    cancel: CancellationToken,
-    stop_retries: CancellationToken,
+/// The runs of one job, as overlap rules need them.
+///
+/// Tokens are per job, not per run: creating or cloning a token locks its parent, and
+/// a burst of 10,000 runs each taking a child of one shared root contended on it. The
+/// job's runs share the job's cancel token; `replace` cancels it (ending every run in
+/// flight, which is what it asks for) and makes a fresh one for the new run.
+#[derive(Debug, Default)]
+struct JobState {
+    /// Runs in flight.
+    running: usize,
+    /// Shared by the runs in flight; a child of the dispatcher's cancel-all token.
+    cancel: Option<CancellationToken>,
+    /// For `overlap: replace` only, the one policy that waits for runs to end: one token
+    /// per run in flight, cancelled when it has ended (process group reaped).
+    finished: Vec<(Arc<str>, CancellationToken)>,
 }
 
 impl JobRuns {
-    fn lock(&self) -> MutexGuard<'_, Vec<Active>> {
-        lock(&self.runs)
+    fn lock(&self) -> MutexGuard<'_, JobState> {
+        lock(&self.state)
     }
-}
-
-#[derive(Debug)]
-struct Active {
-    run_id: Arc<str>,
-    cancel: CancellationToken,
-    /// Cancelled when the run has ended (so `replace` can wait for it).
-    finished: CancellationToken,
 }
 
 /// One fire of a job.
@@ -166,10 +165,7 @@ impl<E: Executor, C: Clock> Dispatcher<E, C> {
 
     /// A fresh run list for a job (once per job, kept across reloads).
     pub fn job_runs(&self) -> Arc<JobRuns> {
-        Arc::new(JobRuns {
-            runs: Mutex::new(Vec::new()),
-            tokens: OnceLock::new(),
-        })
+        Arc::new(JobRuns::default())
     }
 
     /// Runs in flight.
@@ -203,39 +199,44 @@ impl<E: Executor, C: Clock> Dispatcher<E, C> {
     /// Starts a run in a slot already counted in `active`.
     fn start(&self, fire: Fire) {
         let run_id = new_run_id();
-        let tokens = fire.runs.tokens.get_or_init(|| JobTokens {
-            cancel: self.inner.cancel_all.child_token(),
-            stop_retries: self.inner.stop_retries.child_token(),
-        });
-        let cancel = tokens.cancel.child_token();
-        let stop_retries = tokens.stop_retries.clone();
-        let finished = CancellationToken::new();
+        let stop_retries = fire
+            .runs
+            .stop_retries
+            .get_or_init(|| self.inner.stop_retries.child_token())
+            .clone();
+        let replace = fire.job.overlap == Overlap::Replace;
         let mut wait_for = Vec::new();
-        {
-            let mut running = fire.runs.lock();
-            if !running.is_empty() {
+        let (cancel, finished) = {
+            let mut state = fire.runs.lock();
+            if state.running > 0 {
                 match fire.job.overlap {
                     Overlap::Skip => {
-                        drop(running);
+                        drop(state);
                         self.inner.skip(&fire, SkipReason::Overlap);
                         self.release_slot();
                         return;
                     }
                     Overlap::Replace => {
-                        for old in running.iter() {
-                            old.cancel.cancel();
-                            wait_for.push(old.finished.clone());
+                        if let Some(old) = state.cancel.take() {
+                            old.cancel();
                         }
+                        wait_for = state.finished.iter().map(|(_, f)| f.clone()).collect();
                     }
                     Overlap::Allow => {}
                 }
             }
-            running.push(Active {
-                run_id: Arc::clone(&run_id),
-                cancel: cancel.clone(),
-                finished: finished.clone(),
+            state.running += 1;
+            let cancel = state
+                .cancel
+                .get_or_insert_with(|| self.inner.cancel_all.child_token())
+                .clone();
+            let finished = replace.then(|| {
+                let finished = CancellationToken::new();
+                state.finished.push((Arc::clone(&run_id), finished.clone()));
+                finished
             });
-        }
+            (cancel, finished)
+        };
         let runs = Arc::clone(&fire.runs);
         let request = RunRequest {
             job: fire.job,
@@ -262,8 +263,16 @@ impl<E: Executor, C: Clock> Dispatcher<E, C> {
                 request,
             )
             .await;
-            runs.lock().retain(|active| active.run_id != run_id);
-            finished.cancel();
+            {
+                let mut state = runs.lock();
+                state.running = state.running.saturating_sub(1);
+                if finished.is_some() {
+                    state.finished.retain(|(id, _)| !Arc::ptr_eq(id, &run_id));
+                }
+            }
+            if let Some(finished) = finished {
+                finished.cancel();
+            }
             this.release_slot();
         };
         self.inner.tracker.spawn_on(task, &self.inner.runtime);
