@@ -332,6 +332,67 @@ async fn forward_step_runs_one_catch_up_and_counts_the_rest() {
     assert_eq!(catch_up, 1);
 }
 
+/// A sub-second `@every` job: a fire handled less than a second late can still have a
+/// later fire due, so it is a catch-up, not an on-time run.
+#[tokio::test(start_paused = true)]
+async fn sub_second_every_job_catches_up_after_a_short_step() {
+    let h = Harness::new(
+        "2026-11-25T10:00:00.050Z",
+        vec![job("fast", "@every 200ms")],
+        0,
+    );
+    h.run_for(Duration::from_millis(200)).await; // 10:00:00.250, fired .200
+    h.clock.step(TimeDelta::milliseconds(500)); // now .750: .400 and .600 are due
+    h.run_for(Duration::from_millis(100)).await; // .850, fired .800
+    let starts: Vec<(DateTime<Utc>, DateTime<Utc>)> =
+        h.starts().iter().map(|s| (s.1, s.3)).collect();
+    assert_eq!(
+        starts,
+        vec![
+            (
+                at("2026-11-25T10:00:00.200Z"),
+                at("2026-11-25T10:00:00.200Z")
+            ),
+            (
+                at("2026-11-25T10:00:00.600Z"),
+                at("2026-11-25T10:00:00.750Z")
+            ),
+            (
+                at("2026-11-25T10:00:00.800Z"),
+                at("2026-11-25T10:00:00.800Z")
+            ),
+        ]
+    );
+    let events = h.stop().await;
+    let missed: Vec<_> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::RunMissed {
+                scheduled_at,
+                count,
+                reason,
+                ..
+            } => Some((*scheduled_at, *count, *reason)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        missed,
+        vec![(at("2026-11-25T10:00:00.400Z"), 1, MissReason::ClockJump)]
+    );
+    let triggers: Vec<Trigger> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::RunStarted { trigger, .. } => Some(*trigger),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        triggers,
+        vec![Trigger::Schedule, Trigger::CatchUp, Trigger::Schedule]
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn forward_step_past_the_starting_deadline_runs_nothing() {
     let mut j = job("minutely", "* * * * *");

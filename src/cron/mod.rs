@@ -110,6 +110,16 @@ impl Schedule {
         }
     }
 
+    /// The shortest possible time between two fires: a fire handled sooner than this
+    /// after its instant cannot have a later fire due yet.
+    pub fn min_gap(&self) -> Duration {
+        match self {
+            Schedule::Every(period) => (*period).max(Duration::from_millis(1)),
+            // Whole seconds, strictly increasing; `@reboot` fires once.
+            Schedule::Cron(_) | Schedule::Reboot => Duration::from_secs(1),
+        }
+    }
+
     /// An iterator over successive fires after `after`.
     pub fn fires_after(
         &self,
