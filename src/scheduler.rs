@@ -310,9 +310,25 @@ impl<E: Executor, C: Clock> Scheduler<E, C> {
             }
             let earliest = self.earliest();
             let clock = Arc::clone(&self.clock);
+            let dispatcher = self.dispatcher.clone();
             let sleep = async move {
                 match earliest {
-                    Some(at) => clock.sleep_until(at).await,
+                    Some(at) => {
+                        let lead = TimeDelta::from_std(clock.lead()).unwrap_or(TimeDelta::zero());
+                        if lead.is_zero() {
+                            return clock.sleep_until(at).await;
+                        }
+                        // Wake a little early, get a worker running too, and spin to
+                        // the instant, so the first run starts within microseconds.
+                        match clock.sleep_until(at - lead).await {
+                            Wake::Due => {
+                                dispatcher.warm_until(at);
+                                clock.settle_until(at);
+                                Wake::Due
+                            }
+                            Wake::Stepped => Wake::Stepped,
+                        }
+                    }
                     None => std::future::pending().await,
                 }
             };
