@@ -51,10 +51,10 @@ pub trait Clock: Send + Sync + 'static {
 pub struct SystemClock;
 
 impl SystemClock {
-    /// Waking from a timer on an idle CPU of this project's VM took 0.1–0.3 ms; spinning
-    /// away what is left costs at most twice this of CPU, on two threads, per instant at
-    /// which something fires (0.06 % of a core for an every-second job), and nothing
-    /// while nothing is due.
+    /// Waking from a timer on an idle CPU of this project's VM took 0.1–0.3 ms. Spinning
+    /// away what is left costs, per instant at which something fires, up to this much
+    /// CPU on each of two threads (the scheduler's and a worker), twice this at worst:
+    /// ~0.06 % of a core for an every-second job. Nothing while nothing is due.
     pub const LEAD: Duration = Duration::from_micros(300);
 }
 
