@@ -178,6 +178,8 @@ struct BulkResult {
 // Child side.
 
 fn child(spec: &str) {
+    // As the binary sets its allocator up (for either engine: same allocator, same setup).
+    chime::memory::configure_allocator();
     let words: Vec<&str> = spec.split_whitespace().collect();
     let number = |i: usize| -> u64 {
         words
