@@ -427,12 +427,17 @@ impl<E: Executor, C: Clock> Scheduler<E, C> {
         }
         self.dispatcher
             .fire(Self::fire_of(entry, at, Trigger::Schedule));
+        self.invalidate_timers(slot);
+        true
+    }
+
+    /// Makes every timer armed so far for the job in `slot` stale.
+    fn invalidate_timers(&mut self, slot: usize) {
         self.generations += 1;
         let generation = self.generations;
         if let Some(entry) = self.slots[slot].as_mut() {
             entry.generation = generation;
         }
-        true
     }
 
     /// Arms a job's timer for its next fire (none: the job never fires again) under the
@@ -509,11 +514,7 @@ impl<E: Executor, C: Clock> Scheduler<E, C> {
         }
         // The next fire is after everything handled: never one already due, so a
         // backward step later cannot bring any of these back.
-        self.generations += 1;
-        let generation = self.generations;
-        if let Some(entry) = self.slots[slot].as_mut() {
-            entry.generation = generation;
-        }
+        self.invalidate_timers(slot);
         self.arm(slot, upcoming);
     }
 }

@@ -277,6 +277,22 @@ async fn follows_dst_in_the_jobs_zone() {
     h.stop().await;
 }
 
+/// Every `run.missed`: (first missed instant, count, reason).
+fn missed(events: &[Event]) -> Vec<(DateTime<Utc>, u64, MissReason)> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::RunMissed {
+                scheduled_at,
+                count,
+                reason,
+                ..
+            } => Some((*scheduled_at, *count, *reason)),
+            _ => None,
+        })
+        .collect()
+}
+
 #[tokio::test(start_paused = true)]
 async fn forward_step_runs_one_catch_up_and_counts_the_rest() {
     let h = Harness::new(
@@ -301,20 +317,8 @@ async fn forward_step_runs_one_catch_up_and_counts_the_rest() {
     let events = h.stop().await;
     assert!(events.iter().any(|e| matches!(e,
         Event::ClockJumped { delta_ms, .. } if *delta_ms == 600_000)));
-    let missed: Vec<_> = events
-        .iter()
-        .filter_map(|e| match e {
-            Event::RunMissed {
-                scheduled_at,
-                count,
-                reason,
-                ..
-            } => Some((*scheduled_at, *count, *reason)),
-            _ => None,
-        })
-        .collect();
     assert_eq!(
-        missed,
+        missed(&events),
         vec![(at("2026-11-25T10:02:00Z"), 9, MissReason::ClockJump)]
     );
     let catch_up = events
@@ -364,20 +368,8 @@ async fn sub_second_every_job_catches_up_after_a_short_step() {
         ]
     );
     let events = h.stop().await;
-    let missed: Vec<_> = events
-        .iter()
-        .filter_map(|e| match e {
-            Event::RunMissed {
-                scheduled_at,
-                count,
-                reason,
-                ..
-            } => Some((*scheduled_at, *count, *reason)),
-            _ => None,
-        })
-        .collect();
     assert_eq!(
-        missed,
+        missed(&events),
         vec![(at("2026-11-25T10:00:00.400Z"), 1, MissReason::ClockJump)]
     );
     let triggers: Vec<Trigger> = events
@@ -406,20 +398,8 @@ async fn forward_step_past_the_starting_deadline_runs_nothing() {
         vec![at("2026-11-25T10:01:00Z"), at("2026-11-25T10:12:00Z")]
     );
     let events = h.stop().await;
-    let missed: Vec<_> = events
-        .iter()
-        .filter_map(|e| match e {
-            Event::RunMissed {
-                scheduled_at,
-                count,
-                reason,
-                ..
-            } => Some((*scheduled_at, *count, *reason)),
-            _ => None,
-        })
-        .collect();
     assert_eq!(
-        missed,
+        missed(&events),
         vec![(at("2026-11-25T10:02:00Z"), 10, MissReason::Deadline)]
     );
 }
