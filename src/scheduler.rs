@@ -315,7 +315,10 @@ impl<E: Executor, C: Clock> Scheduler<E, C> {
                 match earliest {
                     Some(at) => {
                         let lead = TimeDelta::from_std(clock.lead()).unwrap_or(TimeDelta::zero());
-                        if lead.is_zero() {
+                        // Nothing to warm when the instant is within the lead: this
+                        // thread has just run (and spinning all the way there would
+                        // keep two threads busy for a job firing every millisecond).
+                        if lead.is_zero() || at - clock.now() <= lead {
                             return clock.sleep_until(at).await;
                         }
                         // Wake a little early, get a worker running too, and spin to
