@@ -49,6 +49,40 @@ pub struct Job {
 
 pub const DEFAULT_KILL_GRACE: Duration = Duration::from_secs(10);
 
+impl Job {
+    /// A job defined in code: every optional key at the default a schedule file gives
+    /// it (no workdir, env, timeout or deadline; `kill_grace` 10 s; one attempt;
+    /// `overlap: skip`; enabled), in UTC (a file's default zone is the machine's),
+    /// placed at line 1 of a file named `(code)`. Change fields with struct update
+    /// syntax: `Job { overlap: Overlap::Allow, ..Job::new(..)? }`.
+    pub fn new(
+        name: impl Into<String>,
+        schedule: &str,
+        action: Action,
+    ) -> Result<Job, crate::cron::CronError> {
+        Ok(Job {
+            name: name.into(),
+            schedule_text: schedule.to_string(),
+            schedule: Schedule::parse(schedule)?,
+            timezone: chrono_tz::UTC,
+            action,
+            workdir: None,
+            env: BTreeMap::new(),
+            timeout: None,
+            kill_grace: DEFAULT_KILL_GRACE,
+            retry: RetryPolicy::default(),
+            overlap: Overlap::default(),
+            starting_deadline: None,
+            enabled: true,
+            source: SourceLocation {
+                file: PathBuf::from("(code)"),
+                line: 1,
+                column: 1,
+            },
+        })
+    }
+}
+
 /// What a run does.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {

@@ -886,3 +886,28 @@ fn a_file_with_100_000_jobs_loads() {
     assert_eq!(config.jobs.len(), 100_000);
     assert_eq!(config.jobs[99_999].name, "job-99999");
 }
+
+/// `Job::new` promises the defaults a file gives a job that sets nothing optional.
+#[test]
+fn a_job_with_only_the_required_keys_loads_as_job_new_builds_it() {
+    let (_dir, path, result) = load_one(
+        "bare.yaml",
+        "jobs:\n  bare:\n    schedule: \"*/5 * * * *\"\n    command: [\"/bin/true\"]\n",
+    );
+    let config = result.expect("loads");
+    let built = Job::new(
+        "bare",
+        "*/5 * * * *",
+        Action::Shell(ShellCommand::Argv(vec!["/bin/true".into()])),
+    )
+    .unwrap();
+    let expected = Job {
+        source: SourceLocation {
+            file: path,
+            line: 2,
+            column: 3,
+        },
+        ..built
+    };
+    assert_eq!(config.jobs, vec![expected]);
+}

@@ -1,20 +1,17 @@
 //! The HTTP executor against a real HTTP/1.1 server on 127.0.0.1, written here so that
 //! each test scripts its responses and sees exactly what arrived on the wire.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use chime::cron::Schedule;
 use chime::events::{Event, Events, Outcome, Stream};
 use chime::exec::http::HttpExecutor;
 use chime::exec::{Attempt, AttemptResult, DEFAULT_OUTPUT_LIMIT, OutputSink};
-use chime::job::{
-    Action, DEFAULT_KILL_GRACE, HttpRequest, Job, Overlap, RetryPolicy, SourceLocation,
-};
+use chime::job::{Action, HttpRequest, Job};
 use chrono::{DateTime, TimeZone, Utc};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -250,26 +247,7 @@ fn request(url: &str) -> HttpRequest {
 }
 
 fn job(http: HttpRequest) -> Arc<Job> {
-    Arc::new(Job {
-        name: "ping".into(),
-        schedule_text: "* * * * *".into(),
-        schedule: Schedule::parse("* * * * *").expect("valid schedule"),
-        timezone: chrono_tz::UTC,
-        action: Action::Http(http),
-        workdir: None,
-        env: BTreeMap::new(),
-        timeout: None,
-        kill_grace: DEFAULT_KILL_GRACE,
-        retry: RetryPolicy::default(),
-        overlap: Overlap::Skip,
-        starting_deadline: None,
-        enabled: true,
-        source: SourceLocation {
-            file: "test.yaml".into(),
-            line: 1,
-            column: 1,
-        },
-    })
+    Arc::new(Job::new("ping", "* * * * *", Action::Http(http)).expect("valid schedule"))
 }
 
 fn scheduled_at() -> DateTime<Utc> {

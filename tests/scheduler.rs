@@ -3,16 +3,14 @@
 //! tokio's paused time and checks what ran, when, and what was logged.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chime::clock::{Clock, VirtualClock};
-use chime::cron::Schedule;
 use chime::dispatch::Dispatcher;
 use chime::events::{Event, Events, ExitDetail, MissReason, Outcome, SkipReason, Trigger};
 use chime::exec::{Attempt, AttemptResult, Executor, OutputSink};
-use chime::job::{Action, Job, Overlap, RetryPolicy, ShellCommand, SourceLocation};
+use chime::job::{Action, Job, Overlap, RetryPolicy, ShellCommand};
 use chime::run::RunSettings;
 use chime::scheduler::{Command, ReloadCounts, Scheduler};
 use chrono::{DateTime, TimeDelta, Utc};
@@ -25,26 +23,12 @@ fn at(text: &str) -> DateTime<Utc> {
 }
 
 fn job(name: &str, schedule: &str) -> Job {
-    Job {
-        name: name.to_string(),
-        schedule_text: schedule.to_string(),
-        schedule: Schedule::parse(schedule).unwrap(),
-        timezone: chrono_tz::UTC,
-        action: Action::Shell(ShellCommand::Script("true".into())),
-        workdir: None,
-        env: BTreeMap::new(),
-        timeout: None,
-        kill_grace: Duration::from_secs(10),
-        retry: RetryPolicy::default(),
-        overlap: Overlap::Skip,
-        starting_deadline: None,
-        enabled: true,
-        source: SourceLocation {
-            file: PathBuf::from("test.yaml"),
-            line: 1,
-            column: 1,
-        },
-    }
+    Job::new(
+        name,
+        schedule,
+        Action::Shell(ShellCommand::Script("true".into())),
+    )
+    .unwrap()
 }
 
 /// One attempt as the test executor saw it.

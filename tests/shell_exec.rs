@@ -5,17 +5,14 @@
 //! "Dead" below means gone or a zombie: chime reaps its own child, but members
 //! re-parented to init are reaped by init, whenever it gets to it.
 
-use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chime::cron::Schedule;
 use chime::events::{Event, Events, Outcome, Stream};
 use chime::exec::{
     Attempt, AttemptResult, DEFAULT_OUTPUT_LIMIT, MAX_LINE_BYTES, OutputSink, shell,
 };
-use chime::job::{Action, Job, Overlap, RetryPolicy, ShellCommand, SourceLocation};
+use chime::job::{Action, Job, ShellCommand};
 use chrono::{DateTime, Utc};
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::task::JoinHandle;
@@ -30,24 +27,8 @@ const PROMPT: Duration = Duration::from_secs(5);
 
 fn job(command: ShellCommand) -> Job {
     Job {
-        name: "test-job".into(),
-        schedule_text: "* * * * *".into(),
-        schedule: Schedule::parse("* * * * *").unwrap(),
-        timezone: chrono_tz::UTC,
-        action: Action::Shell(command),
-        workdir: None,
-        env: BTreeMap::new(),
-        timeout: None,
         kill_grace: Duration::from_millis(300),
-        retry: RetryPolicy::default(),
-        overlap: Overlap::Skip,
-        starting_deadline: None,
-        enabled: true,
-        source: SourceLocation {
-            file: PathBuf::from("test.yaml"),
-            line: 1,
-            column: 1,
-        },
+        ..Job::new("test-job", "* * * * *", Action::Shell(command)).unwrap()
     }
 }
 

@@ -587,8 +587,7 @@ mod tests {
     use super::*;
     use std::collections::BTreeMap;
 
-    use crate::cron::Schedule;
-    use crate::job::{Job, Overlap, RetryPolicy, SourceLocation};
+    use crate::job::Job;
 
     fn split(chunks: &[&[u8]]) -> Vec<Vec<u8>> {
         let mut out = Vec::new();
@@ -634,27 +633,17 @@ mod tests {
 
     fn attempt(env: &[(&str, &str)]) -> Attempt {
         let job = Job {
-            name: "backup".into(),
-            schedule_text: "* * * * *".into(),
-            schedule: Schedule::parse("* * * * *").unwrap(),
-            timezone: chrono_tz::UTC,
-            action: Action::Shell(ShellCommand::Script("true".into())),
-            workdir: None,
             env: env
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect::<BTreeMap<_, _>>(),
-            timeout: None,
             kill_grace: Duration::from_secs(1),
-            retry: RetryPolicy::default(),
-            overlap: Overlap::Skip,
-            starting_deadline: None,
-            enabled: true,
-            source: SourceLocation {
-                file: "t.yaml".into(),
-                line: 1,
-                column: 1,
-            },
+            ..Job::new(
+                "backup",
+                "* * * * *",
+                Action::Shell(ShellCommand::Script("true".into())),
+            )
+            .unwrap()
         };
         Attempt {
             job: Arc::new(job),
