@@ -488,32 +488,29 @@ impl<E: Executor, C: Clock> Scheduler<E, C> {
                 job.schedule.next_after(job.timezone, now)
             };
         }
-        if count == 1 && now - at < LATE_THRESHOLD {
-            self.dispatcher
-                .fire(Self::fire_of(entry, at, Trigger::Schedule));
+        // Not on time (see `fire_on_time`), even when nothing else was missed: a
+        // catch-up run of the latest fire, unless that is past the deadline.
+        let too_old = job
+            .starting_deadline
+            .is_some_and(|deadline| (now - latest).to_std().is_ok_and(|late| late > deadline));
+        if too_old {
+            self.events.emit(Event::RunMissed {
+                job: Arc::clone(&entry.name),
+                scheduled_at: at,
+                count,
+                reason: MissReason::Deadline,
+            });
         } else {
-            let too_old = job
-                .starting_deadline
-                .is_some_and(|deadline| (now - latest).to_std().is_ok_and(|late| late > deadline));
-            if too_old {
+            if count > 1 {
                 self.events.emit(Event::RunMissed {
                     job: Arc::clone(&entry.name),
                     scheduled_at: at,
-                    count,
-                    reason: MissReason::Deadline,
+                    count: count - 1,
+                    reason,
                 });
-            } else {
-                if count > 1 {
-                    self.events.emit(Event::RunMissed {
-                        job: Arc::clone(&entry.name),
-                        scheduled_at: at,
-                        count: count - 1,
-                        reason,
-                    });
-                }
-                self.dispatcher
-                    .fire(Self::fire_of(entry, latest, Trigger::CatchUp));
             }
+            self.dispatcher
+                .fire(Self::fire_of(entry, latest, Trigger::CatchUp));
         }
         // The next fire is after everything handled: never one already due, so a
         // backward step later cannot bring any of these back.
