@@ -155,7 +155,8 @@ impl<E: Executor, C: Clock> Scheduler<E, C> {
         }
     }
 
-    fn insert(&mut self, job: Arc<Job>, next: Option<DateTime<Utc>>) {
+    /// Adds a job under a new name; returns its slot.
+    fn insert(&mut self, job: Arc<Job>, next: Option<DateTime<Utc>>) -> usize {
         let name: Arc<str> = Arc::from(job.name.as_str());
         let runs = self.dispatcher.job_runs();
         self.place(
@@ -166,11 +167,12 @@ impl<E: Executor, C: Clock> Scheduler<E, C> {
                 generation: 0,
             },
             next,
-        );
+        )
     }
 
-    /// Puts an entry in a slot (a free one, or its name's) and arms its timer.
-    fn place(&mut self, mut entry: Entry, next: Option<DateTime<Utc>>) {
+    /// Puts an entry in a slot (a free one, or its name's) and arms its timer; returns
+    /// the slot.
+    fn place(&mut self, mut entry: Entry, next: Option<DateTime<Utc>>) -> usize {
         self.generations += 1;
         entry.generation = self.generations;
         let slot = match self.by_name.get(&entry.name) {
@@ -191,6 +193,7 @@ impl<E: Executor, C: Clock> Scheduler<E, C> {
                 .push((entry.generation, slot));
         }
         self.slots[slot] = Some(entry);
+        slot
     }
 
     /// The jobs currently scheduled.
@@ -234,6 +237,70 @@ impl<E: Executor, C: Clock> Scheduler<E, C> {
         }
     }
 
+    /// The instant of the next armed timer, if any: what the loop sleeps until. For
+    /// drivers that step time themselves (tests): wake then, and call [`Self::on_wake`].
+    pub fn next_wake(&mut self) -> Option<DateTime<Utc>> {
+        self.earliest()
+    }
+
+    /// Checks the bookkeeping that reloads keep: every name maps to the slot holding
+    /// it and back, free slots are exactly the empty ones, and every job with a next
+    /// fire has exactly one live timer. For tests; an `Err` says what is wrong.
+    pub fn check_consistency(&self) -> Result<(), String> {
+        for (name, &slot) in &self.by_name {
+            match self.slots.get(slot) {
+                Some(Some(entry)) if entry.name == *name => {}
+                _ => {
+                    return Err(format!(
+                        "`{name}` maps to slot {slot}, which does not hold it"
+                    ));
+                }
+            }
+        }
+        let mut free = self.free.clone();
+        free.sort_unstable();
+        let before = free.len();
+        free.dedup();
+        if free.len() != before {
+            return Err(format!("a slot is free twice: {:?}", self.free));
+        }
+        let mut live_timers = vec![0usize; self.slots.len()];
+        for &(generation, slot) in self.timers.values().flatten() {
+            if self.live(generation, slot) {
+                live_timers[slot] += 1;
+            }
+        }
+        for (slot, entry) in self.slots.iter().enumerate() {
+            let is_free = free.binary_search(&slot).is_ok();
+            match entry {
+                None if !is_free => return Err(format!("slot {slot} is empty but not free")),
+                None => {}
+                Some(_) if is_free => return Err(format!("slot {slot} is free but holds a job")),
+                Some(entry) => {
+                    if self.by_name.get(&entry.name) != Some(&slot) {
+                        return Err(format!("`{}` in slot {slot} is not indexed", entry.name));
+                    }
+                    let timed = entry.job.schedule != Schedule::Reboot;
+                    let expected = usize::from(timed && self.has_future(&entry.job));
+                    if live_timers[slot] != expected {
+                        return Err(format!(
+                            "`{}` has {} live timers, expected {expected}",
+                            entry.name, live_timers[slot]
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether a job has any fire after now (a timer must then be armed for it).
+    fn has_future(&self, job: &Job) -> bool {
+        job.schedule
+            .next_after(job.timezone, self.clock.now())
+            .is_some()
+    }
+
     fn is_live(slots: &[Option<Entry>], generation: u64, slot: usize) -> bool {
         matches!(slots.get(slot), Some(Some(entry)) if entry.generation == generation)
     }
@@ -251,13 +318,19 @@ impl<E: Executor, C: Clock> Scheduler<E, C> {
     pub fn replace_jobs(&mut self, jobs: Vec<Job>) -> ReloadCounts {
         let now = self.clock.now();
         let mut counts = ReloadCounts::default();
+        // Which slots hold a job of the new set. A new job may take a slot freed by an
+        // earlier reload, so it is marked too: otherwise the sweep below would take it
+        // for a job left out of the set and remove it.
         let mut seen = vec![false; self.slots.len()];
         for job in jobs {
             let existing = self.by_name.get(job.name.as_str()).copied();
             let Some(slot) = existing else {
                 counts.added += 1;
                 let next = job.schedule.next_after(job.timezone, now);
-                self.insert(Arc::new(job), next);
+                let slot = self.insert(Arc::new(job), next);
+                if let Some(seen) = seen.get_mut(slot) {
+                    *seen = true;
+                }
                 continue;
             };
             seen[slot] = true;

@@ -746,3 +746,400 @@ async fn a_changed_command_keeps_the_timer_and_runs_in_flight_keep_their_definit
     assert_eq!(scripts, vec!["true".to_string(), "echo edited".to_string()]);
     h.stop().await;
 }
+
+/// Regression (issue 8): a job added after an earlier reload removed another took the
+/// freed slot, and the reload's sweep of unseen slots removed it again: `delta` never
+/// fired and the reload counted a removal that did not happen.
+#[tokio::test(start_paused = true)]
+async fn a_job_added_into_a_slot_freed_by_an_earlier_reload_fires() {
+    let h = Harness::new(
+        "2026-11-25T10:00:00.500Z",
+        vec![job("alpha", "* * * * * *"), job("beta", "* * * * * *")],
+        0,
+    );
+    h.run_for(Duration::from_secs(1)).await; // 10:00:01.5
+    let counts = h
+        .reload(vec![
+            job("beta", "* * * * * *"),
+            job("gamma", "* * * * * *"),
+        ])
+        .await;
+    assert_eq!(
+        counts,
+        ReloadCounts {
+            added: 1,
+            changed: 0,
+            removed: 1,
+            unchanged: 1
+        }
+    );
+    h.run_for(Duration::from_secs(1)).await; // 10:00:02.5
+    let counts = h
+        .reload(vec![
+            job("beta", "* * * * * *"),
+            job("gamma", "* * * * * *"),
+            job("delta", "* * * * * *"),
+        ])
+        .await;
+    assert_eq!(
+        counts,
+        ReloadCounts {
+            added: 1,
+            changed: 0,
+            removed: 0,
+            unchanged: 2
+        }
+    );
+    h.run_for(Duration::from_secs(3)).await; // 10:00:05.5
+    assert_eq!(h.scheduled("delta"), seconds("2026-11-25T10:00:03Z", 3));
+    assert_eq!(h.scheduled("gamma"), seconds("2026-11-25T10:00:02Z", 4));
+    assert_eq!(h.scheduled("beta"), seconds("2026-11-25T10:00:01Z", 5));
+    assert_eq!(h.scheduled("alpha"), seconds("2026-11-25T10:00:01Z", 1));
+    h.stop().await;
+}
+
+/// Model-based test of reloads: random sequences of edits to the job set (add, remove,
+/// rename, change the schedule, change only the command, re-add a removed name, empty
+/// the set), each applied by `replace_jobs`, interleaved with virtual time. A plain
+/// model (a map from name to definition) says what must happen: every job of the
+/// current set fires at each of its instants exactly once, under the definition
+/// current then; a removed job never fires after its reload; the counts are the set
+/// difference; the scheduler's slots, name index and timers stay consistent.
+mod reload_model {
+    use super::*;
+    use chime::clock::Wake;
+    use proptest::prelude::*;
+    use std::collections::BTreeMap;
+
+    const NAMES: [&str; 6] = ["a", "b", "c", "d", "e", "f"];
+    const SCHEDULES: [&str; 5] = [
+        "* * * * * *",
+        "*/2 * * * * *",
+        "*/3 * * * * *",
+        "@every 5s",
+        "7,8,9 * * * * *",
+    ];
+    const COMMANDS: usize = 3;
+
+    /// A definition in the model: indexes into `SCHEDULES` and the command versions.
+    type Definition = (usize, usize);
+
+    #[derive(Debug, Clone)]
+    enum Edit {
+        Add(usize, Definition),
+        Remove(usize),
+        Rename(usize, usize),
+        Schedule(usize, usize),
+        Command(usize, usize),
+        ReAdd,
+        Clear,
+    }
+
+    #[derive(Debug, Clone)]
+    enum Step {
+        /// Edits applied together, then one reload; the jobs are handed over rotated
+        /// by the second value (the order of a new set must not matter).
+        Reload(Vec<Edit>, usize),
+        /// Whole seconds of virtual time.
+        Advance(u32),
+    }
+
+    fn edit() -> impl Strategy<Value = Edit> {
+        let definition = (0..SCHEDULES.len(), 0..COMMANDS);
+        prop_oneof![
+            3 => (0..NAMES.len(), definition).prop_map(|(n, d)| Edit::Add(n, d)),
+            2 => any::<usize>().prop_map(Edit::Remove),
+            1 => (any::<usize>(), 0..NAMES.len()).prop_map(|(i, n)| Edit::Rename(i, n)),
+            1 => (any::<usize>(), 0..SCHEDULES.len()).prop_map(|(i, s)| Edit::Schedule(i, s)),
+            1 => (any::<usize>(), 0..COMMANDS).prop_map(|(i, c)| Edit::Command(i, c)),
+            1 => Just(Edit::ReAdd),
+            1 => Just(Edit::Clear),
+        ]
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        prop_oneof![
+            (prop::collection::vec(edit(), 0..4), any::<usize>())
+                .prop_map(|(edits, rotate)| Step::Reload(edits, rotate)),
+            (1u32..5).prop_map(Step::Advance),
+        ]
+    }
+
+    struct Model {
+        jobs: BTreeMap<String, Definition>,
+        /// Removed jobs, latest last, for `ReAdd`.
+        removed: Vec<(String, Definition)>,
+    }
+
+    impl Model {
+        fn nth(&self, index: usize) -> Option<String> {
+            if self.jobs.is_empty() {
+                return None;
+            }
+            self.jobs.keys().nth(index % self.jobs.len()).cloned()
+        }
+
+        fn remove(&mut self, name: &str) -> Option<Definition> {
+            let definition = self.jobs.remove(name)?;
+            self.removed.push((name.to_string(), definition));
+            Some(definition)
+        }
+
+        fn apply(&mut self, edit: &Edit) {
+            match *edit {
+                Edit::Add(name, definition) => {
+                    self.jobs.insert(NAMES[name].to_string(), definition);
+                }
+                Edit::Remove(index) => {
+                    if let Some(name) = self.nth(index) {
+                        self.remove(&name);
+                    }
+                }
+                Edit::Rename(index, to) => {
+                    if let Some(name) = self.nth(index)
+                        && let Some(definition) = self.remove(&name)
+                    {
+                        self.jobs.insert(NAMES[to].to_string(), definition);
+                    }
+                }
+                Edit::Schedule(index, schedule) => {
+                    if let Some(name) = self.nth(index) {
+                        self.jobs.entry(name).and_modify(|d| d.0 = schedule);
+                    }
+                }
+                Edit::Command(index, command) => {
+                    if let Some(name) = self.nth(index) {
+                        self.jobs.entry(name).and_modify(|d| d.1 = command);
+                    }
+                }
+                Edit::ReAdd => {
+                    if let Some((name, definition)) = self.removed.pop() {
+                        self.jobs.insert(name, definition);
+                    }
+                }
+                Edit::Clear => {
+                    let names: Vec<String> = self.jobs.keys().cloned().collect();
+                    for name in names {
+                        self.remove(&name);
+                    }
+                }
+            }
+        }
+
+        fn jobs(&self, rotate: usize) -> Vec<Job> {
+            let mut jobs: Vec<Job> = self
+                .jobs
+                .iter()
+                .map(|(name, &definition)| model_job(name, definition))
+                .collect();
+            if !jobs.is_empty() {
+                let by = rotate % jobs.len();
+                jobs.rotate_left(by);
+            }
+            jobs
+        }
+    }
+
+    fn script((_, command): Definition) -> String {
+        format!("echo v{command}")
+    }
+
+    fn model_job(name: &str, definition: Definition) -> Job {
+        Job::new(
+            name,
+            SCHEDULES[definition.0],
+            Action::Shell(ShellCommand::Script(script(definition))),
+        )
+        .unwrap()
+    }
+
+    fn counts(
+        old: &BTreeMap<String, Definition>,
+        new: &BTreeMap<String, Definition>,
+    ) -> ReloadCounts {
+        let mut counts = ReloadCounts::default();
+        for (name, definition) in new {
+            match old.get(name) {
+                None => counts.added += 1,
+                Some(before) if before == definition => counts.unchanged += 1,
+                Some(_) => counts.changed += 1,
+            }
+        }
+        counts.removed = old.keys().filter(|name| !new.contains_key(*name)).count();
+        counts
+    }
+
+    /// The scheduler driven directly: time moves to each armed instant in turn, so
+    /// every fire is on time and the bookkeeping can be checked after each step.
+    struct Driver {
+        clock: Arc<VirtualClock>,
+        scheduler: Scheduler<FakeExecutor, VirtualClock>,
+        dispatcher: Dispatcher<FakeExecutor, VirtualClock>,
+        calls: Arc<Mutex<Vec<Call>>>,
+        events: Arc<Mutex<Vec<Event>>>,
+    }
+
+    impl Driver {
+        fn new(start: DateTime<Utc>) -> Self {
+            let clock = Arc::new(VirtualClock::new(start));
+            let (events, store) = Events::recorder();
+            let calls = Arc::new(Mutex::new(Vec::new()));
+            let executor = FakeExecutor {
+                clock: Arc::clone(&clock),
+                calls: Arc::clone(&calls),
+                behaviour: Arc::new(Mutex::new(BTreeMap::new())),
+            };
+            let dispatcher = Dispatcher::new(
+                executor,
+                Arc::clone(&clock),
+                events.clone(),
+                RunSettings::default(),
+                0,
+            );
+            let scheduler = Scheduler::new(Arc::clone(&clock), dispatcher.clone(), events);
+            Driver {
+                clock,
+                scheduler,
+                dispatcher,
+                calls,
+                events: store,
+            }
+        }
+
+        /// Lets every run started so far finish (they take no time).
+        async fn settle(&self) {
+            for _ in 0..10_000 {
+                if self.dispatcher.active() == 0 {
+                    return;
+                }
+                tokio::task::yield_now().await;
+            }
+            panic!("runs did not finish");
+        }
+
+        async fn advance(&mut self, by: TimeDelta) -> Result<(), String> {
+            let until = self.clock.now() + by;
+            while let Some(next) = self.scheduler.next_wake() {
+                if next > until {
+                    break;
+                }
+                let wait = (next - self.clock.now()).to_std().unwrap_or_default();
+                tokio::time::advance(wait).await;
+                self.scheduler.on_wake(Wake::Due);
+                self.settle().await;
+                self.scheduler.check_consistency()?;
+            }
+            let rest = (until - self.clock.now()).to_std().unwrap_or_default();
+            tokio::time::advance(rest).await;
+            Ok(())
+        }
+
+        fn take_calls(&self) -> Vec<(String, DateTime<Utc>, String)> {
+            let mut calls: Vec<_> = self
+                .calls
+                .lock()
+                .unwrap()
+                .drain(..)
+                .map(|call| {
+                    assert_eq!(call.started, call.scheduled_at, "a fire was not on time");
+                    (call.job, call.scheduled_at, call.script)
+                })
+                .collect();
+            calls.sort();
+            calls
+        }
+    }
+
+    /// The fires the model expects in (from, until]: each job of the set at each of
+    /// its instants, under its current definition.
+    fn expected_fires(
+        jobs: &BTreeMap<String, Definition>,
+        from: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Vec<(String, DateTime<Utc>, String)> {
+        let mut fires = Vec::new();
+        for (name, &definition) in jobs {
+            let schedule = chime::cron::Schedule::parse(SCHEDULES[definition.0]).unwrap();
+            for instant in schedule.fires_after(chrono_tz::UTC, from) {
+                if instant > until {
+                    break;
+                }
+                fires.push((name.clone(), instant, script(definition)));
+            }
+        }
+        fires.sort();
+        fires
+    }
+
+    fn check(steps: &[Step]) -> Result<(), TestCaseError> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            // Reloads happen half-way between whole seconds, never at an instant.
+            let mut driver = Driver::new(at("2026-11-25T10:00:00.500Z"));
+            let mut model = Model {
+                jobs: BTreeMap::new(),
+                removed: Vec::new(),
+            };
+            for (index, step) in steps.iter().enumerate() {
+                match step {
+                    Step::Reload(edits, rotate) => {
+                        let before = model.jobs.clone();
+                        for edit in edits {
+                            model.apply(edit);
+                        }
+                        let got = driver.scheduler.replace_jobs(model.jobs(*rotate));
+                        prop_assert_eq!(got, counts(&before, &model.jobs), "step {}", index);
+                        prop_assert_eq!(driver.scheduler.job_count(), model.jobs.len());
+                        driver
+                            .scheduler
+                            .check_consistency()
+                            .map_err(TestCaseError::fail)?;
+                    }
+                    Step::Advance(seconds) => {
+                        let from = driver.clock.now();
+                        driver
+                            .advance(TimeDelta::seconds(i64::from(*seconds)))
+                            .await
+                            .map_err(TestCaseError::fail)?;
+                        let until = driver.clock.now();
+                        prop_assert_eq!(
+                            driver.take_calls(),
+                            expected_fires(&model.jobs, from, until),
+                            "step {} ({} → {})",
+                            index,
+                            from,
+                            until
+                        );
+                    }
+                }
+            }
+            let unexpected: Vec<Event> = driver
+                .events
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|e| matches!(e, Event::RunMissed { .. } | Event::RunSkipped { .. }))
+                .cloned()
+                .collect();
+            prop_assert!(unexpected.is_empty(), "{:?}", unexpected);
+            Ok(())
+        })
+    }
+
+    proptest! {
+        // CI runs 2,000 cases; PROPTEST_CASES raises it for a longer search.
+        #![proptest_config(ProptestConfig {
+            cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(2_000),
+            ..ProptestConfig::default()
+        })]
+
+        #[test]
+        fn reloads_match_the_model(steps in prop::collection::vec(step(), 1..30)) {
+            check(&steps)?;
+        }
+    }
+}
