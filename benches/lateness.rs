@@ -371,8 +371,11 @@ async fn serve_jobs<E: Executor>(
         executor,
         events,
         notifier: Notifier::from_env(),
+        health: chime::health::Health::new(),
     };
-    serve(config, Fixed, options, world, control).await;
+    if let Err(failure) = serve(config, Fixed, options, world, control).await {
+        eprintln!("the service failed: {failure}");
+    }
 }
 
 /// CPU time (user + system) of the whole process so far.

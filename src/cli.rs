@@ -131,6 +131,9 @@ pub mod exit {
     pub const FAILED: u8 = 1;
     /// A usage error.
     pub const USAGE: u8 = 2;
+    /// The service failed internally (`service.failed`): systemd's `Restart=on-failure`
+    /// brings it back.
+    pub const INTERNAL: u8 = 3;
 }
 
 /// Parses the command line and runs the command.

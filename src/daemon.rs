@@ -21,6 +21,7 @@ use crate::config::{self, Config, ConfigErrors, LoadOptions, Snapshot};
 use crate::dispatch::Dispatcher;
 use crate::events::{Event, Events, Outcome, Trigger};
 use crate::exec::{Executor, Real};
+use crate::health::{BEAT_EVERY, Failure, Health, Loop};
 use crate::logging::{self, Format, Level};
 use crate::run::{RunRequest, RunSettings, execute_run, new_run_id};
 use crate::scheduler::{Command, Heartbeat, ReloadCounts, Scheduler};
@@ -152,6 +153,8 @@ pub struct World<E, C> {
     pub executor: E,
     pub events: Events,
     pub notifier: Notifier,
+    /// The loops' heartbeats and the first internal failure.
+    pub health: Health,
 }
 
 /// A line for `systemctl status`.
@@ -181,20 +184,80 @@ impl Status {
     }
 }
 
+/// How long a reload may read and validate files before the control loop gives up
+/// waiting for it (a file on a hung mount): it is reported, and the next reload starts
+/// once the stuck read returns.
+pub const RELOAD_BOUND: Duration = Duration::from_secs(60);
+/// How long shutdown waits for the scheduling loop to notice it (it may be applying a
+/// huge reload) before going on without it.
+const SCHEDULER_STOP_BOUND: Duration = Duration::from_secs(10);
+
+/// A reload asked for and not yet started. Requests that arrive while a reload runs
+/// coalesce into one.
+#[derive(Debug, Clone, Copy, Default)]
+struct Pending {
+    /// Apply even if the files are unchanged (SIGHUP, or after a read was given up).
+    force: bool,
+    /// Tell systemd `RELOADING=1` … `READY=1` (SIGHUP).
+    notify: bool,
+}
+
+impl Pending {
+    fn merge(self, other: Pending) -> Pending {
+        Pending {
+            force: self.force || other.force,
+            notify: self.notify || other.notify,
+        }
+    }
+}
+
+/// Where the reload in progress stands.
+enum Reload<S> {
+    /// Nothing running; the source is here.
+    Idle(S),
+    /// Reading and validating files on a blocking thread, which has the source.
+    Loading {
+        task: tokio::task::JoinHandle<(S, Reloaded)>,
+        since: tokio::time::Instant,
+        notify: bool,
+        /// Over [`RELOAD_BOUND`]: reported; its outcome will be dropped.
+        abandoned: bool,
+    },
+    /// The scheduler is swapping in a new set.
+    Applying {
+        source: S,
+        counts: oneshot::Receiver<ReloadCounts>,
+        notify: bool,
+        jobs: usize,
+        files: usize,
+    },
+    /// Between states (never seen outside a transition).
+    Gone,
+}
+
+/// Why the control loop ended.
+enum Ended {
+    Shutdown,
+    Failed(Failure),
+}
+
 /// Runs the service until [`Control::Shutdown`] arrives (or the control channel
-/// closes), then drains and returns.
+/// closes), then drains and returns. An internal failure (a panicking reload, a
+/// scheduling loop that ends) is logged as `service.failed`; runs are terminated and
+/// the failure is returned, for the binary to exit with code 3.
 pub async fn serve<E: Executor, C: Clock, S: ConfigSource>(
     config: Config,
     source: S,
     options: ServeOptions,
     world: World<E, C>,
     mut control: mpsc::Receiver<Control>,
-) {
+) -> Result<(), Failure> {
     let World {
         clock,
         executor,
         events,
         notifier,
+        health,
     } = world;
     let notifier = Arc::new(notifier);
     let version = env!("CARGO_PKG_VERSION").to_string();
@@ -222,135 +285,71 @@ pub async fn serve<E: Executor, C: Clock, S: ConfigSource>(
     notifier.status(&lock(&status).line(0));
     scheduler.fire_reboot_jobs();
 
-    // The watchdog is pinged from inside the scheduling loop: a stuck loop stops it.
-    let heartbeat = Notifier::watchdog_interval().map(|interval| {
-        let notifier = Arc::clone(&notifier);
-        let status = Arc::clone(&status);
-        let dispatcher = dispatcher.clone();
-        Heartbeat {
-            every: interval / 2,
-            beat: Box::new(move || {
-                notifier.watchdog();
-                notifier.status(&lock(&status).line(dispatcher.active()));
-            }),
-        }
-    });
     let stop = CancellationToken::new();
     let (commands, command_rx) = mpsc::channel(4);
-    let loop_stop = stop.clone();
-    let scheduler_loop = async move { scheduler.run(loop_stop, command_rx, heartbeat).await };
-    let scheduler_task = if options.timer_thread {
-        // The scheduling loop gets a thread (and a small runtime) of its own: runs never
-        // delay its wake-ups, and while it hands out a burst of fires, the runtime's
-        // workers already start the runs.
-        let timer_runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build();
-        match timer_runtime {
-            Ok(timer_runtime) => {
-                tokio::task::spawn_blocking(move || timer_runtime.block_on(scheduler_loop))
-            }
-            Err(err) => {
-                tracing::warn!(error = %err, "no runtime for the timer thread; sharing the workers");
-                tokio::spawn(scheduler_loop)
-            }
-        }
-    } else {
-        tokio::spawn(scheduler_loop)
-    };
+    let mut scheduler_task = Some(spawn_scheduler(
+        scheduler,
+        stop.clone(),
+        command_rx,
+        &health,
+        options.timer_thread,
+    ));
+    let watchdog = spawn_watchdog(&notifier, &health, &status, &dispatcher);
 
-    let mut source = Some(source);
-    let mut recheck = options.recheck_every.map(|every| {
-        let mut interval = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        interval
-    });
-    loop {
-        let request = tokio::select! {
-            request = control.recv() => request,
-            _ = async {
-                match recheck.as_mut() {
-                    Some(interval) => interval.tick().await,
-                    None => std::future::pending().await,
-                }
-            } => Some(Control::ReloadIfChanged),
-        };
-        let force = match request {
-            None | Some(Control::Shutdown) => break,
-            Some(Control::Reload) => true,
-            Some(Control::ReloadIfChanged) => false,
-        };
-        let Some(mut taken) = source.take() else {
-            break;
-        };
-        if force {
-            notifier.reloading();
-        }
-        // Reading and validating files is blocking work: keep it off the runtime's workers.
-        let (returned, outcome) = match tokio::task::spawn_blocking(move || {
-            let outcome = taken.reload(force);
-            (taken, outcome)
-        })
-        .await
-        {
-            Ok(pair) => pair,
-            Err(_) => break,
-        };
-        source = Some(returned);
-        let when = Utc::now().format("%Y-%m-%d %H:%M:%S UTC");
-        match outcome {
-            Reloaded::Unchanged => {}
-            Reloaded::Rejected(errors) => {
-                lock(&status).last_reload =
-                    Some(format!("{when} rejected ({} errors)", errors.0.len()));
-                events.emit(Event::ConfigRejected {
-                    errors: errors.0.iter().map(ToString::to_string).collect(),
-                });
-            }
-            Reloaded::Loaded(config) => {
-                let files = config.files.len();
-                let jobs = config.jobs.len();
-                let (reply, counts) = oneshot::channel();
-                if commands
-                    .send(Command::Replace {
-                        jobs: config.jobs,
-                        reply,
-                    })
-                    .await
-                    .is_err()
-                {
-                    break;
-                }
-                let counts: ReloadCounts = counts.await.unwrap_or_default();
-                crate::memory::release_freed();
-                {
-                    let mut status = lock(&status);
-                    status.jobs = jobs;
-                    status.files = files;
-                    status.last_reload = Some(format!("{when} ok"));
-                }
-                events.emit(Event::ConfigReloaded {
-                    added: counts.added,
-                    changed: counts.changed,
-                    removed: counts.removed,
-                    unchanged: counts.unchanged,
-                });
-            }
-        }
-        if force {
-            notifier.ready();
-        }
-        notifier.status(&lock(&status).line(dispatcher.active()));
-    }
+    let ended = control_loop(
+        source,
+        &options,
+        &mut control,
+        &mut scheduler_task,
+        &commands,
+        Reporting {
+            events: &events,
+            notifier: &notifier,
+            status: &status,
+            health: &health,
+            active: &|| dispatcher.active(),
+        },
+    )
+    .await;
 
-    // Shutdown: stop firing, drop pending retries, let runs finish within the grace.
+    // Stop firing. The scheduling loop may be in the middle of a huge reload: wait for
+    // it, but not for ever.
     stop.cancel();
-    let _ = scheduler_task.await;
-    notifier.stopping();
+    if let Some(task) = scheduler_task.take() {
+        match tokio::time::timeout(SCHEDULER_STOP_BOUND, task).await {
+            Ok(Ok(())) | Err(_) => {}
+            Ok(Err(err)) if err.is_panic() => {
+                health.fail(Failure::from_panic("scheduler", err.into_panic()));
+            }
+            Ok(Err(_)) => {}
+        }
+    }
+    if let Some(watchdog) = watchdog {
+        watchdog.abort();
+    }
+    // A part that failed while the loop was ending still counts.
+    let ended = match (ended, health.failure()) {
+        (Ended::Shutdown, Some(failure)) => Ended::Failed(failure),
+        (ended, _) => ended,
+    };
     let (jobs, files) = {
         let status = lock(&status);
         (status.jobs, status.files)
     };
+    if let Ended::Failed(failure) = ended {
+        // Nothing is drained: the service is broken. Runs are terminated (their groups
+        // get SIGTERM, then SIGKILL) and reaped, so nothing is left behind.
+        events.emit(Event::ServiceFailed {
+            what: failure.what.to_string(),
+            error: failure.error.clone(),
+        });
+        notifier.status(&failure.to_string());
+        dispatcher.stop_accepting();
+        dispatcher.cancel_all();
+        dispatcher.wait_idle().await;
+        return Err(failure);
+    }
+    notifier.stopping();
     events.emit(Event::ServiceStopping {
         version: version.clone(),
         jobs,
@@ -388,6 +387,339 @@ pub async fn serve<E: Executor, C: Clock, S: ConfigSource>(
         jobs,
         files,
     });
+    Ok(())
+}
+
+/// Starts the scheduling loop. It beats [`Health`] at least every second.
+fn spawn_scheduler<E: Executor, C: Clock>(
+    mut scheduler: Scheduler<E, C>,
+    stop: CancellationToken,
+    commands: mpsc::Receiver<Command>,
+    health: &Health,
+    own_thread: bool,
+) -> tokio::task::JoinHandle<()> {
+    let beat_health = health.clone();
+    let heartbeat = Heartbeat {
+        every: BEAT_EVERY,
+        beat: Box::new(move || beat_health.beat(Loop::Scheduler)),
+    };
+    let scheduler_loop = async move { scheduler.run(stop, commands, Some(heartbeat)).await };
+    if !own_thread {
+        return tokio::spawn(scheduler_loop);
+    }
+    // The scheduling loop gets a thread (and a small runtime) of its own: runs never
+    // delay its wake-ups, and while it hands out a burst of fires, the runtime's
+    // workers already start the runs.
+    match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(timer_runtime) => {
+            tokio::task::spawn_blocking(move || timer_runtime.block_on(scheduler_loop))
+        }
+        Err(err) => {
+            tracing::warn!(error = %err, "no runtime for the timer thread; sharing the workers");
+            tokio::spawn(scheduler_loop)
+        }
+    }
+}
+
+/// When systemd asks for a watchdog: pings it, and refreshes the status line, while
+/// both loops are alive (see [`crate::health`]). A stuck loop stops the pings.
+fn spawn_watchdog<E: Executor, C: Clock>(
+    notifier: &Arc<Notifier>,
+    health: &Health,
+    status: &Arc<Mutex<Status>>,
+    dispatcher: &Dispatcher<E, C>,
+) -> Option<tokio::task::JoinHandle<()>> {
+    let interval = Notifier::watchdog_interval()?;
+    let notifier = Arc::clone(notifier);
+    let health = health.clone();
+    let status = Arc::clone(status);
+    let dispatcher = dispatcher.clone();
+    Some(tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(interval / 2);
+        loop {
+            ticks.tick().await;
+            if health.alive() {
+                notifier.watchdog();
+                notifier.status(&lock(&status).line(dispatcher.active()));
+            }
+        }
+    }))
+}
+
+/// What the control loop reports to, and how it counts runs in flight.
+struct Reporting<'a> {
+    events: &'a Events,
+    notifier: &'a Notifier,
+    status: &'a Mutex<Status>,
+    health: &'a Health,
+    active: &'a (dyn Fn() -> usize + Sync),
+}
+
+/// The control loop: serves signals, file events and re-checks, runs reloads beside
+/// itself (never awaiting one), and watches the scheduling loop. A shutdown request
+/// is served at once, whatever reload is queued or running; reload requests that
+/// arrive while one runs coalesce into one more.
+async fn control_loop<S: ConfigSource>(
+    source: S,
+    options: &ServeOptions,
+    control: &mut mpsc::Receiver<Control>,
+    scheduler_task: &mut Option<tokio::task::JoinHandle<()>>,
+    commands: &mpsc::Sender<Command>,
+    report: Reporting<'_>,
+) -> Ended {
+    let mut reload = Reload::Idle(source);
+    let mut pending: Option<Pending> = None;
+    let mut recheck = options.recheck_every.map(|every| {
+        let mut interval = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        interval
+    });
+    let mut beat = tokio::time::interval(BEAT_EVERY);
+    beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        report.health.beat(Loop::Control);
+        if let (Reload::Idle(_), Some(next)) = (&reload, pending) {
+            pending = None;
+            reload = start_reload(reload, next, report.notifier);
+        }
+        tokio::select! {
+            biased;
+            failure = report.health.failed() => return Ended::Failed(failure),
+            request = control.recv() => match request {
+                None | Some(Control::Shutdown) => return Ended::Shutdown,
+                Some(Control::Reload) => {
+                    let asked = Pending { force: true, notify: true };
+                    pending = Some(pending.unwrap_or_default().merge(asked));
+                }
+                Some(Control::ReloadIfChanged) => {
+                    pending = Some(pending.unwrap_or_default());
+                }
+            },
+            ended = async {
+                match scheduler_task.as_mut() {
+                    Some(task) => task.await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                *scheduler_task = None;
+                return Ended::Failed(match ended {
+                    Err(err) if err.is_panic() => Failure::from_panic("scheduler", err.into_panic()),
+                    Err(err) => Failure { what: "scheduler", error: err.to_string() },
+                    Ok(()) => Failure {
+                        what: "scheduler",
+                        error: "the scheduling loop ended unasked".to_string(),
+                    },
+                });
+            }
+            progress = async {
+                match &mut reload {
+                    Reload::Loading { task, .. } => Progress::Loaded(task.await),
+                    Reload::Applying { counts, .. } => Progress::Applied(counts.await),
+                    _ => std::future::pending().await,
+                }
+            } => {
+                match step_reload(std::mem::replace(&mut reload, Reload::Gone), progress, commands, &report) {
+                    Ok((next, again)) => {
+                        reload = next;
+                        if let Some(again) = again {
+                            pending = Some(pending.unwrap_or_default().merge(again));
+                        }
+                    }
+                    Err(failure) => return Ended::Failed(failure),
+                }
+            }
+            _ = beat.tick() => {
+                if let Reload::Loading { since, abandoned, notify, .. } = &mut reload
+                    && !*abandoned
+                    && since.elapsed() >= RELOAD_BOUND
+                {
+                    *abandoned = true;
+                    report.events.emit(Event::ConfigRejected {
+                        errors: vec![format!(
+                            "reading the schedules has taken over {} s (a file on a hung file \
+                             system?); the old schedule keeps running, and the files are read \
+                             again once that read returns",
+                            RELOAD_BOUND.as_secs()
+                        )],
+                    });
+                    finish_reload(&report, *notify);
+                    *notify = false;
+                }
+            }
+            _ = async {
+                match recheck.as_mut() {
+                    Some(interval) => interval.tick().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                pending = Some(pending.unwrap_or_default());
+            }
+        }
+    }
+}
+
+/// What a reload in progress produced.
+enum Progress<S> {
+    Loaded(Result<(S, Reloaded), tokio::task::JoinError>),
+    Applied(Result<ReloadCounts, oneshot::error::RecvError>),
+}
+
+/// Moves a reload on by what it produced: a loaded set goes to the scheduler, a
+/// rejected one is logged, an applied one is logged. Returns the new state, and a
+/// reload to run next (after a read that was given up on).
+fn step_reload<S: ConfigSource>(
+    reload: Reload<S>,
+    progress: Progress<S>,
+    commands: &mpsc::Sender<Command>,
+    report: &Reporting<'_>,
+) -> Result<(Reload<S>, Option<Pending>), Failure> {
+    let lost = || Failure {
+        what: "reload",
+        error: "lost track of a reload".to_string(),
+    };
+    match progress {
+        Progress::Loaded(loaded) => {
+            let Reload::Loading {
+                notify, abandoned, ..
+            } = reload
+            else {
+                return Err(lost());
+            };
+            let (source, outcome) = loaded.map_err(|err| {
+                if err.is_panic() {
+                    Failure::from_panic("reload", err.into_panic())
+                } else {
+                    Failure {
+                        what: "reload",
+                        error: err.to_string(),
+                    }
+                }
+            })?;
+            if abandoned {
+                // Its outcome is stale; whatever was asked since, read afresh.
+                let again = Pending {
+                    force: true,
+                    notify: false,
+                };
+                return Ok((Reload::Idle(source), Some(again)));
+            }
+            match outcome {
+                Reloaded::Loaded(config) => {
+                    let files = config.files.len();
+                    let jobs = config.jobs.len();
+                    let (reply, counts) = oneshot::channel();
+                    // One reload applies at a time, so the channel has room.
+                    let replace = Command::Replace {
+                        jobs: config.jobs,
+                        reply,
+                    };
+                    if commands.try_send(replace).is_err() {
+                        return Err(Failure {
+                            what: "scheduler",
+                            error: "the scheduling loop stopped taking reloads".to_string(),
+                        });
+                    }
+                    let applying = Reload::Applying {
+                        source,
+                        counts,
+                        notify,
+                        jobs,
+                        files,
+                    };
+                    Ok((applying, None))
+                }
+                Reloaded::Rejected(errors) => {
+                    lock(report.status).last_reload = Some(format!(
+                        "{} rejected ({} errors)",
+                        now_text(),
+                        errors.0.len()
+                    ));
+                    report.events.emit(Event::ConfigRejected {
+                        errors: errors.0.iter().map(ToString::to_string).collect(),
+                    });
+                    finish_reload(report, notify);
+                    Ok((Reload::Idle(source), None))
+                }
+                Reloaded::Unchanged => {
+                    finish_reload(report, notify);
+                    Ok((Reload::Idle(source), None))
+                }
+            }
+        }
+        Progress::Applied(counts) => {
+            let Reload::Applying {
+                source,
+                notify,
+                jobs,
+                files,
+                ..
+            } = reload
+            else {
+                return Err(lost());
+            };
+            let counts = counts.map_err(|_| Failure {
+                what: "scheduler",
+                error: "the scheduling loop dropped a reload".to_string(),
+            })?;
+            crate::memory::release_freed();
+            {
+                let mut status = lock(report.status);
+                status.jobs = jobs;
+                status.files = files;
+                status.last_reload = Some(format!("{} ok", now_text()));
+            }
+            report.events.emit(Event::ConfigReloaded {
+                added: counts.added,
+                changed: counts.changed,
+                removed: counts.removed,
+                unchanged: counts.unchanged,
+            });
+            finish_reload(report, notify);
+            Ok((Reload::Idle(source), None))
+        }
+    }
+}
+
+/// Starts reading the files on a blocking thread (they may be many, or slow).
+fn start_reload<S: ConfigSource>(
+    reload: Reload<S>,
+    pending: Pending,
+    notifier: &Notifier,
+) -> Reload<S> {
+    let Reload::Idle(mut source) = reload else {
+        return reload;
+    };
+    if pending.notify {
+        notifier.reloading();
+    }
+    let force = pending.force;
+    let task = tokio::task::spawn_blocking(move || {
+        let outcome = source.reload(force);
+        (source, outcome)
+    });
+    Reload::Loading {
+        task,
+        since: tokio::time::Instant::now(),
+        notify: pending.notify,
+        abandoned: false,
+    }
+}
+
+/// A reload has been answered: systemd hears `READY=1` if it heard `RELOADING=1`.
+fn finish_reload(report: &Reporting<'_>, notify: bool) {
+    if notify {
+        report.notifier.ready();
+    }
+    report
+        .notifier
+        .status(&lock(report.status).line((report.active)()));
+}
+
+fn now_text() -> String {
+    Utc::now().format("%Y-%m-%d %H:%M:%S UTC").to_string()
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -515,59 +847,113 @@ pub fn run_from_cli(paths: &[PathBuf], settings: &Settings) -> u8 {
             return exit::FAILED;
         }
     };
-    runtime.block_on(async {
-        // Signals first: a SIGTERM during loading must stop us cleanly, not kill us.
-        let (tx, rx) = mpsc::channel(16);
-        if let Err(err) = forward_signals(tx.clone()) {
-            eprintln!("error: cannot install signal handlers: {err}");
+    let code = runtime.block_on(run_service(paths.to_vec(), settings));
+    // A read of the files that never returns (a hung mount) must not hold up the exit.
+    runtime.shutdown_timeout(Duration::from_millis(200));
+    code
+}
+
+async fn run_service(paths: Vec<PathBuf>, settings: &Settings) -> u8 {
+    // Signals first: a SIGTERM during loading must stop us cleanly, not kill us.
+    let (tx, mut rx) = mpsc::channel(16);
+    if let Err(err) = forward_signals(tx.clone()) {
+        eprintln!("error: cannot install signal handlers: {err}");
+        return exit::FAILED;
+    }
+    let options = LoadOptions::from_process(settings.default_timezone);
+    let loading = tokio::task::spawn_blocking(move || FileSource::load(paths, options));
+    // Loading is not awaited blindly: a shutdown asked for meanwhile is served.
+    let loaded = tokio::select! {
+        loaded = loading => loaded,
+        () = shutdown_requested(&mut rx) => {
+            eprintln!("chime: stopped while loading the schedules");
+            return exit::OK;
+        }
+    };
+    let (source, config) = match loaded {
+        Ok(Ok(pair)) => pair,
+        Ok(Err(errors)) => {
+            report_errors(&errors);
             return exit::FAILED;
         }
-        let options = LoadOptions::from_process(settings.default_timezone);
-        let paths = paths.to_vec();
-        let loaded = tokio::task::spawn_blocking(move || FileSource::load(paths, options)).await;
-        let (source, config) = match loaded {
-            Ok(Ok(pair)) => pair,
-            Ok(Err(errors)) => {
-                report_errors(&errors);
-                return exit::FAILED;
-            }
-            Err(err) => {
-                eprintln!("error: loading the schedules failed: {err}");
-                return exit::FAILED;
-            }
-        };
-        let executor = match Real::new() {
-            Ok(executor) => executor,
-            Err(err) => {
-                eprintln!("error: {err}");
-                return exit::FAILED;
-            }
-        };
-        let (events, _guard) = start_logging(settings);
-        // Keep the watcher alive for as long as the service runs.
-        let _watcher = match watch(&source.watch_dirs(), Duration::from_millis(250), tx) {
-            Ok(watcher) => Some(watcher),
-            Err(err) => {
-                eprintln!(
-                    "warning: cannot watch the schedule directories ({err}); reload with SIGHUP"
-                );
-                None
-            }
-        };
-        let options = ServeOptions {
-            shutdown_grace: settings.shutdown_grace,
-            max_concurrent_runs: settings.max_concurrent_runs,
-            ..ServeOptions::default()
-        };
-        let world = World {
-            clock: Arc::new(SystemClock),
-            executor,
-            events,
-            notifier: Notifier::from_env(),
-        };
-        serve(config, source, options, world, rx).await;
-        exit::OK
-    })
+        Err(err) => {
+            eprintln!("error: loading the schedules failed: {err}");
+            return exit::INTERNAL;
+        }
+    };
+    let executor = match Real::new() {
+        Ok(executor) => executor,
+        Err(err) => {
+            eprintln!("error: {err}");
+            return exit::FAILED;
+        }
+    };
+    let (events, _guard) = start_logging(settings);
+    // Keep the watcher alive for as long as the service runs.
+    let _watcher = match watch(&source.watch_dirs(), Duration::from_millis(250), tx) {
+        Ok(watcher) => Some(watcher),
+        Err(err) => {
+            eprintln!("warning: cannot watch the schedule directories ({err}); reload with SIGHUP");
+            None
+        }
+    };
+    let options = ServeOptions {
+        shutdown_grace: settings.shutdown_grace,
+        max_concurrent_runs: settings.max_concurrent_runs,
+        ..ServeOptions::default()
+    };
+    let world = World {
+        clock: Arc::new(SystemClock),
+        executor,
+        events,
+        notifier: Notifier::from_env(),
+        health: Health::new(),
+    };
+    let source = InjectedFault::from_env(source);
+    match serve(config, source, options, world, rx).await {
+        Ok(()) => exit::OK,
+        Err(_) => exit::INTERNAL,
+    }
+}
+
+/// Resolves at the first shutdown request; reload requests before it are moot.
+async fn shutdown_requested(control: &mut mpsc::Receiver<Control>) {
+    loop {
+        match control.recv().await {
+            Some(Control::Shutdown) => return,
+            Some(_) => {}
+            None => std::future::pending().await,
+        }
+    }
+}
+
+/// A fault for the tests of `service.failed` through the binary: with
+/// `CHIME_INJECT_FAULT=reload-panic` in the environment, every reload panics. Without
+/// it the source is used as it is.
+struct InjectedFault<S> {
+    source: S,
+    panic_on_reload: bool,
+}
+
+impl<S> InjectedFault<S> {
+    fn from_env(source: S) -> Self {
+        let panic_on_reload =
+            std::env::var_os("CHIME_INJECT_FAULT").is_some_and(|fault| fault == "reload-panic");
+        InjectedFault {
+            source,
+            panic_on_reload,
+        }
+    }
+}
+
+impl<S: ConfigSource> ConfigSource for InjectedFault<S> {
+    fn reload(&mut self, force: bool) -> Reloaded {
+        assert!(
+            !self.panic_on_reload,
+            "injected fault (CHIME_INJECT_FAULT=reload-panic)"
+        );
+        self.source.reload(force)
+    }
 }
 
 /// `chime exec JOB`: one run now, in the foreground, logged to stderr.

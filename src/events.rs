@@ -134,6 +134,11 @@ pub enum Event {
         jobs: usize,
         files: usize,
     },
+    /// An internal part failed; the service stops and exits with code 3.
+    ServiceFailed {
+        what: String,
+        error: String,
+    },
     ConfigReloaded {
         added: usize,
         changed: usize,
@@ -205,6 +210,7 @@ impl Event {
             Event::ServiceStarted { .. } => "service.started",
             Event::ServiceStopping { .. } => "service.stopping",
             Event::ServiceStopped { .. } => "service.stopped",
+            Event::ServiceFailed { .. } => "service.failed",
             Event::ConfigReloaded { .. } => "config.reloaded",
             Event::ConfigRejected { .. } => "config.rejected",
             Event::ClockJumped { .. } => "clock.jumped",

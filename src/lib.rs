@@ -31,6 +31,7 @@
 //! - [`run`]: one run: attempts, retry backoff, run events.
 //! - [`logging`]: events → text / JSON lines on a writer thread.
 //! - [`journald`]: events as native journal entries; is stderr the journal?
+//! - [`health`]: heartbeats of the scheduling and control loops; internal failures.
 //! - [`systemd`]: sd_notify: readiness, reload, stopping, status, watchdog.
 //! - [`memory`]: handing memory freed after loading back to the OS.
 //! - [`daemon`]: the service's lifecycle and the `run` / `exec` commands.
@@ -45,6 +46,7 @@ pub mod dispatch;
 pub mod duration;
 pub mod events;
 pub mod exec;
+pub mod health;
 pub mod job;
 pub mod journald;
 pub mod logging;

@@ -65,7 +65,7 @@ pub enum Value {
 /// How important an event is.
 pub fn level_of(event: &Event) -> Level {
     match event {
-        Event::ConfigRejected { .. } => Level::Error,
+        Event::ConfigRejected { .. } | Event::ServiceFailed { .. } => Level::Error,
         Event::RunFinished { outcome, .. } => match outcome {
             Outcome::Success => Level::Info,
             Outcome::Cancelled => Level::Warn,
@@ -134,6 +134,10 @@ pub fn fields(event: &Event) -> Vec<(&'static str, Value)> {
             f.push(("changed", UInt(*changed as u64)));
             f.push(("removed", UInt(*removed as u64)));
             f.push(("unchanged", UInt(*unchanged as u64)));
+        }
+        Event::ServiceFailed { what, error } => {
+            f.push(("what", s(what)));
+            f.push(("error", s(error)));
         }
         Event::ConfigRejected { errors } => f.push(("errors", List(errors.clone()))),
         Event::ClockJumped { from, to, delta_ms } => {

@@ -382,3 +382,31 @@ fn run_reports_every_startup_error_like_check() {
         "the bad file's error is missing:\n{all}"
     );
 }
+
+/// Regression (issue 8): a panic in the reload loader ended the reload loop and the
+/// service stopped with `service.stopped` and exit 0, as if asked to. An internal
+/// failure is `service.failed` and exit code 3, so `Restart=on-failure` restarts it.
+#[test]
+fn an_internal_failure_is_logged_and_exits_with_code_3() {
+    let dir = temp_dir();
+    write(dir.path(), "tick.yaml", TICK);
+    let mut command = common::command(
+        dir.path(),
+        ["--log-format", "json", "run", dir.path().to_str().unwrap()],
+    );
+    command.env("CHIME_INJECT_FAULT", "reload-panic");
+    let mut chime = Chime::spawn_command(command);
+    chime.wait_event("service.started", LIMIT);
+    chime.signal(libc::SIGHUP);
+    let failed = chime.wait_event("service.failed", LIMIT);
+    assert_fields(&failed, &["what", "error"]);
+    assert_eq!(failed["what"], "reload", "{failed}");
+    assert_eq!(failed["level"], "error", "{failed}");
+    let status = chime.wait_exit(LIMIT);
+    assert_eq!(status.code(), Some(3), "{status:?}");
+    let (lines, _) = chime.finish(LIMIT);
+    assert!(
+        !lines.iter().any(|line| line.contains("service.stopped")),
+        "{lines:#?}"
+    );
+}

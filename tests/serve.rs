@@ -1,0 +1,304 @@
+//! The service in-process (`daemon::serve`): its control loop, and what happens when
+//! one of its internal parts fails. Real time, a test executor whose runs last until
+//! cancelled, and configuration sources the test controls; every wait has a timeout.
+
+use std::sync::mpsc as std_mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chime::clock::{Clock, VirtualClock, Wake};
+use chime::config::Config;
+use chime::daemon::{ConfigSource, Control, Reloaded, ServeOptions, World, serve};
+use chime::events::{Event, Events, ExitDetail, Outcome};
+use chime::exec::{Attempt, AttemptResult, Executor, OutputSink};
+use chime::health::{Failure, Health};
+use chime::job::{Action, Job, ShellCommand};
+use chime::systemd::Notifier;
+use chrono::{DateTime, Utc};
+use tokio::sync::mpsc;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// Runs last until cancelled.
+#[derive(Clone)]
+struct Endless;
+
+impl Executor for Endless {
+    async fn execute(&self, attempt: Attempt, _output: Arc<OutputSink>) -> AttemptResult {
+        attempt.cancel.cancelled().await;
+        AttemptResult::with_outcome(Outcome::Cancelled, ExitDetail::default())
+    }
+}
+
+fn job(name: &str, schedule: &str) -> Job {
+    Job::new(
+        name,
+        schedule,
+        Action::Shell(ShellCommand::Script("true".into())),
+    )
+    .unwrap()
+}
+
+fn config(jobs: Vec<Job>) -> Config {
+    Config {
+        jobs,
+        files: Vec::new(),
+        warnings: Vec::new(),
+    }
+}
+
+/// A source whose reloads the test drives: each reload takes the next step from a
+/// channel (blocking until the test sends it), and counts itself.
+struct Scripted {
+    steps: Mutex<std_mpsc::Receiver<Step>>,
+    reloads: Arc<Mutex<usize>>,
+}
+
+enum Step {
+    Load(Vec<Job>),
+    Panic,
+}
+
+impl ConfigSource for Scripted {
+    fn reload(&mut self, _force: bool) -> Reloaded {
+        *self.reloads.lock().unwrap() += 1;
+        let step = self.steps.lock().unwrap().recv();
+        match step {
+            Ok(Step::Load(jobs)) => Reloaded::Loaded(config(jobs)),
+            Ok(Step::Panic) => panic!("the loader broke"),
+            Err(_) => Reloaded::Unchanged,
+        }
+    }
+}
+
+/// A wall clock that panics once told to: the scheduling loop reads it at every wake.
+struct Breakable {
+    inner: VirtualClock,
+    broken: std::sync::atomic::AtomicBool,
+}
+
+impl Clock for Breakable {
+    fn now(&self) -> DateTime<Utc> {
+        assert!(
+            !self.broken.load(std::sync::atomic::Ordering::Relaxed),
+            "the clock broke"
+        );
+        self.inner.now()
+    }
+    fn steady(&self) -> Duration {
+        self.inner.steady()
+    }
+    fn sleep_until(&self, at: DateTime<Utc>) -> impl Future<Output = Wake> + Send {
+        self.inner.sleep_until(at)
+    }
+}
+
+struct Service {
+    control: mpsc::Sender<Control>,
+    events: mpsc::UnboundedReceiver<Event>,
+    seen: Vec<Event>,
+    steps: std_mpsc::Sender<Step>,
+    reloads: Arc<Mutex<usize>>,
+    clock: Arc<Breakable>,
+    task: tokio::task::JoinHandle<Result<(), Failure>>,
+}
+
+impl Service {
+    fn start(jobs: Vec<Job>) -> Service {
+        let (steps, step_rx) = std_mpsc::channel();
+        let reloads = Arc::new(Mutex::new(0));
+        let source = Scripted {
+            steps: Mutex::new(step_rx),
+            reloads: Arc::clone(&reloads),
+        };
+        let clock = Arc::new(Breakable {
+            inner: VirtualClock::new(Utc::now()),
+            broken: std::sync::atomic::AtomicBool::new(false),
+        });
+        let (events, event_rx) = Events::channel();
+        let (control, control_rx) = mpsc::channel(64);
+        let options = ServeOptions {
+            shutdown_grace: Duration::from_secs(5),
+            recheck_every: None,
+            timer_thread: false,
+            ..ServeOptions::default()
+        };
+        let world = World {
+            clock: Arc::clone(&clock),
+            executor: Endless,
+            events,
+            notifier: Notifier::from_socket_path(None),
+            health: Health::new(),
+        };
+        let task = tokio::spawn(serve(config(jobs), source, options, world, control_rx));
+        Service {
+            control,
+            events: event_rx,
+            seen: Vec::new(),
+            steps,
+            reloads,
+            clock,
+            task,
+        }
+    }
+
+    async fn wait_for(&mut self, what: &str, matches: impl Fn(&Event) -> bool) -> Event {
+        let found = tokio::time::timeout(WAIT, async {
+            while let Some(event) = self.events.recv().await {
+                self.seen.push(event.clone());
+                if matches(&event) {
+                    return Some(event);
+                }
+            }
+            None
+        })
+        .await;
+        match found {
+            Ok(Some(event)) => event,
+            _ => panic!("no {what} within {WAIT:?}; saw {:#?}", self.seen),
+        }
+    }
+
+    async fn wait_event(&mut self, name: &str) -> Event {
+        self.wait_for(name, |e| e.name() == name).await
+    }
+
+    async fn send(&self, control: Control) {
+        self.control.send(control).await.unwrap();
+    }
+
+    async fn wait_reloads(&self, count: usize) {
+        tokio::time::timeout(WAIT, async {
+            while *self.reloads.lock().unwrap() < count {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("fewer than {count} reloads started"));
+    }
+
+    async fn ended(self) -> Result<(), Failure> {
+        tokio::time::timeout(WAIT, self.task)
+            .await
+            .expect("serve returned in time")
+            .expect("serve did not panic")
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_reload_is_a_service_failure_not_a_clean_stop() {
+    let mut service = Service::start(vec![job("tick", "* * * * * *")]);
+    service.wait_event("service.started").await;
+    // A run is in flight when the failure comes: it is terminated, not left behind.
+    service.wait_event("run.started").await;
+    service.steps.send(Step::Panic).unwrap();
+    service.send(Control::Reload).await;
+    let failed = service.wait_event("service.failed").await;
+    let Event::ServiceFailed { what, error } = &failed else {
+        unreachable!()
+    };
+    assert_eq!(what, "reload");
+    assert!(error.contains("the loader broke"), "{error}");
+    service
+        .wait_for("the run's end", |e| {
+            matches!(
+                e,
+                Event::RunFinished {
+                    outcome: Outcome::Cancelled,
+                    ..
+                }
+            )
+        })
+        .await;
+    let seen: Vec<&str> = service.seen.iter().map(Event::name).collect();
+    let result = service.ended().await;
+    assert_eq!(result.unwrap_err().what, "reload");
+    assert!(!seen.contains(&"service.stopped"), "{seen:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_scheduling_loop_is_a_service_failure() {
+    let mut service = Service::start(vec![job("tick", "* * * * * *")]);
+    service.wait_event("service.started").await;
+    service
+        .clock
+        .broken
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    let failed = service.wait_event("service.failed").await;
+    let Event::ServiceFailed { what, error } = &failed else {
+        unreachable!()
+    };
+    assert_eq!(what, "scheduler");
+    assert!(error.contains("the clock broke"), "{error}");
+    assert_eq!(service.ended().await.unwrap_err().what, "scheduler");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_is_served_while_a_reload_is_stuck() {
+    let mut service = Service::start(vec![job("tick", "* * * * * *")]);
+    service.wait_event("service.started").await;
+    service.send(Control::Reload).await;
+    // The reload is now blocked reading (no step sent): a hung file.
+    service.wait_reloads(1).await;
+    service.send(Control::Shutdown).await;
+    service.wait_event("service.stopped").await;
+    assert_eq!(service.ended().await, Ok(()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_requests_during_a_reload_coalesce_into_one_more() {
+    let mut service = Service::start(vec![job("a", "* * * * * *")]);
+    service.wait_event("service.started").await;
+    service.send(Control::Reload).await;
+    service.wait_reloads(1).await;
+    for _ in 0..30 {
+        service.send(Control::Reload).await;
+        service.send(Control::ReloadIfChanged).await;
+    }
+    // Release the first reload: one more follows for the 60 requests, not 60.
+    service
+        .steps
+        .send(Step::Load(vec![
+            job("a", "* * * * * *"),
+            job("b", "* * * * * *"),
+        ]))
+        .unwrap();
+    service.wait_event("config.reloaded").await;
+    service.wait_reloads(2).await;
+    service
+        .steps
+        .send(Step::Load(vec![job("b", "* * * * * *")]))
+        .unwrap();
+    let second = service.wait_event("config.reloaded").await;
+    assert_eq!(
+        second,
+        Event::ConfigReloaded {
+            added: 0,
+            changed: 0,
+            removed: 1,
+            unchanged: 1
+        }
+    );
+    // A shutdown now is not held up by anything queued.
+    service.send(Control::Shutdown).await;
+    service.wait_event("service.stopped").await;
+    let reloads = *service.reloads.lock().unwrap();
+    assert_eq!(reloads, 2);
+    assert_eq!(service.ended().await, Ok(()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_wins_over_queued_reloads() {
+    let mut service = Service::start(vec![job("a", "* * * * * *")]);
+    service.wait_event("service.started").await;
+    for _ in 0..20 {
+        service.send(Control::Reload).await;
+    }
+    service.send(Control::Shutdown).await;
+    service.wait_event("service.stopped").await;
+    // At most the one reload already started; it was left blocked and abandoned.
+    assert!(*service.reloads.lock().unwrap() <= 1);
+    let seen: Vec<&str> = service.seen.iter().map(Event::name).collect();
+    assert!(!seen.contains(&"config.reloaded"), "{seen:?}");
+    assert_eq!(service.ended().await, Ok(()));
+}
