@@ -7,8 +7,12 @@
 //! is logged as `clock.jumped`. Fires passed over by a forward step or by a late
 //! wake-up are *missed*: each job runs once for the whole missed span (its latest
 //! missed fire, as a catch-up run) unless that is older than its `starting_deadline`,
-//! and the missed fires are counted in a `run.missed` event. A backward step replays
-//! nothing: every job's next fire is computed from the last one it had.
+//! and the missed fires are counted in a `run.missed` event. After a backward step of up
+//! to three hours, wildcard jobs (and `@every`) go on from the new time, while a
+//! fixed-time job keeps its next fire, so it never repeats an instant it already ran;
+//! after a larger one every job starts afresh from the new time (Debian cron's rules).
+//! Besides each wake-up, the clock is looked at on every heartbeat (at least once a
+//! second), so a step is noticed even when no timer tells of it.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -29,6 +33,8 @@ use crate::job::Job;
 const STEP_THRESHOLD: TimeDelta = TimeDelta::milliseconds(100);
 /// A fire handled later than this after its instant is run as a catch-up.
 const LATE_THRESHOLD: TimeDelta = TimeDelta::seconds(1);
+/// A backward step larger than this is a new time: every job starts afresh from it.
+const BIG_BACKWARD_STEP: TimeDelta = TimeDelta::hours(3);
 /// Counting missed fires stops here (an every-second job after a year-long jump).
 const MAX_COUNTED_MISSES: u64 = 1_000_000;
 
@@ -425,13 +431,15 @@ impl<E: Executor, C: Clock> Scheduler<E, C> {
                     None => commands_open = false,
                 },
                 wake = sleep => self.on_wake(wake),
-                () = beat_due => {}
+                // A step of the clock that no timer told of is noticed here.
+                () = beat_due => self.on_wake(Wake::Stepped),
             }
         }
     }
 
-    /// Handles one wake-up: notices clock steps, then fires everything due.
-    pub fn on_wake(&mut self, wake: Wake) {
+    /// Handles one wake-up (whatever woke it: the wall clock is compared with the
+    /// steady clock either way): notices clock steps, then fires everything due.
+    pub fn on_wake(&mut self, _wake: Wake) {
         let now = self.clock.now();
         let steady = self.clock.steady();
         let expected = self.last_wall
@@ -446,15 +454,38 @@ impl<E: Executor, C: Clock> Scheduler<E, C> {
                 delta_ms: delta.num_milliseconds(),
             });
         }
-        let _ = wake;
         self.last_wall = now;
         self.last_steady = steady;
+        if stepped && delta < TimeDelta::zero() {
+            self.after_backward_step(now, -delta);
+        }
         let reason = if stepped && delta > TimeDelta::zero() {
             MissReason::ClockJump
         } else {
             MissReason::LateWakeup
         };
         self.fire_due(now, reason);
+    }
+
+    /// Re-arms timers after the wall clock went back by `by`: wildcard and `@every`
+    /// jobs go on from the new time; a fixed-time job keeps its next fire (the one
+    /// after its last), so it does not run an instant twice, unless the step is over
+    /// [`BIG_BACKWARD_STEP`], after which every job starts afresh.
+    fn after_backward_step(&mut self, now: DateTime<Utc>, by: TimeDelta) {
+        let afresh = by > BIG_BACKWARD_STEP;
+        for slot in 0..self.slots.len() {
+            let Some(entry) = self.slots[slot].as_ref() else {
+                continue;
+            };
+            let schedule = &entry.job.schedule;
+            let goes_on = matches!(schedule, Schedule::Every(_)) || schedule.is_wildcard();
+            if !(afresh || goes_on) {
+                continue;
+            }
+            let next = schedule.next_after(entry.job.timezone, now);
+            self.invalidate_timers(slot);
+            self.arm(slot, next);
+        }
     }
 
     fn fire_due(&mut self, now: DateTime<Utc>, reason: MissReason) {
@@ -585,8 +616,7 @@ impl<E: Executor, C: Clock> Scheduler<E, C> {
             self.dispatcher
                 .fire(Self::fire_of(entry, latest, Trigger::CatchUp));
         }
-        // The next fire is after everything handled: never one already due, so a
-        // backward step later cannot bring any of these back.
+        // The next fire is after everything handled: never one already due.
         self.invalidate_timers(slot);
         self.arm(slot, upcoming);
     }

@@ -388,28 +388,140 @@ async fn forward_step_past_the_starting_deadline_runs_nothing() {
     );
 }
 
+/// Regression (issue 9): after a backward step every job was silent until the clock
+/// caught up with its old next fire (an hour, for a 1 h step). Wildcard jobs go on
+/// from the new time, as Debian cron's do.
 #[tokio::test(start_paused = true)]
-async fn backward_step_replays_nothing() {
+async fn backward_step_wildcard_jobs_go_on_from_the_new_time() {
     let h = Harness::new(
-        "2026-11-25T10:00:30Z",
-        vec![job("minutely", "* * * * *")],
+        "2026-11-25T10:00:30.500Z",
+        vec![job("minutely", "* * * * *"), job("five", "*/5 * * * * *")],
         0,
     );
-    h.run_for(Duration::from_secs(40)).await; // fired 10:01:00; now 10:01:10
-    h.clock.step(TimeDelta::minutes(-5)); // now 09:56:10
-    // Six virtual minutes: the wall clock goes 09:56:10 → 10:02:10.
-    h.run_for(Duration::from_secs(360)).await;
+    h.run_for(Duration::from_secs(40)).await; // fired 10:01:00; now 10:01:10.5
+    h.clock.step(TimeDelta::hours(-1)); // now 09:01:10.5
+    // Two virtual minutes: the wall clock goes 09:01:10 → 09:03:10.
+    h.run_for(Duration::from_secs(120)).await;
     assert_eq!(
         h.scheduled("minutely"),
-        vec![at("2026-11-25T10:01:00Z"), at("2026-11-25T10:02:00Z")]
+        vec![
+            at("2026-11-25T10:01:00Z"),
+            at("2026-11-25T09:02:00Z"),
+            at("2026-11-25T09:03:00Z")
+        ]
     );
+    // Every 5 seconds stays every 5 seconds: 10:00:35 … 10:01:10, then 09:01:15 … 09:03:10.
+    let five = h.scheduled("five");
+    assert_eq!(five.len(), 8 + 24, "{five:?}");
+    assert_eq!(five[8], at("2026-11-25T09:01:15Z"));
     let events = h.stop().await;
     assert!(
         events
             .iter()
-            .any(|e| matches!(e, Event::ClockJumped { delta_ms, .. } if *delta_ms == -300_000))
+            .any(|e| matches!(e, Event::ClockJumped { delta_ms, .. } if *delta_ms == -3_600_000))
     );
     assert!(!events.iter().any(|e| matches!(e, Event::RunMissed { .. })));
+}
+
+#[tokio::test(start_paused = true)]
+async fn backward_step_does_not_repeat_a_fixed_time_jobs_instant() {
+    let h = Harness::new(
+        "2026-11-25T10:29:00.500Z",
+        vec![job("daily", "30 10 * * *"), job("tick", "* * * * * *")],
+        0,
+    );
+    h.run_for(Duration::from_secs(120)).await; // fired 10:30:00; now 10:31:00
+    h.clock.step(TimeDelta::minutes(-30)); // now 10:01:00; 10:30 comes again
+    h.run_for(Duration::from_secs(3_600)).await; // 11:01:00
+    assert_eq!(h.scheduled("daily"), vec![at("2026-11-25T10:30:00Z")]);
+    // The wildcard job fired through the replayed half hour too.
+    let tick = h.scheduled("tick");
+    assert_eq!(tick.len(), 120 + 3_600, "every second, both passes");
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn backward_step_over_three_hours_starts_every_job_afresh() {
+    let h = Harness::new(
+        "2026-11-25T10:29:00.500Z",
+        vec![job("daily", "30 10 * * *")],
+        0,
+    );
+    h.run_for(Duration::from_secs(120)).await; // fired 10:30:00; now 10:31:00
+    h.clock.step(TimeDelta::hours(-4)); // now 06:31:00: a new time
+    h.run_for(Duration::from_secs(4 * 3_600)).await; // 10:31:00 again
+    assert_eq!(
+        h.scheduled("daily"),
+        vec![at("2026-11-25T10:30:00Z"), at("2026-11-25T10:30:00Z")]
+    );
+    h.stop().await;
+}
+
+/// A wall clock whose sleeps do not end when it is stepped, as under libfaketime (the
+/// kernel's timer is never told): only the scheduler's own heartbeat can notice.
+struct Deaf(Arc<VirtualClock>);
+
+impl Clock for Deaf {
+    fn now(&self) -> DateTime<Utc> {
+        self.0.now()
+    }
+    fn steady(&self) -> Duration {
+        self.0.steady()
+    }
+    async fn sleep_until(&self, at: DateTime<Utc>) -> chime::clock::Wake {
+        loop {
+            let left = at - self.0.now();
+            if left <= TimeDelta::zero() {
+                return chime::clock::Wake::Due;
+            }
+            tokio::time::sleep(left.to_std().unwrap()).await;
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_backward_step_no_timer_tells_of_is_noticed_within_a_second() {
+    let clock = Arc::new(VirtualClock::new(at("2026-11-25T10:00:00.500Z")));
+    let (events, _store) = Events::recorder();
+    let calls = Arc::new(Mutex::new(Vec::new()));
+    let executor = FakeExecutor {
+        clock: Arc::clone(&clock),
+        calls: Arc::clone(&calls),
+        behaviour: Arc::new(Mutex::new(BTreeMap::new())),
+    };
+    let deaf = Arc::new(Deaf(Arc::clone(&clock)));
+    let dispatcher = Dispatcher::new(
+        executor,
+        Arc::clone(&deaf),
+        events.clone(),
+        RunSettings::default(),
+        0,
+    );
+    let mut scheduler = Scheduler::new(Arc::clone(&deaf), dispatcher, events);
+    scheduler.add_jobs([job("tick", "* * * * * *")]);
+    let stop = CancellationToken::new();
+    let (_commands, command_rx) = tokio::sync::mpsc::channel(1);
+    let heartbeat = chime::scheduler::Heartbeat {
+        every: Duration::from_secs(1),
+        beat: Box::new(|| {}),
+    };
+    let token = stop.clone();
+    let task = tokio::spawn(async move { scheduler.run(token, command_rx, Some(heartbeat)).await });
+    tokio::time::sleep(Duration::from_secs(3)).await; // 10:00:03.5
+    clock.step(TimeDelta::hours(-1)); // 09:00:03.5; the sleep until 10:00:04 goes on
+    tokio::time::sleep(Duration::from_secs(5)).await; // 09:00:08.5
+    stop.cancel();
+    task.await.unwrap();
+    let fired: Vec<DateTime<Utc>> = calls
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|c| c.scheduled_at)
+        .collect();
+    let mut expected = seconds("2026-11-25T10:00:01Z", 3);
+    // Noticed at the next heartbeat, within a second: 09:00:05 is the first fire after.
+    expected.extend(seconds("2026-11-25T09:00:05Z", 4));
+    assert_eq!(fired, expected);
 }
 
 #[tokio::test(start_paused = true)]
