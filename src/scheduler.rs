@@ -33,6 +33,10 @@ use crate::job::Job;
 const STEP_THRESHOLD: TimeDelta = TimeDelta::milliseconds(100);
 /// A fire handled later than this after its instant is run as a catch-up.
 const LATE_THRESHOLD: TimeDelta = TimeDelta::seconds(1);
+/// How long the loop applies a reload before it looks for fires due meanwhile, and
+/// how many steps it takes between looks at the time.
+const REPLACE_SLICE: Duration = Duration::from_millis(1);
+const REPLACE_STEPS: usize = 128;
 /// A backward step larger than this is a new time: every job starts afresh from it.
 const BIG_BACKWARD_STEP: TimeDelta = TimeDelta::hours(3);
 /// Counting missed fires stops here (an every-second job after a year-long jump).
@@ -57,6 +61,20 @@ pub struct ReloadCounts {
     pub changed: usize,
     pub removed: usize,
     pub unchanged: usize,
+}
+
+/// A new set of jobs being swapped in, a slice at a time (see
+/// [`Scheduler::continue_replace`]), so that a reload of 100,000 jobs does not hold up
+/// the fires due meanwhile.
+#[derive(Debug)]
+pub struct Replacement {
+    /// The new set's jobs not applied yet.
+    jobs: std::vec::IntoIter<Job>,
+    /// Which of the slots that existed at the start hold a job of the new set.
+    seen: Vec<bool>,
+    /// The next slot the removal sweep looks at.
+    sweep: usize,
+    counts: ReloadCounts,
 }
 
 /// Requests to a running scheduler loop.
@@ -315,65 +333,122 @@ impl<E: Executor, C: Clock> Scheduler<E, C> {
         Self::is_live(&self.slots, generation, slot)
     }
 
-    /// Swaps in a new set of jobs, matched by name. Unchanged jobs keep their timers
-    /// (no fire doubled or lost); a changed job keeps its next fire if its schedule and
-    /// zone are the same, and otherwise takes its next fire from the new schedule;
-    /// removed jobs stop; new jobs start from now. Runs in flight keep the definition
-    /// they started with. `@reboot` jobs added by a reload do not run: the service did
-    /// not start.
+    /// Swaps in a new set of jobs, matched by name, all at once. Unchanged jobs keep
+    /// their timers (no fire doubled or lost); a changed job keeps its next fire if its
+    /// schedule and zone are the same, and otherwise takes its next fire from the new
+    /// schedule; removed jobs stop; new jobs start from now. Runs in flight keep the
+    /// definition they started with. `@reboot` jobs added by a reload do not run: the
+    /// service did not start. The loop applies a reload in slices instead (see
+    /// [`Replacement`]), firing what falls due between them.
     pub fn replace_jobs(&mut self, jobs: Vec<Job>) -> ReloadCounts {
-        let now = self.clock.now();
-        let mut counts = ReloadCounts::default();
-        // Which slots hold a job of the new set. A new job may take a slot freed by an
-        // earlier reload, so it is marked too: otherwise the sweep below would take it
-        // for a job left out of the set and remove it.
-        let mut seen = vec![false; self.slots.len()];
-        for job in jobs {
-            let existing = self.by_name.get(job.name.as_str()).copied();
-            let Some(slot) = existing else {
-                counts.added += 1;
-                let next = job.schedule.next_after(job.timezone, now);
-                let slot = self.insert(Arc::new(job), next);
-                if let Some(seen) = seen.get_mut(slot) {
-                    *seen = true;
-                }
-                continue;
-            };
-            seen[slot] = true;
-            let Some(entry) = self.slots[slot].as_mut() else {
-                continue;
-            };
-            if same_definition(&entry.job, &job) {
-                counts.unchanged += 1;
-                continue;
+        let mut replacement = self.start_replace(jobs);
+        loop {
+            if let Some(counts) = self.continue_replace(&mut replacement, usize::MAX) {
+                return counts;
             }
-            counts.changed += 1;
-            if entry.job.schedule == job.schedule && entry.job.timezone == job.timezone {
-                // Same timing: the armed timer stays valid; only the definition changes.
-                entry.job = Arc::new(job);
-            } else {
-                let next = job.schedule.next_after(job.timezone, now);
-                let entry = Entry {
-                    job: Arc::new(job),
-                    name: Arc::clone(&entry.name),
-                    runs: Arc::clone(&entry.runs),
-                    generation: 0,
-                };
-                self.place(entry, next);
+        }
+    }
+
+    /// Begins swapping in a new set of jobs; nothing changes until
+    /// [`Self::continue_replace`] applies it.
+    pub fn start_replace(&self, jobs: Vec<Job>) -> Replacement {
+        Replacement {
+            jobs: jobs.into_iter(),
+            seen: vec![false; self.slots.len()],
+            sweep: 0,
+            counts: ReloadCounts::default(),
+        }
+    }
+
+    /// Applies up to `budget` more steps of a replacement (a step is one job of the new
+    /// set, or one slot of the sweep that removes jobs left out of it). Returns the
+    /// counts once the replacement is complete. Between calls the set is part old,
+    /// part new: every job is in one of its two definitions, and jobs left out still
+    /// fire until the sweep reaches them.
+    pub fn continue_replace(
+        &mut self,
+        replacement: &mut Replacement,
+        budget: usize,
+    ) -> Option<ReloadCounts> {
+        let now = self.clock.now();
+        let mut left = budget;
+        while left > 0 {
+            let Some(job) = replacement.jobs.next() else {
+                break;
+            };
+            left -= 1;
+            let slot = self.apply_one(job, now, &mut replacement.counts);
+            // A new job may take a slot freed by an earlier reload, so it is marked too:
+            // otherwise the sweep would take it for a job left out of the set.
+            if let Some(seen) = replacement.seen.get_mut(slot) {
+                *seen = true;
             }
         }
         // Jobs not in the new set are removed; their timers go stale.
-        for (slot, seen) in seen.into_iter().enumerate() {
-            if !seen && let Some(entry) = self.slots[slot].take() {
-                counts.removed += 1;
+        while left > 0 && replacement.sweep < replacement.seen.len() {
+            left -= 1;
+            let slot = replacement.sweep;
+            replacement.sweep += 1;
+            if !replacement.seen[slot]
+                && let Some(entry) = self.slots[slot].take()
+            {
+                replacement.counts.removed += 1;
                 self.by_name.remove(&entry.name);
                 self.free.push(slot);
             }
         }
-        counts
+        let done = replacement.jobs.len() == 0 && replacement.sweep >= replacement.seen.len();
+        done.then_some(replacement.counts)
     }
 
-    /// Runs until `shutdown` is cancelled, applying commands between fires.
+    /// Applies a replacement for at most [`REPLACE_SLICE`] of time; returns the counts
+    /// once it is complete.
+    fn replace_slice(&mut self, replacement: &mut Replacement) -> Option<ReloadCounts> {
+        let started = std::time::Instant::now();
+        loop {
+            if let Some(counts) = self.continue_replace(replacement, REPLACE_STEPS) {
+                return Some(counts);
+            }
+            if started.elapsed() >= REPLACE_SLICE {
+                return None;
+            }
+        }
+    }
+
+    /// Applies one job of a new set; returns its slot.
+    fn apply_one(&mut self, job: Job, now: DateTime<Utc>, counts: &mut ReloadCounts) -> usize {
+        let Some(&slot) = self.by_name.get(job.name.as_str()) else {
+            counts.added += 1;
+            let next = job.schedule.next_after(job.timezone, now);
+            return self.insert(Arc::new(job), next);
+        };
+        let Some(entry) = self.slots[slot].as_mut() else {
+            return slot;
+        };
+        if same_definition(&entry.job, &job) {
+            counts.unchanged += 1;
+            return slot;
+        }
+        counts.changed += 1;
+        if entry.job.schedule == job.schedule && entry.job.timezone == job.timezone {
+            // Same timing: the armed timer stays valid; only the definition changes.
+            entry.job = Arc::new(job);
+        } else {
+            let next = job.schedule.next_after(job.timezone, now);
+            let entry = Entry {
+                job: Arc::new(job),
+                name: Arc::clone(&entry.name),
+                runs: Arc::clone(&entry.runs),
+                generation: 0,
+            };
+            self.place(entry, next);
+        }
+        slot
+    }
+
+    /// Runs until `shutdown` is cancelled, applying commands between fires. A reload is
+    /// applied in slices of about a millisecond, with the fires due meanwhile between
+    /// them; a second reload waits for the first to complete.
     pub async fn run(
         &mut self,
         shutdown: CancellationToken,
@@ -383,9 +458,30 @@ impl<E: Executor, C: Clock> Scheduler<E, C> {
         self.last_wall = self.clock.now();
         self.last_steady = self.clock.steady();
         let mut commands_open = true;
+        let mut replacing: Option<(Replacement, oneshot::Sender<ReloadCounts>)> = None;
         loop {
             if let Some(heartbeat) = &heartbeat {
                 (heartbeat.beat)();
+            }
+            if let Some((replacement, _)) = replacing.as_mut() {
+                match self.replace_slice(replacement) {
+                    Some(counts) => {
+                        if let Some((_, reply)) = replacing.take() {
+                            let _ = reply.send(counts);
+                        }
+                    }
+                    None => {
+                        // Fire what fell due during the slice, then the next slice.
+                        if self.earliest().is_some_and(|at| at <= self.clock.now()) {
+                            self.on_wake(Wake::Due);
+                        }
+                        if shutdown.is_cancelled() {
+                            return;
+                        }
+                        tokio::task::yield_now().await;
+                        continue;
+                    }
+                }
             }
             let earliest = self.earliest();
             let clock = Arc::clone(&self.clock);
@@ -425,8 +521,7 @@ impl<E: Executor, C: Clock> Scheduler<E, C> {
                 () = shutdown.cancelled() => return,
                 command = commands.recv(), if commands_open => match command {
                     Some(Command::Replace { jobs, reply }) => {
-                        let counts = self.replace_jobs(jobs);
-                        let _ = reply.send(counts);
+                        replacing = Some((self.start_replace(jobs), reply));
                     }
                     None => commands_open = false,
                 },
