@@ -55,6 +55,9 @@ struct FakeExecutor {
     clock: Arc<VirtualClock>,
     calls: Arc<Mutex<Vec<Call>>>,
     behaviour: Arc<Mutex<BTreeMap<String, Behaviour>>>,
+    /// How long a job's attempt takes to end once cancelled (a process group given
+    /// its `kill_grace`); at once for jobs not named.
+    wind_down: Arc<Mutex<BTreeMap<String, Duration>>>,
 }
 
 impl Executor for FakeExecutor {
@@ -82,6 +85,10 @@ impl Executor for FakeExecutor {
         tokio::select! {
             () = tokio::time::sleep(behaviour.takes) => {}
             () = attempt.cancel.cancelled() => {
+                let wind_down = self.wind_down.lock().unwrap().get(&attempt.job.name).copied();
+                if let Some(wind_down) = wind_down {
+                    tokio::time::sleep(wind_down).await;
+                }
                 return AttemptResult::with_outcome(Outcome::Cancelled, ExitDetail::default());
             }
         }
@@ -107,6 +114,7 @@ struct Harness {
     calls: Arc<Mutex<Vec<Call>>>,
     events: Arc<Mutex<Vec<Event>>>,
     dispatcher: Dispatcher<FakeExecutor, VirtualClock>,
+    wind_down: Arc<Mutex<BTreeMap<String, Duration>>>,
     commands: tokio::sync::mpsc::Sender<Command>,
     stop: CancellationToken,
     task: Option<tokio::task::JoinHandle<()>>,
@@ -127,10 +135,12 @@ impl Harness {
         let (events, store) = Events::recorder();
         let calls = Arc::new(Mutex::new(Vec::new()));
         let behaviour = Arc::new(Mutex::new(behaviour));
+        let wind_down = Arc::new(Mutex::new(BTreeMap::new()));
         let executor = FakeExecutor {
             clock: Arc::clone(&clock),
             calls: Arc::clone(&calls),
             behaviour,
+            wind_down: Arc::clone(&wind_down),
         };
         let dispatcher = Dispatcher::new(
             executor,
@@ -150,6 +160,7 @@ impl Harness {
             calls,
             events: store,
             dispatcher,
+            wind_down,
             commands,
             stop,
             task: Some(task),
@@ -745,4 +756,239 @@ async fn a_changed_command_keeps_the_timer_and_runs_in_flight_keep_their_definit
         .collect();
     assert_eq!(scripts, vec!["true".to_string(), "echo edited".to_string()]);
     h.stop().await;
+}
+
+/// Every `run.skipped` of `job`: (scheduled instant, reason).
+fn skipped_of(events: &[Event], of: &str) -> Vec<(DateTime<Utc>, SkipReason)> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::RunSkipped {
+                job,
+                scheduled_at,
+                reason,
+            } if &**job == of => Some((*scheduled_at, *reason)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Each first attempt of `job`: (scheduled instant, wall-clock start).
+fn runs_of(h: &Harness, job: &str) -> Vec<(DateTime<Utc>, DateTime<Utc>)> {
+    h.starts()
+        .into_iter()
+        .filter(|s| s.0 == job && s.2 == 1)
+        .map(|s| (s.1, s.3))
+        .collect()
+}
+
+/// Issue 9 (4): with a limit of 1 and a long job holding the slot, an every-second
+/// `overlap: skip` job's queued fires all ran in a burst when the slot freed. Caught
+/// up, it runs once, for its latest fire.
+#[tokio::test(start_paused = true)]
+async fn regression_queued_fires_of_a_skip_job_run_once_not_in_a_burst() {
+    let hog = job("hog", "0 * * * * *");
+    let tick = job("tick", "1-59 * * * * *");
+    let behaviour = BTreeMap::from([(
+        "hog".to_string(),
+        Behaviour {
+            takes: Duration::from_millis(5_500),
+            outcome: Outcome::Success,
+        },
+    )]);
+    let h = Harness::with_behaviour("2026-11-25T10:00:59.500Z", vec![hog, tick], 1, behaviour);
+    h.run_for(Duration::from_secs(8)).await; // to 10:01:07.5; hog held the slot :00–:05.5
+    assert_eq!(
+        runs_of(&h, "tick"),
+        vec![
+            (at("2026-11-25T10:01:05Z"), at("2026-11-25T10:01:05.500Z")),
+            (at("2026-11-25T10:01:06Z"), at("2026-11-25T10:01:06Z")),
+            (at("2026-11-25T10:01:07Z"), at("2026-11-25T10:01:07Z")),
+        ]
+    );
+    let events = h.stop().await;
+    assert_eq!(
+        skipped_of(&events, "tick"),
+        seconds("2026-11-25T10:01:01Z", 4)
+            .into_iter()
+            .map(|at| (at, SkipReason::Superseded))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(
+        queued_ms_of(&events, "tick"),
+        vec![Some(500.0), None, None],
+        "only the fire that waited says how long"
+    );
+}
+
+/// `queued_ms` of each first `run.started` of `job`.
+fn queued_ms_of(events: &[Event], of: &str) -> Vec<Option<f64>> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::RunStarted {
+                job,
+                attempt: 1,
+                queued_ms,
+                ..
+            } if &**job == of => Some(*queued_ms),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A running `overlap: skip` job is not queued at all under a limit: its fires are
+/// skipped for overlap at once, not run one after another behind it.
+#[tokio::test(start_paused = true)]
+async fn a_running_skip_job_is_not_queued() {
+    let behaviour = BTreeMap::from([(
+        "slow".to_string(),
+        Behaviour {
+            takes: Duration::from_millis(2_500),
+            outcome: Outcome::Success,
+        },
+    )]);
+    let h = Harness::with_behaviour(
+        "2026-11-25T10:00:00.500Z",
+        vec![job("slow", "* * * * * *")],
+        1,
+        behaviour,
+    );
+    h.run_for(Duration::from_millis(2_000)).await; // 10:00:02.5: :01 runs, :02 came
+    assert_eq!(h.dispatcher.queued(), 0);
+    h.run_for(Duration::from_millis(4_000)).await; // 10:00:06.5
+    assert_eq!(
+        runs_of(&h, "slow"),
+        vec![
+            (at("2026-11-25T10:00:01Z"), at("2026-11-25T10:00:01Z")),
+            (at("2026-11-25T10:00:04Z"), at("2026-11-25T10:00:04Z")),
+        ]
+    );
+    let events = h.stop().await;
+    let overlap: Vec<_> = ["02", "03", "05", "06"]
+        .iter()
+        .map(|s| (at(&format!("2026-11-25T10:00:{s}Z")), SkipReason::Overlap))
+        .collect();
+    assert_eq!(skipped_of(&events, "slow"), overlap);
+}
+
+/// Issue 9 (4): the queue was unbounded: an `@every 1ms` job with `overlap: allow`
+/// under a limit of 1 queued a fire every millisecond behind a long job, then ran them
+/// all in a burst. It holds one waiting fire; each newer one supersedes it.
+#[tokio::test(start_paused = true)]
+async fn regression_a_fast_job_holds_at_most_one_queued_fire() {
+    let hog = job("hog", "0 * * * * *");
+    let mut fast = job("fast", "@every 1ms");
+    fast.overlap = Overlap::Allow;
+    let behaviour = BTreeMap::from([(
+        "hog".to_string(),
+        Behaviour {
+            takes: Duration::from_secs(2),
+            outcome: Outcome::Success,
+        },
+    )]);
+    let h = Harness::with_behaviour("2026-11-25T10:00:59.500Z", vec![hog, fast], 1, behaviour);
+    h.run_for(Duration::from_millis(1_500)).await; // 10:01:01, halfway through the hog
+    assert_eq!(h.dispatcher.queued(), 1, "one job waits, with one fire");
+    h.run_for(Duration::from_millis(2_000)).await; // to 10:01:03; hog held :00–:02
+    let runs = runs_of(&h, "fast");
+    let (from, to) = (at("2026-11-25T10:01:00Z"), at("2026-11-25T10:01:02Z"));
+    assert!(
+        !runs
+            .iter()
+            .any(|(_, started)| *started > from && *started < to),
+        "nothing else runs while the hog holds the slot"
+    );
+    let when_freed = runs.iter().filter(|(_, started)| *started == to).count();
+    // The waiting fire, and the fire due at that very instant if it came second.
+    assert!(
+        (1..=2).contains(&when_freed),
+        "{when_freed} runs when the slot freed"
+    );
+    // The one that waited was the latest fire before the slot freed.
+    assert!(runs.iter().any(|(scheduled, started)| *started == to
+        && *scheduled >= at("2026-11-25T10:01:01.999Z")
+        && *scheduled < to));
+    let events = h.stop().await;
+    let skipped = skipped_of(&events, "fast");
+    assert!(
+        skipped
+            .iter()
+            .all(|(_, reason)| *reason == SkipReason::Superseded)
+    );
+    // Every fire from 10:00:59.501 on either ran or was superseded, once.
+    let mut handled: Vec<DateTime<Utc>> = runs.iter().map(|r| r.0).collect();
+    handled.extend(skipped.iter().map(|s| s.0));
+    handled.sort();
+    let first = at("2026-11-25T10:00:59.501Z");
+    let every_ms: Vec<DateTime<Utc>> = (0..handled.len() as i64)
+        .map(|k| first + TimeDelta::milliseconds(k))
+        .collect();
+    assert_eq!(handled, every_ms);
+    assert!(handled.len() >= 3_499, "{} fires", handled.len());
+    assert!(skipped.len() >= 1_998, "{} superseded", skipped.len());
+}
+
+/// Issue 9 (8): at shutdown, an `overlap: replace` fire waiting for the run it ends
+/// still started its run after `stop_accepting` (after `service.stopping`).
+#[tokio::test(start_paused = true)]
+async fn regression_no_run_starts_after_stop_accepting() {
+    let mut rep = job("rep", "*/10 * * * * *");
+    rep.overlap = Overlap::Replace;
+    let behaviour = BTreeMap::from([(
+        "rep".to_string(),
+        Behaviour {
+            takes: Duration::from_secs(60),
+            outcome: Outcome::Success,
+        },
+    )]);
+    let h = Harness::with_behaviour("2026-11-25T10:00:05Z", vec![rep], 0, behaviour);
+    // Cancelled, the running one takes 5 s to end, as a process group given its grace.
+    h.wind_down
+        .lock()
+        .unwrap()
+        .insert("rep".to_string(), Duration::from_secs(5));
+    h.run_for(Duration::from_secs(17)).await; // 10:00:22: :20 waits for :10 to end (:25)
+    h.stop.cancel(); // as the daemon does: stop firing, then stop accepting
+    h.dispatcher.stop_accepting();
+    let stopped_at = h.events().len();
+    h.run_for(Duration::from_secs(10)).await; // 10:00:32
+    let events = h.stop().await;
+    let late: Vec<&Event> = events[stopped_at..]
+        .iter()
+        .filter(|e| matches!(e, Event::RunStarted { .. }))
+        .collect();
+    assert!(late.is_empty(), "started after stop_accepting: {late:?}");
+    assert_eq!(
+        skipped_of(&events, "rep"),
+        vec![(at("2026-11-25T10:00:20Z"), SkipReason::Shutdown)]
+    );
+}
+
+/// Fires waiting for a slot when shutdown begins are skipped for shutdown, and none
+/// of them starts when the slot frees.
+#[tokio::test(start_paused = true)]
+async fn queued_fires_pending_at_shutdown_are_skipped() {
+    let hog = job("hog", "0 * * * * *");
+    let tick = job("tick", "1-59 * * * * *");
+    let behaviour = BTreeMap::from([(
+        "hog".to_string(),
+        Behaviour {
+            takes: Duration::from_secs(5),
+            outcome: Outcome::Success,
+        },
+    )]);
+    let h = Harness::with_behaviour("2026-11-25T10:00:59.500Z", vec![hog, tick], 1, behaviour);
+    h.run_for(Duration::from_secs(3)).await; // 10:01:02.5: tick waits behind the hog
+    h.stop.cancel();
+    h.dispatcher.stop_accepting();
+    h.run_for(Duration::from_secs(5)).await; // the hog ends at :05
+    assert!(runs_of(&h, "tick").is_empty());
+    let events = h.stop().await;
+    let shutdown: Vec<_> = skipped_of(&events, "tick")
+        .into_iter()
+        .filter(|(_, reason)| *reason == SkipReason::Shutdown)
+        .map(|(at, _)| at)
+        .collect();
+    assert_eq!(shutdown, vec![at("2026-11-25T10:01:02Z")]);
 }
