@@ -992,3 +992,365 @@ async fn queued_fires_pending_at_shutdown_are_skipped() {
         .collect();
     assert_eq!(shutdown, vec![at("2026-11-25T10:01:02Z")]);
 }
+
+/// The queue against a plain model (DESIGN.md §4): random fires of a few jobs with
+/// random overlap policies, run lengths and starting deadlines, under a random limit
+/// (0 = none), through the real dispatcher on virtual time. Each fire's fate — started
+/// (when, and how long it waited), skipped (why) or missed — must be the model's; a
+/// fire with no fate, or two, is a fire lost or doubled. Also: never more runs in
+/// flight than the limit, and a job is in line at most once.
+mod queue_model {
+    use std::collections::VecDeque;
+
+    use chime::dispatch::{Fire, JobRuns};
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[derive(Debug, Clone)]
+    struct ModelJob {
+        overlap: Overlap,
+        /// Milliseconds each run takes.
+        takes: u64,
+        /// `starting_deadline`, milliseconds.
+        deadline: Option<u64>,
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        /// A fire of job `n` now; then a millisecond passes (fires are unique per job).
+        Fire(usize),
+        /// Milliseconds pass.
+        Wait(u64),
+    }
+
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    enum Fate {
+        /// At `at` (ms since the start), having waited `queued` ms in line (if it did).
+        Started {
+            at: u64,
+            queued: Option<u64>,
+        },
+        Skipped(SkipReason),
+        Missed,
+    }
+
+    /// The dispatcher as DESIGN.md §4 describes it, one decision at a time.
+    struct Model {
+        jobs: Vec<ModelJob>,
+        limit: usize,
+        now: u64,
+        /// Per job, when each of its runs in flight ends.
+        running: Vec<Vec<u64>>,
+        /// Per job, its waiting fire: (scheduled, queued since).
+        waiting: Vec<Option<(u64, u64)>>,
+        /// Jobs in line, in the order they began to wait.
+        line: VecDeque<usize>,
+        /// Slots taken.
+        active: usize,
+        /// Runs cancelled by `replace`, whose slots free once they have ended.
+        ending: usize,
+        /// Per fire (job, scheduled): its fate.
+        fates: BTreeMap<(usize, u64), Fate>,
+    }
+
+    impl Model {
+        fn new(jobs: Vec<ModelJob>, limit: usize) -> Self {
+            let n = jobs.len();
+            Model {
+                jobs,
+                limit,
+                now: 0,
+                running: vec![Vec::new(); n],
+                waiting: vec![None; n],
+                line: VecDeque::new(),
+                active: 0,
+                ending: 0,
+                fates: BTreeMap::new(),
+            }
+        }
+
+        fn fate(&mut self, job: usize, scheduled: u64, fate: Fate) {
+            let old = self.fates.insert((job, scheduled), fate);
+            assert!(
+                old.is_none(),
+                "the model gave fire {job}@{scheduled} two fates"
+            );
+        }
+
+        fn fire(&mut self, job: usize) {
+            let scheduled = self.now;
+            let free = self.limit == 0 || (self.active < self.limit && self.line.is_empty());
+            if free {
+                self.active += 1;
+                if !self.start(job, scheduled, None) {
+                    self.release();
+                }
+            } else if self.jobs[job].overlap == Overlap::Skip && !self.running[job].is_empty() {
+                self.fate(job, scheduled, Fate::Skipped(SkipReason::Overlap));
+            } else if let Some((older, _)) = self.waiting[job].replace((scheduled, scheduled)) {
+                self.fate(job, older, Fate::Skipped(SkipReason::Superseded));
+            } else {
+                self.line.push_back(job);
+            }
+            self.settle();
+        }
+
+        /// Starts a run in a taken slot; false when `skip` skips it.
+        fn start(&mut self, job: usize, scheduled: u64, queued: Option<u64>) -> bool {
+            if !self.running[job].is_empty() {
+                match self.jobs[job].overlap {
+                    Overlap::Skip => {
+                        self.fate(job, scheduled, Fate::Skipped(SkipReason::Overlap));
+                        return false;
+                    }
+                    Overlap::Replace => {
+                        // Cancelled, they end at once (the test executor winds down
+                        // instantly), and the new run starts when they have.
+                        self.ending += self.running[job].len();
+                        self.running[job].clear();
+                    }
+                    Overlap::Allow => {}
+                }
+            }
+            self.running[job].push(self.now + self.jobs[job].takes);
+            let at = self.now;
+            self.fate(job, scheduled, Fate::Started { at, queued });
+            true
+        }
+
+        /// A slot frees: fires in line that fit start, in order.
+        fn release(&mut self) {
+            self.active -= 1;
+            if self.limit == 0 {
+                return;
+            }
+            while self.active < self.limit {
+                let Some(job) = self.line.pop_front() else {
+                    return;
+                };
+                let (scheduled, since) = self.waiting[job].take().expect("in line, so waiting");
+                if self.jobs[job]
+                    .deadline
+                    .is_some_and(|deadline| self.now - scheduled > deadline)
+                {
+                    self.fate(job, scheduled, Fate::Missed);
+                    continue;
+                }
+                self.active += 1;
+                if !self.start(job, scheduled, Some(self.now - since)) {
+                    self.active -= 1;
+                }
+            }
+        }
+
+        /// Frees the slots of runs that `replace` cancelled.
+        fn settle(&mut self) {
+            while self.ending > 0 {
+                self.ending -= 1;
+                self.release();
+            }
+        }
+
+        /// Time passes to `to`: runs end in order, each freeing its slot.
+        fn advance(&mut self, to: u64) {
+            loop {
+                let next = self
+                    .running
+                    .iter()
+                    .enumerate()
+                    .flat_map(|(job, ends)| ends.iter().map(move |end| (*end, job)))
+                    .filter(|(end, _)| *end <= to)
+                    .min();
+                let Some((end, job)) = next else { break };
+                self.now = end;
+                let index = self.running[job]
+                    .iter()
+                    .position(|e| *e == end)
+                    .expect("it was found");
+                self.running[job].remove(index);
+                self.release();
+                self.settle();
+            }
+            self.now = to;
+        }
+
+        /// Shutdown: fires still in line are skipped.
+        fn stop(&mut self) {
+            while let Some(job) = self.line.pop_front() {
+                let (scheduled, _) = self.waiting[job].take().expect("in line, so waiting");
+                self.fate(job, scheduled, Fate::Skipped(SkipReason::Shutdown));
+            }
+        }
+    }
+
+    /// Lets every task woken at this instant run to its next wait.
+    async fn settle() {
+        for _ in 0..64 {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    fn ms(value: f64) -> u64 {
+        (value.round()) as u64
+    }
+
+    async fn check(limit: usize, jobs: Vec<ModelJob>, ops: Vec<Op>) {
+        let start = "2026-11-25T10:00:00Z";
+        let names: Vec<String> = (0..jobs.len()).map(|n| format!("j{n}")).collect();
+        let behaviour = jobs
+            .iter()
+            .zip(&names)
+            .map(|(j, name)| {
+                (
+                    name.clone(),
+                    Behaviour {
+                        takes: Duration::from_millis(j.takes),
+                        outcome: Outcome::Success,
+                    },
+                )
+            })
+            .collect();
+        let h = Harness::with_behaviour(start, Vec::new(), limit, behaviour);
+        let defined: Vec<Arc<Job>> = jobs
+            .iter()
+            .zip(&names)
+            .map(|(j, name)| {
+                let mut defined = job(name, "@yearly");
+                defined.overlap = j.overlap;
+                defined.starting_deadline = j.deadline.map(Duration::from_millis);
+                Arc::new(defined)
+            })
+            .collect();
+        let runs: Vec<Arc<JobRuns>> = jobs.iter().map(|_| h.dispatcher.job_runs()).collect();
+        let mut model = Model::new(jobs, limit);
+        let mut fired = 0;
+        for op in ops {
+            match op {
+                Op::Fire(n) => {
+                    h.dispatcher.fire(Fire {
+                        job: Arc::clone(&defined[n]),
+                        name: Arc::from(names[n].as_str()),
+                        runs: Arc::clone(&runs[n]),
+                        scheduled_at: h.clock.now(),
+                        trigger: Trigger::Schedule,
+                    });
+                    model.fire(n);
+                    fired += 1;
+                    settle().await;
+                    h.run_for(Duration::from_millis(1)).await;
+                    model.advance(model.now + 1);
+                }
+                Op::Wait(k) => {
+                    h.run_for(Duration::from_millis(k)).await;
+                    model.advance(model.now + k);
+                }
+            }
+            settle().await;
+            assert_eq!(h.dispatcher.queued(), model.line.len(), "jobs in line");
+            assert!(model.line.len() <= names.len());
+        }
+        let events = h.stop().await;
+        model.stop();
+
+        let origin = at(start);
+        let index = |job: &str| names.iter().position(|n| n == job).expect("a test job");
+        let mut fates = BTreeMap::new();
+        let mut in_flight = 0usize;
+        for event in &events {
+            let (job, scheduled_at, fate) = match event {
+                Event::RunStarted {
+                    job,
+                    scheduled_at,
+                    lateness_ms,
+                    attempt: 1,
+                    queued_ms,
+                    ..
+                } => {
+                    in_flight += 1;
+                    assert!(
+                        limit == 0 || in_flight <= limit,
+                        "{in_flight} runs in flight, limit {limit}"
+                    );
+                    let since = (*scheduled_at - origin).num_milliseconds() as u64;
+                    let at = since + ms(*lateness_ms);
+                    let queued = queued_ms.map(ms);
+                    (job, scheduled_at, Fate::Started { at, queued })
+                }
+                Event::RunFinished { .. } => {
+                    in_flight -= 1;
+                    continue;
+                }
+                Event::RunSkipped {
+                    job,
+                    scheduled_at,
+                    reason,
+                } => (job, scheduled_at, Fate::Skipped(*reason)),
+                Event::RunMissed {
+                    job,
+                    scheduled_at,
+                    count: 1,
+                    reason: MissReason::Deadline,
+                } => (job, scheduled_at, Fate::Missed),
+                other => panic!("unexpected event {other:?}"),
+            };
+            let key = (
+                index(job),
+                (*scheduled_at - origin).num_milliseconds() as u64,
+            );
+            let old = fates.insert(key, fate);
+            assert!(
+                old.is_none(),
+                "fire {key:?} had two fates: {old:?}, {fate:?}"
+            );
+        }
+        assert_eq!(fates.len(), fired, "every fire has a fate");
+        assert_eq!(fates, model.fates);
+    }
+
+    fn model_job() -> impl Strategy<Value = ModelJob> {
+        let overlap = prop_oneof![
+            Just(Overlap::Skip),
+            Just(Overlap::Allow),
+            Just(Overlap::Replace)
+        ];
+        (overlap, 1u64..=30, proptest::option::of(0u64..=40)).prop_map(
+            |(overlap, takes, deadline)| ModelJob {
+                overlap,
+                takes,
+                deadline,
+            },
+        )
+    }
+
+    fn case() -> impl Strategy<Value = (usize, Vec<ModelJob>, Vec<Op>)> {
+        (0usize..=3, proptest::collection::vec(model_job(), 2..=4)).prop_flat_map(
+            |(limit, jobs)| {
+                let n = jobs.len();
+                let op = prop_oneof![
+                    3 => (0..n).prop_map(Op::Fire),
+                    1 => (1u64..=20).prop_map(Op::Wait),
+                ];
+                (
+                    Just(limit),
+                    Just(jobs),
+                    proptest::collection::vec(op, 1..40),
+                )
+            },
+        )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+
+        #[test]
+        fn the_queue_follows_the_model((limit, jobs, ops) in case()) {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .start_paused(true)
+                .build()
+                .unwrap();
+            runtime.block_on(check(limit, jobs, ops));
+        }
+    }
+}
