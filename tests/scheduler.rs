@@ -1354,3 +1354,80 @@ mod queue_model {
         }
     }
 }
+
+/// Issue 9 (8), retries: an attempt refused admission (shutdown began as its backoff
+/// ended) does not start; the run ends cancelled after the attempts it made, and a run
+/// refused before its first attempt reports nothing at all.
+#[tokio::test(start_paused = true)]
+async fn a_retry_refused_at_shutdown_does_not_start() {
+    use chime::run::{RunRequest, execute_admitted_run, new_run_id};
+    let clock = Arc::new(VirtualClock::new(at("2026-11-25T10:00:00Z")));
+    let mut flaky = job("flaky", "@yearly");
+    flaky.retry = RetryPolicy {
+        attempts: 3,
+        delay: Duration::from_secs(1),
+        max_delay: Duration::from_secs(1),
+    };
+    let executor = FakeExecutor {
+        clock: Arc::clone(&clock),
+        calls: Arc::new(Mutex::new(Vec::new())),
+        behaviour: Arc::new(Mutex::new(BTreeMap::from([(
+            "flaky".to_string(),
+            Behaviour {
+                takes: Duration::ZERO,
+                outcome: Outcome::Failure,
+            },
+        )]))),
+        wind_down: Arc::new(Mutex::new(BTreeMap::new())),
+    };
+    let request = || RunRequest {
+        job: Arc::new(flaky.clone()),
+        name: Arc::from("flaky"),
+        run_id: new_run_id(),
+        scheduled_at: clock.now(),
+        trigger: Trigger::Schedule,
+        cancel: CancellationToken::new(),
+        stop_retries: CancellationToken::new(),
+    };
+    let (events, store) = Events::recorder();
+    let settings = RunSettings::default();
+
+    let mut admissions = 0;
+    let first_only = move || {
+        admissions += 1;
+        (admissions == 1).then_some(())
+    };
+    let report = execute_admitted_run(
+        &executor,
+        &*clock,
+        &events,
+        &settings,
+        request(),
+        None,
+        first_only,
+    )
+    .await
+    .expect("the first attempt was admitted");
+    assert_eq!((report.outcome, report.attempts), (Outcome::Cancelled, 1));
+    let names: Vec<&str> = store.lock().unwrap().iter().map(|e| e.name()).collect();
+    assert_eq!(names, vec!["run.started", "run.retrying", "run.finished"]);
+
+    store.lock().unwrap().clear();
+    let refused = execute_admitted_run(
+        &executor,
+        &*clock,
+        &events,
+        &settings,
+        request(),
+        None,
+        || None::<()>,
+    )
+    .await;
+    assert!(refused.is_none());
+    assert!(store.lock().unwrap().is_empty());
+    assert_eq!(
+        executor.calls.lock().unwrap().len(),
+        1,
+        "one attempt ran in all"
+    );
+}
