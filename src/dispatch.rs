@@ -16,7 +16,8 @@
 //!
 //! **Shutdown.** Once [`Dispatcher::stop_accepting`] has returned no run starts, not
 //! even one that was already dispatched: every attempt is admitted just before its
-//! `run.started`, and a fire refused there is logged as skipped for shutdown.
+//! `run.started`, and a fire refused there is logged as skipped for shutdown. The
+//! admission is an atomic count, not a lock, so the hot path stays lock-free.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
