@@ -351,6 +351,7 @@ pub async fn serve<E: Executor, C: Clock, S: ConfigSource>(
         let status = lock(&status);
         (status.jobs, status.files)
     };
+    dispatcher.stop_starting();
     events.emit(Event::ServiceStopping {
         version: version.clone(),
         jobs,

@@ -285,11 +285,10 @@ impl<E: Executor, C: Clock> Dispatcher<E, C> {
         lock(&self.inner.queue).len()
     }
 
-    /// Stops accepting fires: queued ones are skipped, new ones too, runs dispatched
-    /// but not yet started (a `replace` waiting for the run it ends) are skipped when
-    /// their turn comes, and pending retries are dropped. Running attempts go on.
-    /// Once this returns, no `run.started` follows.
-    pub fn stop_accepting(&self) {
+    /// Stops starting runs (the first step of [`Self::stop_accepting`]): once this
+    /// returns, no `run.started` follows. The daemon calls it before it logs
+    /// `service.stopping`, so that no run can be seen starting after that event.
+    pub fn stop_starting(&self) {
         let inner = &self.inner;
         inner.stopping.store(true, Ordering::SeqCst);
         // An attempt admitted before the flag was set is emitting its `run.started`,
@@ -297,6 +296,15 @@ impl<E: Executor, C: Clock> Dispatcher<E, C> {
         while inner.starting.load(Ordering::SeqCst) != 0 {
             std::thread::yield_now();
         }
+    }
+
+    /// Stops accepting fires: queued ones are skipped, new ones too, runs dispatched
+    /// but not yet started (a `replace` waiting for the run it ends) are skipped when
+    /// their turn comes, and pending retries are dropped. Running attempts go on.
+    /// Once this returns, no `run.started` follows.
+    pub fn stop_accepting(&self) {
+        self.stop_starting();
+        let inner = &self.inner;
         let queued: Vec<Waiting> = lock(&inner.queue)
             .drain(..)
             .filter_map(|runs| runs.lock().queued.take())

@@ -981,7 +981,11 @@ async fn queued_fires_pending_at_shutdown_are_skipped() {
     let h = Harness::with_behaviour("2026-11-25T10:00:59.500Z", vec![hog, tick], 1, behaviour);
     h.run_for(Duration::from_secs(3)).await; // 10:01:02.5: tick waits behind the hog
     h.stop.cancel();
+    // As the daemon does: no more starts, then `service.stopping`, then the drain.
+    h.dispatcher.stop_starting();
+    assert_eq!(h.dispatcher.queued(), 1);
     h.dispatcher.stop_accepting();
+    assert_eq!(h.dispatcher.queued(), 0);
     h.run_for(Duration::from_secs(5)).await; // the hog ends at :05
     assert!(runs_of(&h, "tick").is_empty());
     let events = h.stop().await;
