@@ -350,6 +350,7 @@ pub async fn serve<E: Executor, C: Clock, S: ConfigSource>(
         return Err(failure);
     }
     notifier.stopping();
+    dispatcher.stop_starting();
     events.emit(Event::ServiceStopping {
         version: version.clone(),
         jobs,

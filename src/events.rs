@@ -78,6 +78,8 @@ pub enum SkipReason {
     Overlap,
     Disabled,
     Shutdown,
+    /// A newer fire of the job took this one's place in the queue for a free slot.
+    Superseded,
 }
 
 impl SkipReason {
@@ -86,6 +88,7 @@ impl SkipReason {
             SkipReason::Overlap => "overlap",
             SkipReason::Disabled => "disabled",
             SkipReason::Shutdown => "shutdown",
+            SkipReason::Superseded => "superseded",
         }
     }
 }
@@ -160,6 +163,9 @@ pub enum Event {
         scheduled_at: DateTime<Utc>,
         lateness_ms: f64,
         attempt: u32,
+        /// How long the fire waited for a free slot under `--max-concurrent-runs`; `None`
+        /// when it did not go through the queue (and on retries).
+        queued_ms: Option<f64>,
     },
     RunOutput {
         job: Arc<str>,

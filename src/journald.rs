@@ -388,6 +388,7 @@ mod tests {
             scheduled_at: "2026-03-29T00:59:00Z".parse().unwrap(),
             lateness_ms: 1.5,
             attempt: 1,
+            queued_ms: None,
         };
         let map = as_map(&encode(&event, at()));
         assert_eq!(map["EVENT"], "run.started");
@@ -397,6 +398,26 @@ mod tests {
         assert_eq!(map["LATENESS_MS"], "1.500");
         assert_eq!(map["ATTEMPT"], "1");
         assert!(map["MESSAGE"].starts_with("run.started job=ping "));
+        assert!(
+            !map.contains_key("QUEUED_MS"),
+            "absent when the fire did not wait"
+        );
+    }
+
+    #[test]
+    fn a_queued_run_started_carries_queued_ms() {
+        let event = Event::RunStarted {
+            job: "ping".into(),
+            run_id: "r-3".into(),
+            trigger: Trigger::Schedule,
+            scheduled_at: "2026-03-29T00:59:00Z".parse().unwrap(),
+            lateness_ms: 2500.25,
+            attempt: 1,
+            queued_ms: Some(2500.0),
+        };
+        let map = as_map(&encode(&event, at()));
+        assert_eq!(map["QUEUED_MS"], "2500.000");
+        assert!(map["MESSAGE"].ends_with(" attempt=1 queued_ms=2500.000"));
     }
 
     #[test]

@@ -152,6 +152,7 @@ pub fn fields(event: &Event) -> Vec<(&'static str, Value)> {
             scheduled_at,
             lateness_ms,
             attempt,
+            queued_ms,
         } => {
             f.push(("job", s(job)));
             f.push(("run_id", s(run_id)));
@@ -159,6 +160,9 @@ pub fn fields(event: &Event) -> Vec<(&'static str, Value)> {
             f.push(("scheduled_at", t(scheduled_at)));
             f.push(("lateness_ms", Float(*lateness_ms)));
             f.push(("attempt", UInt((*attempt).into())));
+            if let Some(queued_ms) = queued_ms {
+                f.push(("queued_ms", Float(*queued_ms)));
+            }
         }
         Event::RunOutput {
             job,

@@ -104,6 +104,34 @@ pub async fn execute_run<E: Executor, C: Clock>(
     settings: &RunSettings,
     request: RunRequest,
 ) -> RunReport {
+    let always = || Some(());
+    execute_admitted_run(executor, clock, events, settings, request, None, always)
+        .await
+        .expect("a run that is always admitted starts")
+}
+
+/// [`execute_run`] for the dispatcher: `queued` is how long the fire waited for a free
+/// slot (reported as `queued_ms` on the first `run.started`), and `admit` is asked
+/// before every attempt. It returns a pass, held while that attempt's `run.started` is
+/// emitted, or `None` once shutdown has begun: then the first attempt does not start
+/// (the result is `None`; the caller logs the fire as skipped) and a later one ends
+/// the run as cancelled, as a dropped retry does. Holding the pass across the event
+/// lets shutdown wait for a start it raced with, so none can follow it.
+pub async fn execute_admitted_run<E, C, P>(
+    executor: &E,
+    clock: &C,
+    events: &Events,
+    settings: &RunSettings,
+    request: RunRequest,
+    queued: Option<Duration>,
+    mut admit: impl FnMut() -> Option<P>,
+) -> Option<RunReport>
+where
+    E: Executor,
+    C: Clock,
+{
+    // Refused before anything of the run exists: nothing to report but the refusal.
+    let first_pass = admit()?;
     let RunRequest {
         job,
         name,
@@ -124,20 +152,28 @@ pub async fn execute_run<E: Executor, C: Clock>(
     // When the current attempt was due: the fire for the first, the end of the backoff after.
     let mut due = scheduled_at;
     let mut attempt = 1;
+    let mut pass = Some(first_pass);
     let result = loop {
-        let now = clock.now();
-        events.emit(Event::RunStarted {
-            job: Arc::clone(&name),
-            run_id: Arc::clone(&run_id),
-            trigger: if attempt == 1 {
-                trigger
-            } else {
-                Trigger::Retry
-            },
-            scheduled_at,
-            lateness_ms: lateness_ms(due, now),
-            attempt,
-        });
+        {
+            // Held while `run.started` is emitted, dropped before the attempt runs.
+            let _pass = pass.take();
+            let now = clock.now();
+            events.emit(Event::RunStarted {
+                job: Arc::clone(&name),
+                run_id: Arc::clone(&run_id),
+                trigger: if attempt == 1 {
+                    trigger
+                } else {
+                    Trigger::Retry
+                },
+                scheduled_at,
+                lateness_ms: lateness_ms(due, now),
+                attempt,
+                queued_ms: queued
+                    .filter(|_| attempt == 1)
+                    .map(|waited| waited.as_secs_f64() * 1000.0),
+            });
+        }
         let result = if cancel.is_cancelled() {
             AttemptResult::with_outcome(Outcome::Cancelled, Default::default())
         } else {
@@ -179,6 +215,11 @@ pub async fn execute_run<E: Executor, C: Clock>(
                 break AttemptResult::with_outcome(Outcome::Cancelled, result.detail);
             }
         }
+        pass = admit();
+        if pass.is_none() {
+            // Shutdown began as the backoff ended: the retry is dropped all the same.
+            break AttemptResult::with_outcome(Outcome::Cancelled, result.detail);
+        }
         attempt += 1;
     };
     events.emit(Event::RunFinished {
@@ -191,8 +232,8 @@ pub async fn execute_run<E: Executor, C: Clock>(
         output_bytes: output.total_bytes(),
         truncated: output.truncated(),
     });
-    RunReport {
+    Some(RunReport {
         outcome: result.outcome,
         attempts: attempt,
-    }
+    })
 }

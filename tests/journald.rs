@@ -63,6 +63,16 @@ fn every_kind_of_event() -> Vec<Event> {
             scheduled_at: t,
             lateness_ms: 0.4567,
             attempt: 2,
+            queued_ms: None,
+        },
+        Event::RunStarted {
+            job: "backup".into(),
+            run_id: "r-9".into(),
+            trigger: Trigger::Schedule,
+            scheduled_at: t,
+            lateness_ms: 1500.25,
+            attempt: 1,
+            queued_ms: Some(1499.5),
         },
         Event::RunOutput {
             job: "backup".into(),
@@ -104,6 +114,11 @@ fn every_kind_of_event() -> Vec<Event> {
             job: "backup".into(),
             scheduled_at: t,
             reason: SkipReason::Overlap,
+        },
+        Event::RunSkipped {
+            job: "backup".into(),
+            scheduled_at: t,
+            reason: SkipReason::Superseded,
         },
         Event::RunMissed {
             job: "backup".into(),
@@ -274,4 +289,41 @@ fn journal_stream_names_device_and_inode() {
     ));
     assert!(!matches_journal_stream("2049:42", 2049, 43));
     assert!(!matches_journal_stream("42", 0, 42));
+}
+
+/// Issue 9: `reason=superseded` and `queued_ms` read the same in text, JSON and the
+/// journal, and `queued_ms` is left out when the fire did not wait.
+#[test]
+fn superseded_and_queued_ms_in_every_format() {
+    use chime::logging::format_text;
+    let skipped = Event::RunSkipped {
+        job: "fast".into(),
+        scheduled_at: at(),
+        reason: SkipReason::Superseded,
+    };
+    assert!(format_text(at(), &skipped).ends_with(" reason=superseded"));
+    let json: Value = serde_json::from_str(&format_json(at(), &skipped)).unwrap();
+    assert_eq!(json["reason"], "superseded");
+    assert_eq!(entry_map(&encode(&skipped, at()))["REASON"], "superseded");
+
+    let started = |queued_ms| Event::RunStarted {
+        job: "fast".into(),
+        run_id: "r-1".into(),
+        trigger: Trigger::Schedule,
+        scheduled_at: at(),
+        lateness_ms: 12.5,
+        attempt: 1,
+        queued_ms,
+    };
+    let queued = started(Some(12.25));
+    assert!(format_text(at(), &queued).ends_with(" queued_ms=12.250"));
+    let json: Value = serde_json::from_str(&format_json(at(), &queued)).unwrap();
+    assert_eq!(json["queued_ms"], 12.25);
+    assert_eq!(entry_map(&encode(&queued, at()))["QUEUED_MS"], "12.250");
+
+    let direct = started(None);
+    assert!(!format_text(at(), &direct).contains("queued_ms"));
+    let json: Value = serde_json::from_str(&format_json(at(), &direct)).unwrap();
+    assert!(json.get("queued_ms").is_none());
+    assert!(!entry_map(&encode(&direct, at())).contains_key("QUEUED_MS"));
 }

@@ -55,6 +55,21 @@ struct FakeExecutor {
     clock: Arc<VirtualClock>,
     calls: Arc<Mutex<Vec<Call>>>,
     behaviour: Arc<Mutex<BTreeMap<String, Behaviour>>>,
+    /// How long a job's attempt takes to end once cancelled (a process group given
+    /// its `kill_grace`); at once for jobs not named.
+    wind_down: Arc<Mutex<BTreeMap<String, Duration>>>,
+}
+
+impl FakeExecutor {
+    /// Records into `calls`; every attempt succeeds at once.
+    fn new(clock: &Arc<VirtualClock>, calls: &Arc<Mutex<Vec<Call>>>) -> Self {
+        FakeExecutor {
+            clock: Arc::clone(clock),
+            calls: Arc::clone(calls),
+            behaviour: Arc::new(Mutex::new(BTreeMap::new())),
+            wind_down: Arc::new(Mutex::new(BTreeMap::new())),
+        }
+    }
 }
 
 impl Executor for FakeExecutor {
@@ -82,6 +97,10 @@ impl Executor for FakeExecutor {
         tokio::select! {
             () = tokio::time::sleep(behaviour.takes) => {}
             () = attempt.cancel.cancelled() => {
+                let wind_down = self.wind_down.lock().unwrap().get(&attempt.job.name).copied();
+                if let Some(wind_down) = wind_down {
+                    tokio::time::sleep(wind_down).await;
+                }
                 return AttemptResult::with_outcome(Outcome::Cancelled, ExitDetail::default());
             }
         }
@@ -107,6 +126,7 @@ struct Harness {
     calls: Arc<Mutex<Vec<Call>>>,
     events: Arc<Mutex<Vec<Event>>>,
     dispatcher: Dispatcher<FakeExecutor, VirtualClock>,
+    wind_down: Arc<Mutex<BTreeMap<String, Duration>>>,
     commands: tokio::sync::mpsc::Sender<Command>,
     stop: CancellationToken,
     task: Option<tokio::task::JoinHandle<()>>,
@@ -127,10 +147,12 @@ impl Harness {
         let (events, store) = Events::recorder();
         let calls = Arc::new(Mutex::new(Vec::new()));
         let behaviour = Arc::new(Mutex::new(behaviour));
+        let wind_down = Arc::new(Mutex::new(BTreeMap::new()));
         let executor = FakeExecutor {
             clock: Arc::clone(&clock),
             calls: Arc::clone(&calls),
             behaviour,
+            wind_down: Arc::clone(&wind_down),
         };
         let dispatcher = Dispatcher::new(
             executor,
@@ -150,6 +172,7 @@ impl Harness {
             calls,
             events: store,
             dispatcher,
+            wind_down,
             commands,
             stop,
             task: Some(task),
@@ -484,11 +507,7 @@ async fn a_backward_step_no_timer_tells_of_is_noticed_within_a_second() {
     let clock = Arc::new(VirtualClock::new(at("2026-11-25T10:00:00.500Z")));
     let (events, _store) = Events::recorder();
     let calls = Arc::new(Mutex::new(Vec::new()));
-    let executor = FakeExecutor {
-        clock: Arc::clone(&clock),
-        calls: Arc::clone(&calls),
-        behaviour: Arc::new(Mutex::new(BTreeMap::new())),
-    };
+    let executor = FakeExecutor::new(&clock, &calls);
     let deaf = Arc::new(Deaf(Arc::clone(&clock)));
     let dispatcher = Dispatcher::new(
         executor,
@@ -1101,11 +1120,7 @@ mod reload_model {
             let clock = Arc::new(VirtualClock::new(start));
             let (events, store) = Events::recorder();
             let calls = Arc::new(Mutex::new(Vec::new()));
-            let executor = FakeExecutor {
-                clock: Arc::clone(&clock),
-                calls: Arc::clone(&calls),
-                behaviour: Arc::new(Mutex::new(BTreeMap::new())),
-            };
+            let executor = FakeExecutor::new(&clock, &calls);
             let dispatcher = Dispatcher::new(
                 executor,
                 Arc::clone(&clock),
@@ -1293,11 +1308,7 @@ async fn a_big_reload_does_not_hold_up_fires_due_meanwhile() {
     let clock = Arc::new(VirtualClock::new(Utc::now()));
     let (events, store) = Events::recorder();
     let calls = Arc::new(Mutex::new(Vec::new()));
-    let executor = FakeExecutor {
-        clock: Arc::clone(&clock),
-        calls: Arc::clone(&calls),
-        behaviour: Arc::new(Mutex::new(BTreeMap::new())),
-    };
+    let executor = FakeExecutor::new(&clock, &calls);
     let dispatcher = Dispatcher::new(
         executor,
         Arc::clone(&clock),
@@ -1373,4 +1384,682 @@ async fn a_big_reload_does_not_hold_up_fires_due_meanwhile() {
     } else {
         eprintln!("reloads took only {longest}: too quick here to show a stall");
     }
+}
+
+/// Every `run.skipped` of `job`: (scheduled instant, reason).
+fn skipped_of(events: &[Event], of: &str) -> Vec<(DateTime<Utc>, SkipReason)> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::RunSkipped {
+                job,
+                scheduled_at,
+                reason,
+            } if &**job == of => Some((*scheduled_at, *reason)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Each first attempt of `job`: (scheduled instant, wall-clock start).
+fn runs_of(h: &Harness, job: &str) -> Vec<(DateTime<Utc>, DateTime<Utc>)> {
+    h.starts()
+        .into_iter()
+        .filter(|s| s.0 == job && s.2 == 1)
+        .map(|s| (s.1, s.3))
+        .collect()
+}
+
+/// Issue 9 (4): with a limit of 1 and a long job holding the slot, an every-second
+/// `overlap: skip` job's queued fires all ran in a burst when the slot freed. Caught
+/// up, it runs once, for its latest fire.
+#[tokio::test(start_paused = true)]
+async fn regression_queued_fires_of_a_skip_job_run_once_not_in_a_burst() {
+    let hog = job("hog", "0 * * * * *");
+    let tick = job("tick", "1-59 * * * * *");
+    let behaviour = BTreeMap::from([(
+        "hog".to_string(),
+        Behaviour {
+            takes: Duration::from_millis(5_500),
+            outcome: Outcome::Success,
+        },
+    )]);
+    let h = Harness::with_behaviour("2026-11-25T10:00:59.500Z", vec![hog, tick], 1, behaviour);
+    h.run_for(Duration::from_secs(8)).await; // to 10:01:07.5; hog held the slot :00–:05.5
+    assert_eq!(
+        runs_of(&h, "tick"),
+        vec![
+            (at("2026-11-25T10:01:05Z"), at("2026-11-25T10:01:05.500Z")),
+            (at("2026-11-25T10:01:06Z"), at("2026-11-25T10:01:06Z")),
+            (at("2026-11-25T10:01:07Z"), at("2026-11-25T10:01:07Z")),
+        ]
+    );
+    let events = h.stop().await;
+    assert_eq!(
+        skipped_of(&events, "tick"),
+        seconds("2026-11-25T10:01:01Z", 4)
+            .into_iter()
+            .map(|at| (at, SkipReason::Superseded))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(
+        queued_ms_of(&events, "tick"),
+        vec![Some(500.0), None, None],
+        "only the fire that waited says how long"
+    );
+}
+
+/// `queued_ms` of each first `run.started` of `job`.
+fn queued_ms_of(events: &[Event], of: &str) -> Vec<Option<f64>> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::RunStarted {
+                job,
+                attempt: 1,
+                queued_ms,
+                ..
+            } if &**job == of => Some(*queued_ms),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A running `overlap: skip` job is not queued at all under a limit: its fires are
+/// skipped for overlap at once, not run one after another behind it.
+#[tokio::test(start_paused = true)]
+async fn a_running_skip_job_is_not_queued() {
+    let behaviour = BTreeMap::from([(
+        "slow".to_string(),
+        Behaviour {
+            takes: Duration::from_millis(2_500),
+            outcome: Outcome::Success,
+        },
+    )]);
+    let h = Harness::with_behaviour(
+        "2026-11-25T10:00:00.500Z",
+        vec![job("slow", "* * * * * *")],
+        1,
+        behaviour,
+    );
+    h.run_for(Duration::from_millis(2_000)).await; // 10:00:02.5: :01 runs, :02 came
+    assert_eq!(h.dispatcher.queued(), 0);
+    h.run_for(Duration::from_millis(4_000)).await; // 10:00:06.5
+    assert_eq!(
+        runs_of(&h, "slow"),
+        vec![
+            (at("2026-11-25T10:00:01Z"), at("2026-11-25T10:00:01Z")),
+            (at("2026-11-25T10:00:04Z"), at("2026-11-25T10:00:04Z")),
+        ]
+    );
+    let events = h.stop().await;
+    let overlap: Vec<_> = ["02", "03", "05", "06"]
+        .iter()
+        .map(|s| (at(&format!("2026-11-25T10:00:{s}Z")), SkipReason::Overlap))
+        .collect();
+    assert_eq!(skipped_of(&events, "slow"), overlap);
+}
+
+/// Issue 9 (4): the queue was unbounded: an `@every 1ms` job with `overlap: allow`
+/// under a limit of 1 queued a fire every millisecond behind a long job, then ran them
+/// all in a burst. It holds one waiting fire; each newer one supersedes it.
+#[tokio::test(start_paused = true)]
+async fn regression_a_fast_job_holds_at_most_one_queued_fire() {
+    let hog = job("hog", "0 * * * * *");
+    let mut fast = job("fast", "@every 1ms");
+    fast.overlap = Overlap::Allow;
+    let behaviour = BTreeMap::from([(
+        "hog".to_string(),
+        Behaviour {
+            takes: Duration::from_secs(2),
+            outcome: Outcome::Success,
+        },
+    )]);
+    let h = Harness::with_behaviour("2026-11-25T10:00:59.500Z", vec![hog, fast], 1, behaviour);
+    h.run_for(Duration::from_millis(1_500)).await; // 10:01:01, halfway through the hog
+    assert_eq!(h.dispatcher.queued(), 1, "one job waits, with one fire");
+    h.run_for(Duration::from_millis(2_000)).await; // to 10:01:03; hog held :00–:02
+    let runs = runs_of(&h, "fast");
+    let (from, to) = (at("2026-11-25T10:01:00Z"), at("2026-11-25T10:01:02Z"));
+    assert!(
+        !runs
+            .iter()
+            .any(|(_, started)| *started > from && *started < to),
+        "nothing else runs while the hog holds the slot"
+    );
+    let when_freed = runs.iter().filter(|(_, started)| *started == to).count();
+    // The waiting fire, and the fire due at that very instant if it came second.
+    assert!(
+        (1..=2).contains(&when_freed),
+        "{when_freed} runs when the slot freed"
+    );
+    // The one that waited was the latest fire before the slot freed.
+    assert!(runs.iter().any(|(scheduled, started)| *started == to
+        && *scheduled >= at("2026-11-25T10:01:01.999Z")
+        && *scheduled < to));
+    let events = h.stop().await;
+    let skipped = skipped_of(&events, "fast");
+    assert!(
+        skipped
+            .iter()
+            .all(|(_, reason)| *reason == SkipReason::Superseded)
+    );
+    // Every fire from 10:00:59.501 on either ran or was superseded, once.
+    let mut handled: Vec<DateTime<Utc>> = runs.iter().map(|r| r.0).collect();
+    handled.extend(skipped.iter().map(|s| s.0));
+    handled.sort();
+    let first = at("2026-11-25T10:00:59.501Z");
+    let every_ms: Vec<DateTime<Utc>> = (0..handled.len() as i64)
+        .map(|k| first + TimeDelta::milliseconds(k))
+        .collect();
+    assert_eq!(handled, every_ms);
+    assert!(handled.len() >= 3_499, "{} fires", handled.len());
+    assert!(skipped.len() >= 1_998, "{} superseded", skipped.len());
+}
+
+/// Issue 9 (8): at shutdown, an `overlap: replace` fire waiting for the run it ends
+/// still started its run after `stop_accepting` (after `service.stopping`).
+#[tokio::test(start_paused = true)]
+async fn regression_no_run_starts_after_stop_accepting() {
+    let mut rep = job("rep", "*/10 * * * * *");
+    rep.overlap = Overlap::Replace;
+    let behaviour = BTreeMap::from([(
+        "rep".to_string(),
+        Behaviour {
+            takes: Duration::from_secs(60),
+            outcome: Outcome::Success,
+        },
+    )]);
+    let h = Harness::with_behaviour("2026-11-25T10:00:05Z", vec![rep], 0, behaviour);
+    // Cancelled, the running one takes 5 s to end, as a process group given its grace.
+    h.wind_down
+        .lock()
+        .unwrap()
+        .insert("rep".to_string(), Duration::from_secs(5));
+    h.run_for(Duration::from_secs(17)).await; // 10:00:22: :20 waits for :10 to end (:25)
+    h.stop.cancel(); // as the daemon does: stop firing, then stop accepting
+    h.dispatcher.stop_accepting();
+    let stopped_at = h.events().len();
+    h.run_for(Duration::from_secs(10)).await; // 10:00:32
+    let events = h.stop().await;
+    let late: Vec<&Event> = events[stopped_at..]
+        .iter()
+        .filter(|e| matches!(e, Event::RunStarted { .. }))
+        .collect();
+    assert!(late.is_empty(), "started after stop_accepting: {late:?}");
+    assert_eq!(
+        skipped_of(&events, "rep"),
+        vec![(at("2026-11-25T10:00:20Z"), SkipReason::Shutdown)]
+    );
+}
+
+/// Fires waiting for a slot when shutdown begins are skipped for shutdown, and none
+/// of them starts when the slot frees.
+#[tokio::test(start_paused = true)]
+async fn queued_fires_pending_at_shutdown_are_skipped() {
+    let hog = job("hog", "0 * * * * *");
+    let tick = job("tick", "1-59 * * * * *");
+    let behaviour = BTreeMap::from([(
+        "hog".to_string(),
+        Behaviour {
+            takes: Duration::from_secs(5),
+            outcome: Outcome::Success,
+        },
+    )]);
+    let h = Harness::with_behaviour("2026-11-25T10:00:59.500Z", vec![hog, tick], 1, behaviour);
+    h.run_for(Duration::from_secs(3)).await; // 10:01:02.5: tick waits behind the hog
+    h.stop.cancel();
+    // As the daemon does: no more starts, then `service.stopping`, then the drain.
+    h.dispatcher.stop_starting();
+    assert_eq!(h.dispatcher.queued(), 1);
+    h.dispatcher.stop_accepting();
+    assert_eq!(h.dispatcher.queued(), 0);
+    h.run_for(Duration::from_secs(5)).await; // the hog ends at :05
+    assert!(runs_of(&h, "tick").is_empty());
+    let events = h.stop().await;
+    let shutdown: Vec<_> = skipped_of(&events, "tick")
+        .into_iter()
+        .filter(|(_, reason)| *reason == SkipReason::Shutdown)
+        .map(|(at, _)| at)
+        .collect();
+    assert_eq!(shutdown, vec![at("2026-11-25T10:01:02Z")]);
+}
+
+/// The queue against a plain model (DESIGN.md §4): random fires of a few jobs with
+/// random overlap policies, run lengths and starting deadlines, under a random limit
+/// (0 = none), through the real dispatcher on virtual time. Each fire's fate — started
+/// (when, and how long it waited), skipped (why) or missed — must be the model's; a
+/// fire with no fate, or two, is a fire lost or doubled. Also: never more runs in
+/// flight than the limit, and a job is in line at most once.
+mod queue_model {
+    use std::collections::VecDeque;
+
+    use chime::dispatch::{Fire, JobRuns};
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[derive(Debug, Clone)]
+    struct ModelJob {
+        overlap: Overlap,
+        /// Milliseconds each run takes.
+        takes: u64,
+        /// `starting_deadline`, milliseconds.
+        deadline: Option<u64>,
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        /// A fire of job `n` now; then a millisecond passes (fires are unique per job).
+        Fire(usize),
+        /// Milliseconds pass.
+        Wait(u64),
+    }
+
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    enum Fate {
+        /// At `at` (ms since the start), having waited `queued` ms in line (if it did).
+        Started {
+            at: u64,
+            queued: Option<u64>,
+        },
+        Skipped(SkipReason),
+        Missed,
+    }
+
+    /// The dispatcher as DESIGN.md §4 describes it, one decision at a time.
+    struct Model {
+        jobs: Vec<ModelJob>,
+        limit: usize,
+        now: u64,
+        /// Per job, when each of its runs in flight ends.
+        running: Vec<Vec<u64>>,
+        /// Per job, its waiting fire: (scheduled, queued since).
+        waiting: Vec<Option<(u64, u64)>>,
+        /// Jobs in line, in the order they began to wait.
+        line: VecDeque<usize>,
+        /// Slots taken.
+        active: usize,
+        /// Runs cancelled by `replace`, whose slots free once they have ended.
+        ending: usize,
+        /// Per fire (job, scheduled): its fate.
+        fates: BTreeMap<(usize, u64), Fate>,
+    }
+
+    impl Model {
+        fn new(jobs: Vec<ModelJob>, limit: usize) -> Self {
+            let n = jobs.len();
+            Model {
+                jobs,
+                limit,
+                now: 0,
+                running: vec![Vec::new(); n],
+                waiting: vec![None; n],
+                line: VecDeque::new(),
+                active: 0,
+                ending: 0,
+                fates: BTreeMap::new(),
+            }
+        }
+
+        fn fate(&mut self, job: usize, scheduled: u64, fate: Fate) {
+            let old = self.fates.insert((job, scheduled), fate);
+            assert!(
+                old.is_none(),
+                "the model gave fire {job}@{scheduled} two fates"
+            );
+        }
+
+        fn fire(&mut self, job: usize) {
+            let scheduled = self.now;
+            let free = self.limit == 0 || (self.active < self.limit && self.line.is_empty());
+            if free {
+                self.active += 1;
+                if !self.start(job, scheduled, None) {
+                    self.release();
+                }
+            } else if self.jobs[job].overlap == Overlap::Skip && !self.running[job].is_empty() {
+                self.fate(job, scheduled, Fate::Skipped(SkipReason::Overlap));
+            } else if let Some((older, _)) = self.waiting[job].replace((scheduled, scheduled)) {
+                self.fate(job, older, Fate::Skipped(SkipReason::Superseded));
+            } else {
+                self.line.push_back(job);
+            }
+            self.settle();
+        }
+
+        /// Starts a run in a taken slot; false when `skip` skips it.
+        fn start(&mut self, job: usize, scheduled: u64, queued: Option<u64>) -> bool {
+            if !self.running[job].is_empty() {
+                match self.jobs[job].overlap {
+                    Overlap::Skip => {
+                        self.fate(job, scheduled, Fate::Skipped(SkipReason::Overlap));
+                        return false;
+                    }
+                    Overlap::Replace => {
+                        // Cancelled, they end at once (the test executor winds down
+                        // instantly), and the new run starts when they have.
+                        self.ending += self.running[job].len();
+                        self.running[job].clear();
+                    }
+                    Overlap::Allow => {}
+                }
+            }
+            self.running[job].push(self.now + self.jobs[job].takes);
+            let at = self.now;
+            self.fate(job, scheduled, Fate::Started { at, queued });
+            true
+        }
+
+        /// A slot frees: fires in line that fit start, in order.
+        fn release(&mut self) {
+            self.active -= 1;
+            if self.limit == 0 {
+                return;
+            }
+            while self.active < self.limit {
+                let Some(job) = self.line.pop_front() else {
+                    return;
+                };
+                let (scheduled, since) = self.waiting[job].take().expect("in line, so waiting");
+                if self.jobs[job]
+                    .deadline
+                    .is_some_and(|deadline| self.now - scheduled > deadline)
+                {
+                    self.fate(job, scheduled, Fate::Missed);
+                    continue;
+                }
+                self.active += 1;
+                if !self.start(job, scheduled, Some(self.now - since)) {
+                    self.active -= 1;
+                }
+            }
+        }
+
+        /// Frees the slots of runs that `replace` cancelled.
+        fn settle(&mut self) {
+            while self.ending > 0 {
+                self.ending -= 1;
+                self.release();
+            }
+        }
+
+        /// Time passes to `to`: runs end in order, each freeing its slot.
+        fn advance(&mut self, to: u64) {
+            loop {
+                let next = self
+                    .running
+                    .iter()
+                    .enumerate()
+                    .flat_map(|(job, ends)| ends.iter().map(move |end| (*end, job)))
+                    .filter(|(end, _)| *end <= to)
+                    .min();
+                let Some((end, job)) = next else { break };
+                self.now = end;
+                let index = self.running[job]
+                    .iter()
+                    .position(|e| *e == end)
+                    .expect("it was found");
+                self.running[job].remove(index);
+                self.release();
+                self.settle();
+            }
+            self.now = to;
+        }
+
+        /// Shutdown: fires still in line are skipped.
+        fn stop(&mut self) {
+            while let Some(job) = self.line.pop_front() {
+                let (scheduled, _) = self.waiting[job].take().expect("in line, so waiting");
+                self.fate(job, scheduled, Fate::Skipped(SkipReason::Shutdown));
+            }
+        }
+    }
+
+    /// Lets every task woken at this instant run to its next wait.
+    async fn settle() {
+        for _ in 0..64 {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    fn ms(value: f64) -> u64 {
+        (value.round()) as u64
+    }
+
+    async fn check(limit: usize, jobs: Vec<ModelJob>, ops: Vec<Op>) {
+        let start = "2026-11-25T10:00:00Z";
+        let names: Vec<String> = (0..jobs.len()).map(|n| format!("j{n}")).collect();
+        let behaviour = jobs
+            .iter()
+            .zip(&names)
+            .map(|(j, name)| {
+                (
+                    name.clone(),
+                    Behaviour {
+                        takes: Duration::from_millis(j.takes),
+                        outcome: Outcome::Success,
+                    },
+                )
+            })
+            .collect();
+        let h = Harness::with_behaviour(start, Vec::new(), limit, behaviour);
+        let defined: Vec<Arc<Job>> = jobs
+            .iter()
+            .zip(&names)
+            .map(|(j, name)| {
+                let mut defined = job(name, "@yearly");
+                defined.overlap = j.overlap;
+                defined.starting_deadline = j.deadline.map(Duration::from_millis);
+                Arc::new(defined)
+            })
+            .collect();
+        let runs: Vec<Arc<JobRuns>> = jobs.iter().map(|_| h.dispatcher.job_runs()).collect();
+        let mut model = Model::new(jobs, limit);
+        let mut fired = 0;
+        for op in ops {
+            match op {
+                Op::Fire(n) => {
+                    h.dispatcher.fire(Fire {
+                        job: Arc::clone(&defined[n]),
+                        name: Arc::from(names[n].as_str()),
+                        runs: Arc::clone(&runs[n]),
+                        scheduled_at: h.clock.now(),
+                        trigger: Trigger::Schedule,
+                    });
+                    model.fire(n);
+                    fired += 1;
+                    settle().await;
+                    h.run_for(Duration::from_millis(1)).await;
+                    model.advance(model.now + 1);
+                }
+                Op::Wait(k) => {
+                    h.run_for(Duration::from_millis(k)).await;
+                    model.advance(model.now + k);
+                }
+            }
+            settle().await;
+            assert_eq!(h.dispatcher.queued(), model.line.len(), "jobs in line");
+            assert!(model.line.len() <= names.len());
+        }
+        let events = h.stop().await;
+        model.stop();
+
+        let origin = at(start);
+        let index = |job: &str| names.iter().position(|n| n == job).expect("a test job");
+        let mut fates = BTreeMap::new();
+        let mut in_flight = 0usize;
+        for event in &events {
+            let (job, scheduled_at, fate) = match event {
+                Event::RunStarted {
+                    job,
+                    scheduled_at,
+                    lateness_ms,
+                    attempt: 1,
+                    queued_ms,
+                    ..
+                } => {
+                    in_flight += 1;
+                    assert!(
+                        limit == 0 || in_flight <= limit,
+                        "{in_flight} runs in flight, limit {limit}"
+                    );
+                    let since = (*scheduled_at - origin).num_milliseconds() as u64;
+                    let at = since + ms(*lateness_ms);
+                    let queued = queued_ms.map(ms);
+                    (job, scheduled_at, Fate::Started { at, queued })
+                }
+                Event::RunFinished { .. } => {
+                    in_flight -= 1;
+                    continue;
+                }
+                Event::RunSkipped {
+                    job,
+                    scheduled_at,
+                    reason,
+                } => (job, scheduled_at, Fate::Skipped(*reason)),
+                Event::RunMissed {
+                    job,
+                    scheduled_at,
+                    count: 1,
+                    reason: MissReason::Deadline,
+                } => (job, scheduled_at, Fate::Missed),
+                other => panic!("unexpected event {other:?}"),
+            };
+            let key = (
+                index(job),
+                (*scheduled_at - origin).num_milliseconds() as u64,
+            );
+            let old = fates.insert(key, fate);
+            assert!(
+                old.is_none(),
+                "fire {key:?} had two fates: {old:?}, {fate:?}"
+            );
+        }
+        assert_eq!(fates.len(), fired, "every fire has a fate");
+        assert_eq!(fates, model.fates);
+    }
+
+    fn model_job() -> impl Strategy<Value = ModelJob> {
+        let overlap = prop_oneof![
+            Just(Overlap::Skip),
+            Just(Overlap::Allow),
+            Just(Overlap::Replace)
+        ];
+        (overlap, 1u64..=30, proptest::option::of(0u64..=40)).prop_map(
+            |(overlap, takes, deadline)| ModelJob {
+                overlap,
+                takes,
+                deadline,
+            },
+        )
+    }
+
+    fn case() -> impl Strategy<Value = (usize, Vec<ModelJob>, Vec<Op>)> {
+        (0usize..=3, proptest::collection::vec(model_job(), 2..=4)).prop_flat_map(
+            |(limit, jobs)| {
+                let n = jobs.len();
+                let op = prop_oneof![
+                    3 => (0..n).prop_map(Op::Fire),
+                    1 => (1u64..=20).prop_map(Op::Wait),
+                ];
+                (
+                    Just(limit),
+                    Just(jobs),
+                    proptest::collection::vec(op, 1..40),
+                )
+            },
+        )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+
+        #[test]
+        fn the_queue_follows_the_model((limit, jobs, ops) in case()) {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .start_paused(true)
+                .build()
+                .unwrap();
+            runtime.block_on(check(limit, jobs, ops));
+        }
+    }
+}
+
+/// Issue 9 (8), retries: an attempt refused admission (shutdown began as its backoff
+/// ended) does not start; the run ends cancelled after the attempts it made, and a run
+/// refused before its first attempt reports nothing at all.
+#[tokio::test(start_paused = true)]
+async fn a_retry_refused_at_shutdown_does_not_start() {
+    use chime::run::{RunRequest, execute_admitted_run, new_run_id};
+    let clock = Arc::new(VirtualClock::new(at("2026-11-25T10:00:00Z")));
+    let mut flaky = job("flaky", "@yearly");
+    flaky.retry = RetryPolicy {
+        attempts: 3,
+        delay: Duration::from_secs(1),
+        max_delay: Duration::from_secs(1),
+    };
+    let executor = FakeExecutor {
+        clock: Arc::clone(&clock),
+        calls: Arc::new(Mutex::new(Vec::new())),
+        behaviour: Arc::new(Mutex::new(BTreeMap::from([(
+            "flaky".to_string(),
+            Behaviour {
+                takes: Duration::ZERO,
+                outcome: Outcome::Failure,
+            },
+        )]))),
+        wind_down: Arc::new(Mutex::new(BTreeMap::new())),
+    };
+    let request = || RunRequest {
+        job: Arc::new(flaky.clone()),
+        name: Arc::from("flaky"),
+        run_id: new_run_id(),
+        scheduled_at: clock.now(),
+        trigger: Trigger::Schedule,
+        cancel: CancellationToken::new(),
+        stop_retries: CancellationToken::new(),
+    };
+    let (events, store) = Events::recorder();
+    let settings = RunSettings::default();
+
+    let mut admissions = 0;
+    let first_only = move || {
+        admissions += 1;
+        (admissions == 1).then_some(())
+    };
+    let report = execute_admitted_run(
+        &executor,
+        &*clock,
+        &events,
+        &settings,
+        request(),
+        None,
+        first_only,
+    )
+    .await
+    .expect("the first attempt was admitted");
+    assert_eq!((report.outcome, report.attempts), (Outcome::Cancelled, 1));
+    let names: Vec<&str> = store.lock().unwrap().iter().map(|e| e.name()).collect();
+    assert_eq!(names, vec!["run.started", "run.retrying", "run.finished"]);
+
+    store.lock().unwrap().clear();
+    let refused = execute_admitted_run(
+        &executor,
+        &*clock,
+        &events,
+        &settings,
+        request(),
+        None,
+        || None::<()>,
+    )
+    .await;
+    assert!(refused.is_none());
+    assert!(store.lock().unwrap().is_empty());
+    assert_eq!(
+        executor.calls.lock().unwrap().len(),
+        1,
+        "one attempt ran in all"
+    );
 }
