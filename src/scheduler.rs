@@ -141,6 +141,10 @@ pub struct Scheduler<E, C> {
     /// Timers grouped by instant: cron jobs share instants (whole seconds, minutes), so
     /// one wake-up takes a whole bucket instead of popping a heap once per job.
     timers: BTreeMap<DateTime<Utc>, Vec<Timer>>,
+    /// Timers in `timers`, live and stale. Reloads and clock steps leave stale ones
+    /// behind (a yearly job's would stay for a year), so once they outnumber the jobs
+    /// the map is swept; see [`Self::compact_timers`].
+    armed: usize,
     generations: u64,
     /// Fires dispatched in this wake-up whose next fire is still to be armed (kept to
     /// reuse its allocation).
@@ -162,6 +166,7 @@ impl<E: Executor, C: Clock> Scheduler<E, C> {
             free: Vec::new(),
             by_name: HashMap::new(),
             timers: BTreeMap::new(),
+            armed: 0,
             generations: 0,
             rearm: Vec::new(),
             last_wall,
@@ -211,13 +216,15 @@ impl<E: Executor, C: Clock> Scheduler<E, C> {
             }
         };
         if let Some(at) = next {
-            self.timers
-                .entry(at)
-                .or_default()
-                .push((entry.generation, slot));
+            self.push_timer(at, entry.generation, slot);
         }
         self.slots[slot] = Some(entry);
         slot
+    }
+
+    /// Timers held, live and stale (what reloads leave behind is swept from time to time).
+    pub fn timer_count(&self) -> usize {
+        self.armed
     }
 
     /// The jobs currently scheduled.
@@ -251,9 +258,11 @@ impl<E: Executor, C: Clock> Scheduler<E, C> {
         loop {
             let mut first = self.timers.first_entry()?;
             let slots = &self.slots;
+            let before = first.get().len();
             first
                 .get_mut()
                 .retain(|&(generation, slot)| Self::is_live(slots, generation, slot));
+            self.armed -= before - first.get().len();
             if !first.get().is_empty() {
                 return Some(*first.key());
             }
@@ -287,6 +296,10 @@ impl<E: Executor, C: Clock> Scheduler<E, C> {
         free.dedup();
         if free.len() != before {
             return Err(format!("a slot is free twice: {:?}", self.free));
+        }
+        let total: usize = self.timers.values().map(Vec::len).sum();
+        if total != self.armed {
+            return Err(format!("{total} timers in the map, {} counted", self.armed));
         }
         let mut live_timers = vec![0usize; self.slots.len()];
         for &(generation, slot) in self.timers.values().flatten() {
@@ -398,6 +411,9 @@ impl<E: Executor, C: Clock> Scheduler<E, C> {
             }
         }
         let done = replacement.jobs.len() == 0 && replacement.sweep >= replacement.seen.len();
+        if done {
+            self.compact_timers();
+        }
         done.then_some(replacement.counts)
     }
 
@@ -581,6 +597,7 @@ impl<E: Executor, C: Clock> Scheduler<E, C> {
             self.invalidate_timers(slot);
             self.arm(slot, next);
         }
+        self.compact_timers();
     }
 
     fn fire_due(&mut self, now: DateTime<Utc>, reason: MissReason) {
@@ -593,6 +610,7 @@ impl<E: Executor, C: Clock> Scheduler<E, C> {
                 break;
             }
             let (at, due) = bucket.remove_entry();
+            self.armed -= due.len();
             for (generation, slot) in due {
                 if !self.live(generation, slot) {
                     continue;
@@ -649,11 +667,31 @@ impl<E: Executor, C: Clock> Scheduler<E, C> {
             return;
         };
         if let Some(next) = upcoming {
-            self.timers
-                .entry(next)
-                .or_default()
-                .push((entry.generation, slot));
+            let generation = entry.generation;
+            self.push_timer(next, generation, slot);
         }
+    }
+
+    fn push_timer(&mut self, at: DateTime<Utc>, generation: u64, slot: usize) {
+        self.timers.entry(at).or_default().push((generation, slot));
+        self.armed += 1;
+    }
+
+    /// Drops every stale timer once they outnumber the jobs (plus a margin, so small
+    /// sets are not swept at every reload): one pass over the map, after a reload or a
+    /// clock step, never on the way to a fire.
+    fn compact_timers(&mut self) {
+        if self.armed <= 2 * self.by_name.len() + 1024 {
+            return;
+        }
+        let slots = &self.slots;
+        let mut armed = 0;
+        self.timers.retain(|_, bucket| {
+            bucket.retain(|&(generation, slot)| Self::is_live(slots, generation, slot));
+            armed += bucket.len();
+            !bucket.is_empty()
+        });
+        self.armed = armed;
     }
 
     /// Handles one due timer of one job that was not handled on time: counts its missed

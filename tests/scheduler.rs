@@ -2063,3 +2063,37 @@ async fn a_retry_refused_at_shutdown_does_not_start() {
         "one attempt ran in all"
     );
 }
+
+/// Each reload that renames a yearly job leaves its old timer behind, due in a year; a
+/// service reloaded every few seconds kept them all (memory grew with every reload).
+/// They are swept once they outnumber the jobs.
+#[tokio::test(start_paused = true)]
+async fn stale_timers_left_by_reloads_are_swept() {
+    let clock = Arc::new(VirtualClock::new(at("2026-11-25T10:00:00Z")));
+    let (events, _store) = Events::recorder();
+    let calls = Arc::new(Mutex::new(Vec::new()));
+    let dispatcher = Dispatcher::new(
+        FakeExecutor::new(&clock, &calls),
+        Arc::clone(&clock),
+        events.clone(),
+        RunSettings::default(),
+        0,
+    );
+    let mut scheduler = Scheduler::new(Arc::clone(&clock), dispatcher, events);
+    let set = |round: usize| -> Vec<Job> {
+        (0..1_000)
+            .map(|i| job(&format!("yearly-{round}-{i}"), "0 0 1 1 *"))
+            .collect()
+    };
+    scheduler.add_jobs(set(0));
+    let mut most = 0;
+    for round in 1..=50 {
+        scheduler.replace_jobs(set(round));
+        most = most.max(scheduler.timer_count());
+        scheduler.check_consistency().unwrap();
+    }
+    assert!(
+        most <= 2 * 1_000 + 1_024,
+        "{most} timers held for 1,000 jobs"
+    );
+}
