@@ -28,6 +28,7 @@ fn every_kind_of_event() -> Vec<Event> {
             version: "1.2.3".into(),
             jobs: 4,
             files: 2,
+            zone: "Asia/Kolkata".into(),
         },
         Event::ServiceStopping {
             version: "1.2.3".into(),
