@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use chime::events::{Event, ExitDetail, MissReason, Outcome, SkipReason, Stream, Trigger};
 use chime::journald::{JournalWriter, decode, encode, is_valid_field_name, matches_journal_stream};
-use chime::logging::format_json;
+use chime::logging::{format_json, format_text};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
@@ -275,4 +275,16 @@ fn journal_stream_names_device_and_inode() {
     ));
     assert!(!matches_journal_stream("2049:42", 2049, 43));
     assert!(!matches_journal_stream("42", 0, 42));
+}
+
+/// `service.started` names the default zone in every log format (issue 9 item 7).
+#[test]
+fn service_started_carries_the_zone_in_every_format() {
+    let event = &every_kind_of_event()[0];
+    let json: Value = serde_json::from_str(&format_json(at(), event)).unwrap();
+    assert_eq!(json["event"], "service.started");
+    assert_eq!(json["zone"], "Asia/Kolkata");
+    assert_eq!(entry_map(&encode(event, at()))["ZONE"], "Asia/Kolkata");
+    let text = format_text(at(), event);
+    assert!(text.contains("zone=Asia/Kolkata"), "{text}");
 }
