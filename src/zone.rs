@@ -192,7 +192,7 @@ pub struct SystemZone {
 }
 
 impl SystemZone {
-    fn from(zone: Zone, source: &str) -> SystemZone {
+    fn named(zone: Zone, source: &str) -> SystemZone {
         SystemZone {
             zone,
             source: source.to_string(),
@@ -259,10 +259,10 @@ pub fn resolve_system_zone(tz_var: Option<&str>, localtime: &Path, zoneinfo: &Pa
 
 fn from_tz_var(value: &str, zoneinfo: &Path) -> SystemZone {
     if value.is_empty() {
-        return SystemZone::from(Zone::UTC, "TZ");
+        return SystemZone::named(Zone::UTC, "TZ");
     }
     match parse_zone(value, zoneinfo) {
-        Ok(zone) => SystemZone::from(zone, "TZ"),
+        Ok(zone) => SystemZone::named(zone, "TZ"),
         Err(reason) => SystemZone::fallback(format!("TZ={value} {reason}")),
     }
 }
@@ -330,20 +330,20 @@ fn from_localtime(localtime: &Path, zoneinfo: &Path) -> SystemZone {
                     .and_then(|target| iana_name_of_path(&target.to_string_lossy()))
             });
         if let Some(tz) = named {
-            return SystemZone::from(Zone::Iana(tz), &source);
+            return SystemZone::named(Zone::Iana(tz), &source);
         }
     } else if let Some(name) = find_same_bytes(zoneinfo, &bytes) {
         match name.parse::<Tz>() {
-            Ok(tz) => return SystemZone::from(Zone::Iana(tz), &source),
+            Ok(tz) => return SystemZone::named(Zone::Iana(tz), &source),
             Err(_) => {
                 if let Ok(zone) = Zone::from_tzif(&name, &bytes) {
-                    return SystemZone::from(zone, &source);
+                    return SystemZone::named(zone, &source);
                 }
             }
         }
     }
     match Zone::from_tzif(&source, &bytes) {
-        Ok(zone) => SystemZone::from(zone, &source),
+        Ok(zone) => SystemZone::named(zone, &source),
         Err(err) => SystemZone::fallback(format!("{source} is {err}")),
     }
 }
@@ -375,43 +375,66 @@ fn iana_name_of_path(path: &str) -> Option<Tz> {
 }
 
 /// The name (relative path) of a regular file under `zoneinfo` whose bytes are
-/// `bytes`. Aliases are symlinks in tzdata, so only regular files are compared; the
-/// `posix/` and `right/` copies are skipped. Files are visited in sorted order, so the
-/// answer does not depend on the directory's order on disk.
+/// `bytes`. Symlinks are not followed (Debian's aliases are symlinks to the file with
+/// the canonical name) and the `posix/` and `right/` copies are skipped. Where aliases
+/// are hard links (Red Hat), several files match: a zone listed in `zone1970.tab` or
+/// `zone.tab` wins, then `Etc/UTC`, then the first in name order, so the answer does not
+/// depend on the directory's order on disk.
 fn find_same_bytes(zoneinfo: &Path, bytes: &[u8]) -> Option<String> {
+    let mut matches = Vec::new();
     let mut pending: Vec<PathBuf> = vec![zoneinfo.to_path_buf()];
     while let Some(dir) = pending.pop() {
         let Ok(entries) = std::fs::read_dir(&dir) else {
             continue;
         };
-        let mut entries: Vec<_> = entries.filter_map(Result::ok).collect();
-        entries.sort_by_key(|entry| entry.file_name());
-        let mut subdirs = Vec::new();
-        for entry in entries {
+        for entry in entries.filter_map(Result::ok) {
             let Ok(kind) = entry.file_type() else {
                 continue;
             };
             let path = entry.path();
             if kind.is_dir() {
                 let name = entry.file_name();
-                if dir == zoneinfo && (name == "posix" || name == "right") {
-                    continue;
+                if !(dir == zoneinfo && (name == "posix" || name == "right")) {
+                    pending.push(path);
                 }
-                subdirs.push(path);
             } else if kind.is_file()
                 && entry
                     .metadata()
                     .is_ok_and(|meta| meta.len() == bytes.len() as u64)
                 && std::fs::read(&path).is_ok_and(|other| other == bytes)
+                && let Ok(relative) = path.strip_prefix(zoneinfo)
             {
-                let relative = path.strip_prefix(zoneinfo).ok()?;
-                return Some(relative.to_string_lossy().into_owned());
+                matches.push(relative.to_string_lossy().into_owned());
             }
         }
-        // Depth first, in name order: pushed reversed so the first is popped first.
-        pending.extend(subdirs.into_iter().rev());
     }
-    None
+    matches.sort();
+    let listed = listed_zones(zoneinfo);
+    let rank = |name: &String| {
+        if listed.contains(name) {
+            0
+        } else if name == "Etc/UTC" {
+            1
+        } else {
+            2
+        }
+    };
+    // `min_by_key` keeps the first of equals: name order breaks ties.
+    matches.into_iter().min_by_key(rank)
+}
+
+/// The zone names the tzdata tables list (third column), one per populated region.
+fn listed_zones(zoneinfo: &Path) -> Vec<String> {
+    ["zone1970.tab", "zone.tab"]
+        .iter()
+        .filter_map(|table| std::fs::read_to_string(zoneinfo.join(table)).ok())
+        .flat_map(|text| {
+            text.lines()
+                .filter(|line| !line.starts_with('#'))
+                .filter_map(|line| line.split('\t').nth(2).map(str::to_string))
+                .collect::<Vec<_>>()
+        })
+        .collect()
 }
 
 #[cfg(test)]

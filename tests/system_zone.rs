@@ -238,3 +238,29 @@ fn tz_wins_over_localtime() {
     let got = resolve_system_zone(Some("Asia/Tokyo"), &localtime, Path::new(ZONEINFO));
     assert_resolved(&got, "Asia/Tokyo", "TZ");
 }
+
+/// Where aliases are hard links (Red Hat's tzdata), several files share the bytes of
+/// /etc/localtime: the name the tzdata tables list wins over an alias that sorts first.
+#[test]
+fn hard_linked_aliases_resolve_to_the_listed_name() {
+    if !have_zoneinfo() {
+        return;
+    }
+    let tree = tempfile::tempdir().unwrap();
+    let kolkata = copy_zone("Asia/Kolkata", tree.path(), "Asia/Kolkata");
+    std::fs::hard_link(&kolkata, tree.path().join("Asia/Calcutta")).unwrap();
+    std::fs::write(
+        tree.path().join("zone1970.tab"),
+        "#codes\tcoordinates\tTZ\tcomments\nIN\t+2232+08822\tAsia/Kolkata\n",
+    )
+    .unwrap();
+    let etc = tempfile::tempdir().unwrap();
+    let localtime = copy_zone("Asia/Kolkata", etc.path(), "localtime");
+    let got = resolve_system_zone(None, &localtime, tree.path());
+    assert_resolved(&got, "Asia/Kolkata", &localtime.display().to_string());
+
+    // Without the tables, name order decides, whatever the directory's order on disk.
+    std::fs::remove_file(tree.path().join("zone1970.tab")).unwrap();
+    let got = resolve_system_zone(None, &localtime, tree.path());
+    assert_resolved(&got, "Asia/Calcutta", &localtime.display().to_string());
+}
