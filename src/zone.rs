@@ -321,25 +321,31 @@ fn from_localtime(localtime: &Path, zoneinfo: &Path) -> SystemZone {
     if metadata.file_type().is_symlink() {
         // The link's own text first (`../usr/share/zoneinfo/Europe/Berlin`), then the
         // fully resolved path for chains of links.
-        let named = std::fs::read_link(localtime)
-            .ok()
-            .and_then(|target| iana_name_of_path(&target.to_string_lossy()))
-            .or_else(|| {
-                std::fs::canonicalize(localtime)
-                    .ok()
-                    .and_then(|target| iana_name_of_path(&target.to_string_lossy()))
-            });
-        if let Some(tz) = named {
+        let targets = [
+            std::fs::read_link(localtime).ok(),
+            std::fs::canonicalize(localtime).ok(),
+        ];
+        for target in targets.into_iter().flatten() {
+            let target = target.to_string_lossy();
+            let Some(name) = zoneinfo_name(&target) else {
+                continue;
+            };
+            if let Ok(tz) = name.parse::<Tz>() {
+                return SystemZone::named(Zone::Iana(tz), &source);
+            }
+            // A zone newer than chrono-tz's data: the file's rules, under its name.
+            if let Ok(zone) = Zone::from_tzif(name, &bytes) {
+                return SystemZone::named(zone, &source);
+            }
+        }
+    }
+    // A regular file, or a link to somewhere that is not a zoneinfo tree.
+    if let Some(name) = find_same_bytes(zoneinfo, &bytes) {
+        if let Ok(tz) = name.parse::<Tz>() {
             return SystemZone::named(Zone::Iana(tz), &source);
         }
-    } else if let Some(name) = find_same_bytes(zoneinfo, &bytes) {
-        match name.parse::<Tz>() {
-            Ok(tz) => return SystemZone::named(Zone::Iana(tz), &source),
-            Err(_) => {
-                if let Ok(zone) = Zone::from_tzif(&name, &bytes) {
-                    return SystemZone::named(zone, &source);
-                }
-            }
+        if let Ok(zone) = Zone::from_tzif(&name, &bytes) {
+            return SystemZone::named(zone, &source);
         }
     }
     match Zone::from_tzif(&source, &bytes) {
@@ -363,15 +369,20 @@ fn read_tzif(path: &Path) -> Result<Vec<u8>, String> {
 }
 
 /// `/usr/share/zoneinfo/Europe/Berlin`, `../usr/share/zoneinfo/posix/Europe/Berlin` →
-/// Europe/Berlin, when chrono-tz knows the name.
-fn iana_name_of_path(path: &str) -> Option<Tz> {
+/// `Europe/Berlin`: the zone name a path into a zoneinfo tree stands for.
+fn zoneinfo_name(path: &str) -> Option<&str> {
     let index = path.rfind("zoneinfo/")?;
     let name = &path[index + "zoneinfo/".len()..];
     let name = name
         .strip_prefix("posix/")
         .or_else(|| name.strip_prefix("right/"))
         .unwrap_or(name);
-    name.parse::<Tz>().ok()
+    (!name.is_empty()).then_some(name)
+}
+
+/// The chrono-tz zone a path into a zoneinfo tree stands for, if chrono-tz knows it.
+fn iana_name_of_path(path: &str) -> Option<Tz> {
+    zoneinfo_name(path)?.parse::<Tz>().ok()
 }
 
 /// The name (relative path) of a regular file under `zoneinfo` whose bytes are

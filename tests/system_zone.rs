@@ -264,3 +264,27 @@ fn hard_linked_aliases_resolve_to_the_listed_name() {
     let got = resolve_system_zone(None, &localtime, tree.path());
     assert_resolved(&got, "Asia/Calcutta", &localtime.display().to_string());
 }
+
+/// A link into a zoneinfo tree names the zone even when chrono-tz does not know it
+/// (tzdata newer than chime's): the file's rules apply under that name. A link to
+/// somewhere else is named like a copy, by the zoneinfo file with its bytes.
+#[test]
+fn symlinks_to_unknown_names_and_outside_zoneinfo() {
+    if !have_zoneinfo() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("zoneinfo");
+    let newer = copy_zone("Europe/Berlin", &tree, "Mars/Olympus_Mons");
+    let localtime = dir.path().join("localtime");
+    std::os::unix::fs::symlink(&newer, &localtime).unwrap();
+    let got = resolve_system_zone(None, &localtime, &tree);
+    assert_resolved(&got, "Mars/Olympus_Mons", &localtime.display().to_string());
+    assert_eq!(offset_on(got.zone, "2026-07-15T12:00:00Z"), 7200);
+
+    let elsewhere = copy_zone("Asia/Kolkata", dir.path(), "alternatives/tz");
+    let other = dir.path().join("localtime2");
+    std::os::unix::fs::symlink(&elsewhere, &other).unwrap();
+    let got = no_tz(&other);
+    assert_resolved(&got, "Asia/Kolkata", &other.display().to_string());
+}
