@@ -106,7 +106,7 @@ impl Zone {
             Zone::Rules(zone) => zone
                 .offset_at(at.timestamp())
                 .and_then(FixedOffset::east_opt)
-                .unwrap_or(FixedOffset::east_opt(0).expect("0 is a valid offset")),
+                .unwrap_or_else(|| Utc.fix()),
         }
     }
 
