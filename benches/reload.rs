@@ -77,7 +77,7 @@ fn set(jobs: usize, prefix: &str, version: usize) -> Vec<Job> {
 /// The `k`-th reload: even ones change every command, odd ones rename every job.
 fn reload_set(jobs: usize, k: usize) -> (&'static str, Vec<Job>) {
     let prefix = if (k / 2).is_multiple_of(2) { "a" } else { "b" };
-    if k % 2 == 0 {
+    if k.is_multiple_of(2) {
         ("every command changed", set(jobs, prefix, k + 1))
     } else {
         let other = if prefix == "a" { "b" } else { "a" };

@@ -7,13 +7,13 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use chrono_tz::Tz;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::config::{self, Config, ConfigErrors, LoadOptions};
 use crate::cron::Schedule;
 use crate::duration::parse_duration;
 use crate::job::Job;
+use crate::zone::{self, Zone};
 
 /// Where `run`, `check`, `next` and `exec` look when no PATH is given.
 pub const DEFAULT_PATH: &str = "/etc/chime/schedules.d";
@@ -36,9 +36,10 @@ pub struct Settings {
     /// Log level (error, warn, info, debug, trace); RUST_LOG overrides it.
     #[arg(long, global = true, env = "CHIME_LOG_LEVEL", default_value = "info")]
     pub log_level: String,
-    /// IANA zone for jobs that name none (default: the system's zone).
+    /// Zone for jobs that name none (default: the system's zone): an IANA name, or
+    /// as `TZ` takes it, a `:/path` to a zone file or a POSIX rule.
     #[arg(long, global = true, env = "CHIME_DEFAULT_TIMEZONE", value_parser = parse_zone)]
-    pub default_timezone: Option<Tz>,
+    pub default_timezone: Option<Zone>,
     /// How long running jobs may finish after SIGTERM before they are terminated.
     #[arg(long, global = true, env = "CHIME_SHUTDOWN_GRACE", value_parser = parse_duration_arg, default_value = "30s")]
     pub shutdown_grace: Duration,
@@ -97,7 +98,7 @@ pub struct NextArgs {
     pub cron: Option<String>,
     /// The zone for --cron (default: the service's default zone).
     #[arg(long, requires = "cron", value_parser = parse_zone)]
-    pub tz: Option<Tz>,
+    pub tz: Option<Zone>,
     /// How many fire times to print.
     #[arg(short = 'n', default_value_t = 5)]
     pub count: usize,
@@ -106,10 +107,9 @@ pub struct NextArgs {
     pub from: Option<DateTime<Utc>>,
 }
 
-fn parse_zone(text: &str) -> Result<Tz, String> {
-    text.parse::<Tz>().map_err(|_| {
-        format!("`{text}` is not an IANA time zone; use a name such as Europe/Berlin or UTC")
-    })
+fn parse_zone(text: &str) -> Result<Zone, String> {
+    zone::parse_zone(text, std::path::Path::new(zone::ZONEINFO_DIR))
+        .map_err(|reason| format!("`{text}` {reason}; use a name such as Europe/Berlin or UTC"))
 }
 
 fn parse_duration_arg(text: &str) -> Result<Duration, String> {
@@ -150,8 +150,11 @@ pub fn main() -> ExitCode {
 
 /// Loads the schedules, printing every error to stderr when there are any.
 pub fn load_or_report(paths: &[PathBuf], settings: &Settings) -> Option<Config> {
-    let options = LoadOptions::from_process(settings.default_timezone);
-    config::load(paths, &options)
+    load_with(paths, &LoadOptions::from_process(settings.default_timezone))
+}
+
+fn load_with(paths: &[PathBuf], options: &LoadOptions) -> Option<Config> {
+    config::load(paths, options)
         .map_err(|errors| report_errors(&errors))
         .ok()
 }
@@ -171,17 +174,20 @@ pub fn report_errors(errors: &ConfigErrors) {
 }
 
 /// A fire time as `next` and `check` print it: RFC 3339 in the job's zone.
-pub fn format_fire(at: DateTime<Utc>, tz: Tz) -> String {
-    at.with_timezone(&tz)
-        .to_rfc3339_opts(SecondsFormat::AutoSi, false)
+pub fn format_fire(at: DateTime<Utc>, tz: Zone) -> String {
+    tz.local(at).to_rfc3339_opts(SecondsFormat::AutoSi, false)
 }
 
 fn check(paths: &[PathBuf], settings: &Settings) -> u8 {
-    let Some(config) = load_or_report(paths, settings) else {
+    let default_zone = config::default_zone(settings.default_timezone);
+    let options = LoadOptions::from_process(Some(default_zone.clone().warned()));
+    let Some(config) = load_with(paths, &options) else {
         return exit::FAILED;
     };
     let now = Utc::now();
     let mut stderr = std::io::stderr().lock();
+    // On stderr, as a note beside the listing: stdout stays the table and its summary.
+    let _ = writeln!(stderr, "default zone: {default_zone}");
     for warning in &config.warnings {
         let _ = writeln!(stderr, "warning: {warning}");
     }
@@ -260,10 +266,10 @@ fn next(args: &NextArgs, settings: &Settings) -> u8 {
                 return exit::USAGE;
             }
         };
-        let tz = args
-            .tz
-            .or(settings.default_timezone)
-            .unwrap_or_else(config::system_timezone);
+        let tz = match args.tz {
+            Some(tz) => tz,
+            None => config::default_zone(settings.default_timezone).warned(),
+        };
         schedule
             .fires_after(tz, from)
             .take(args.count)

@@ -280,6 +280,7 @@ pub async fn serve<E: Executor, C: Clock, S: ConfigSource>(
         version: version.clone(),
         jobs: scheduler.job_count(),
         files: config.files.len(),
+        zone: config.default_timezone.name().to_string(),
     });
     notifier.ready();
     notifier.status(&lock(&status).line(0));

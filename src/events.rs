@@ -126,6 +126,8 @@ pub enum Event {
         version: String,
         jobs: usize,
         files: usize,
+        /// The default zone of jobs that name none, by its display name.
+        zone: String,
     },
     ServiceStopping {
         version: String,

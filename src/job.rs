@@ -6,9 +6,8 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use chrono_tz::Tz;
-
 use crate::cron::Schedule;
+use crate::zone::Zone;
 
 /// Where a definition came from, for error messages and `check` output.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -31,7 +30,7 @@ pub struct Job {
     /// The expression as written, for display.
     pub schedule_text: String,
     pub schedule: Schedule,
-    pub timezone: Tz,
+    pub timezone: Zone,
     pub action: Action,
     pub workdir: Option<PathBuf>,
     /// Extra environment for shell jobs, over the service's own.
@@ -64,7 +63,7 @@ impl Job {
             name: name.into(),
             schedule_text: schedule.to_string(),
             schedule: Schedule::parse(schedule)?,
-            timezone: chrono_tz::UTC,
+            timezone: Zone::UTC,
             action,
             workdir: None,
             env: BTreeMap::new(),

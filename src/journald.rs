@@ -467,6 +467,7 @@ mod tests {
                 version: "0.1.0".into(),
                 jobs: 2,
                 files: 1,
+                zone: "Europe/Berlin".into(),
             },
             Event::ConfigReloaded {
                 added: 1,

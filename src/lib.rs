@@ -20,6 +20,7 @@
 //!
 //! # Layout
 //! - [`duration`]: the `90s` / `1h30m` duration syntax.
+//! - [`zone`]: time zones (IANA, TZif, POSIX rules) and the system's zone.
 //! - [`cron`]: cron expressions and the time engine (Debian cron's matching and DST rules).
 //! - [`job`]: the validated domain model of a job.
 //! - [`config`]: schedule files → validated jobs, with every error located.
@@ -54,3 +55,4 @@ pub mod memory;
 pub mod run;
 pub mod scheduler;
 pub mod systemd;
+pub mod zone;

@@ -109,8 +109,14 @@ pub fn fields(event: &Event) -> Vec<(&'static str, Value)> {
             version,
             jobs,
             files,
+            zone,
+        } => {
+            f.push(("version", s(version)));
+            f.push(("jobs", UInt(*jobs as u64)));
+            f.push(("files", UInt(*files as u64)));
+            f.push(("zone", s(zone)));
         }
-        | Event::ServiceStopping {
+        Event::ServiceStopping {
             version,
             jobs,
             files,

@@ -153,7 +153,12 @@ fn good_file_lists_jobs_with_schedule_zone_and_next_fire() {
     let before = Utc::now();
     let out = check(&[&path]);
     assert_eq!(out.code, Some(0), "{out:#?}");
-    assert_eq!(out.stderr, "", "no warnings expected");
+    // No warnings: stderr only names the default zone (whatever this machine's is).
+    let notes: Vec<&str> = out.stderr.lines().collect();
+    assert!(
+        notes.len() == 1 && notes[0].starts_with("default zone: "),
+        "{out:#?}"
+    );
 
     let lines: Vec<&str> = out.stdout.lines().collect();
     let column = lines[0].find("NEXT FIRE").expect("a NEXT FIRE column");
@@ -547,4 +552,96 @@ fn default_timezone_flag_and_environment_apply_to_jobs_without_one() {
     assert_eq!(out.code, Some(0), "{out:#?}");
     assert!(out.stdout.contains("Asia/Kolkata"), "{}", out.stdout);
     assert!(out.stdout.contains("T03:00:00+05:30"), "{}", out.stdout);
+}
+
+/// `chime check` with `TZ` set to `tz` on a job that names no zone: the output.
+fn check_with_tz(tz: &str, extra: &[&str]) -> Output {
+    let dir = temp_dir();
+    let path = write(
+        dir.path(),
+        "jobs.yaml",
+        "jobs:\n  a:\n    schedule: \"0 3 * * *\"\n    command: x\n",
+    );
+    let mut args: Vec<&str> = extra.to_vec();
+    args.push("check");
+    args.push(path.to_str().unwrap());
+    let mut command = common::command(dir.path(), args);
+    command.env("TZ", tz);
+    common::run_command(command, LIMIT)
+}
+
+/// Regression (issue 9 item 7): POSIX `TZ` rules, `TZ=:/path` and `TZ=garbage` fell
+/// back to UTC without a word, and nothing said which zone was in use.
+#[test]
+fn check_names_the_default_zone_it_took_from_tz() {
+    let rule = "CET-1CEST,M3.5.0,M10.5.0/3";
+    let cases = [
+        ("Asia/Kolkata", "Asia/Kolkata (from TZ)", &["+05:30"][..]),
+        (
+            rule,
+            "CET-1CEST,M3.5.0,M10.5.0/3 (from TZ)",
+            &["+01:00", "+02:00"][..],
+        ),
+        (
+            ":/usr/share/zoneinfo/America/New_York",
+            "America/New_York (from TZ)",
+            &["-05:00", "-04:00"][..],
+        ),
+    ];
+    for (tz, shown, offsets) in cases {
+        if tz.contains("/usr/share/zoneinfo") && !Path::new("/usr/share/zoneinfo").is_dir() {
+            // Straight to stderr, past the harness's capture, so the skip is seen.
+            let _ = std::io::Write::write_all(
+                &mut std::io::stderr(),
+                format!("SKIPPED: TZ={tz}: /usr/share/zoneinfo is absent\n").as_bytes(),
+            );
+            continue;
+        }
+        let out = check_with_tz(tz, &[]);
+        assert_eq!(out.code, Some(0), "TZ={tz}: {out:#?}");
+        assert_eq!(
+            out.stderr,
+            format!("default zone: {shown}\n"),
+            "TZ={tz}: {out:#?}"
+        );
+        let row = out.stdout.lines().nth(1).expect("a row for the job");
+        assert!(
+            row.contains(&format!("  {}  ", shown.split(' ').next().unwrap())),
+            "{row}"
+        );
+        assert!(
+            offsets
+                .iter()
+                .any(|offset| row.ends_with(&format!("T03:00:00{offset}"))),
+            "TZ={tz}: {row}"
+        );
+    }
+}
+
+#[test]
+fn check_warns_when_tz_is_not_a_zone_and_uses_utc() {
+    let out = check_with_tz("garbage", &[]);
+    assert_eq!(out.code, Some(0), "{out:#?}");
+    let lines: Vec<&str> = out.stderr.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "warning: TZ=garbage is not a zone chime understands (not an IANA name, a \
+             :/path, or a POSIX rule); using UTC",
+            "default zone: UTC (fallback)",
+        ],
+        "{out:#?}"
+    );
+    assert!(out.stdout.contains("T03:00:00+00:00"), "{}", out.stdout);
+}
+
+#[test]
+fn default_timezone_flag_takes_a_posix_rule_and_wins_over_tz() {
+    let out = check_with_tz("garbage", &["--default-timezone", "<+0545>-5:45"]);
+    assert_eq!(out.code, Some(0), "{out:#?}");
+    assert_eq!(
+        out.stderr, "default zone: <+0545>-5:45 (from --default-timezone)\n",
+        "TZ is not even looked at: {out:#?}"
+    );
+    assert!(out.stdout.contains("T03:00:00+05:45"), "{}", out.stdout);
 }

@@ -14,6 +14,7 @@ use chime::job::{
     Action, DEFAULT_KILL_GRACE, HttpRequest, Job, Overlap, RetryPolicy, ShellCommand,
     SourceLocation,
 };
+use chime::zone::Zone;
 use chrono_tz::Tz;
 use tempfile::TempDir;
 
@@ -21,7 +22,7 @@ const SECRET: &str = "tok-5ecr3t";
 
 fn opts() -> LoadOptions {
     LoadOptions {
-        default_timezone: Tz::UTC,
+        default_timezone: Zone::UTC,
         env: [("HC_UUID", "1234-abcd"), ("HC_TOKEN", SECRET)]
             .into_iter()
             .map(|(name, value)| (name.to_string(), value.to_string()))
@@ -700,7 +701,7 @@ jobs:
 "#;
     let (_dir, path, result) = load_one("backup.yaml", text);
     let config = result.unwrap_or_else(|errors| panic!("{errors}"));
-    let berlin: Tz = "Europe/Berlin".parse().unwrap();
+    let berlin: Zone = "Europe/Berlin".parse().unwrap();
     let at = |line, column| SourceLocation {
         file: path.clone(),
         line,
@@ -741,7 +742,7 @@ jobs:
             name: "rotate".into(),
             schedule_text: "@daily".into(),
             schedule: Schedule::parse("@daily").unwrap(),
-            timezone: Tz::UTC,
+            timezone: Zone::UTC,
             action: Action::Shell(ShellCommand::Argv(vec![
                 "/usr/sbin/logrotate".into(),
                 "/etc/logrotate.conf".into(),
@@ -794,7 +795,7 @@ jobs:
 fn the_example_schedules_load() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("schedules");
     let opts = LoadOptions {
-        default_timezone: Tz::UTC,
+        default_timezone: Zone::UTC,
         env: Default::default(),
     };
     let config = load(&[dir], &opts).unwrap_or_else(|errors| panic!("{errors}"));

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use chime::events::{Event, ExitDetail, MissReason, Outcome, SkipReason, Stream, Trigger};
 use chime::journald::{JournalWriter, decode, encode, is_valid_field_name, matches_journal_stream};
-use chime::logging::format_json;
+use chime::logging::{format_json, format_text};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
@@ -28,6 +28,7 @@ fn every_kind_of_event() -> Vec<Event> {
             version: "1.2.3".into(),
             jobs: 4,
             files: 2,
+            zone: "Asia/Kolkata".into(),
         },
         Event::ServiceStopping {
             version: "1.2.3".into(),
@@ -326,4 +327,16 @@ fn superseded_and_queued_ms_in_every_format() {
     let json: Value = serde_json::from_str(&format_json(at(), &direct)).unwrap();
     assert!(json.get("queued_ms").is_none());
     assert!(!entry_map(&encode(&direct, at())).contains_key("QUEUED_MS"));
+}
+
+/// `service.started` names the default zone in every log format (issue 9 item 7).
+#[test]
+fn service_started_carries_the_zone_in_every_format() {
+    let event = &every_kind_of_event()[0];
+    let json: Value = serde_json::from_str(&format_json(at(), event)).unwrap();
+    assert_eq!(json["event"], "service.started");
+    assert_eq!(json["zone"], "Asia/Kolkata");
+    assert_eq!(entry_map(&encode(event, at()))["ZONE"], "Asia/Kolkata");
+    let text = format_text(at(), event);
+    assert!(text.contains("zone=Asia/Kolkata"), "{text}");
 }

@@ -270,7 +270,7 @@ async fn fires_every_second_exactly_on_time() {
 #[tokio::test(start_paused = true)]
 async fn follows_dst_in_the_jobs_zone() {
     let mut berlin = job("berlin", "30 2 * * *");
-    berlin.timezone = chrono_tz::Europe::Berlin;
+    berlin.timezone = chrono_tz::Europe::Berlin.into();
     let h = Harness::new("2026-03-28T12:00:00Z", vec![berlin], 0);
     h.run_for(Duration::from_secs(3 * 86_400)).await;
     assert_eq!(

@@ -44,6 +44,7 @@ fn config(jobs: Vec<Job>) -> Config {
         jobs,
         files: Vec::new(),
         warnings: Vec::new(),
+        default_timezone: chime::zone::Zone::UTC,
     }
 }
 

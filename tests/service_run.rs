@@ -410,3 +410,21 @@ fn an_internal_failure_is_logged_and_exits_with_code_3() {
         "{lines:#?}"
     );
 }
+
+/// Regression (issue 9 item 7): `service.started` did not name the zone in use.
+#[test]
+fn service_started_names_the_default_zone() {
+    let dir = temp_dir();
+    write(dir.path(), "tick.yaml", TICK);
+    let rule = "CET-1CEST,M3.5.0,M10.5.0/3";
+    let mut command = common::command(
+        dir.path(),
+        ["--log-format", "json", "run", dir.path().to_str().unwrap()],
+    );
+    command.env("TZ", rule);
+    let mut chime = Chime::spawn_command(command);
+    let started = chime.wait_event("service.started", LIMIT);
+    assert_fields(&started, &["version", "jobs", "files", "zone"]);
+    assert_eq!(started["zone"], rule, "{started}");
+    stop_with(&mut chime, libc::SIGTERM, 1, 1);
+}

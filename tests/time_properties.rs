@@ -9,13 +9,16 @@
 //!   gap when any skipped local time matches.
 //!
 //! The engine's fires must be exactly the model's: strictly increasing, each one a
-//! match, none skipped.
+//! match, none skipped. Zones are taken in each form chime reads (chrono-tz, a TZif
+//! file, a POSIX rule; see `zone_kinds`); the model reads the same zone's offsets.
+
+mod zone_kinds;
 
 use std::collections::BTreeSet;
 
 use chime::cron::Schedule;
-use chrono::{DateTime, Datelike, NaiveDateTime, Offset, TimeZone, Timelike, Utc};
-use chrono_tz::Tz;
+use chime::zone::Zone;
+use chrono::{DateTime, Datelike, NaiveDateTime, TimeZone, Timelike, Utc};
 use proptest::prelude::*;
 
 #[derive(Debug, Clone)]
@@ -128,14 +131,13 @@ const ZONES: &[&str] = &[
 ];
 
 /// Local wall-clock time of an instant.
-fn local(tz: Tz, instant: i64) -> NaiveDateTime {
+fn local(tz: Zone, instant: i64) -> NaiveDateTime {
     let utc = DateTime::from_timestamp(instant, 0).unwrap();
-    let offset = tz.offset_from_utc_datetime(&utc.naive_utc()).fix();
-    (utc + offset).naive_utc()
+    tz.local(utc).naive_local()
 }
 
 /// The model: all fires in `(from, to]`, minute by minute.
-fn model_fires(spec: &Spec, tz: Tz, from: i64, to: i64) -> Vec<i64> {
+fn model_fires(spec: &Spec, tz: Zone, from: i64, to: i64) -> Vec<i64> {
     let mut fires = Vec::new();
     // The furthest local time lived through so far (fixed-time jobs fire once per local
     // time). Starting inside a repeated hour, the first pass already happened.
@@ -201,9 +203,11 @@ proptest! {
     fn engine_agrees_with_the_brute_force_model(
         spec in spec(),
         zone in proptest::sample::select(ZONES),
+        kind in 0usize..3,
         from in start(),
     ) {
-        let tz: Tz = zone.parse().unwrap();
+        let kinds = zone_kinds::kinds(zone);
+        let (zone, tz) = kinds[kind % kinds.len()].clone();
         let expr = spec.render();
         let schedule = Schedule::parse(&expr).unwrap();
         let to = from + 3 * 86_400;
@@ -223,9 +227,11 @@ proptest! {
     fn every_fire_is_strictly_after_and_never_repeats(
         spec in spec(),
         zone in proptest::sample::select(ZONES),
+        kind in 0usize..3,
         from in start(),
     ) {
-        let tz: Tz = zone.parse().unwrap();
+        let kinds = zone_kinds::kinds(zone);
+        let tz = kinds[kind % kinds.len()].1;
         let schedule = Schedule::parse(&spec.render()).unwrap();
         let start = DateTime::from_timestamp(from, 0).unwrap();
         let mut last = start;
@@ -234,6 +240,25 @@ proptest! {
             prop_assert_eq!(fire.timestamp_subsec_nanos(), 0);
             last = fire;
         }
+    }
+
+    /// A zone read from the system's TZif file fires exactly as the same zone compiled
+    /// into chrono-tz, history included (Sao Paulo's 2018 midnight gap).
+    #[test]
+    fn tzif_file_zone_fires_as_chrono_tz_does(
+        spec in spec(),
+        zone in proptest::sample::select(ZONES),
+        from in start(),
+    ) {
+        let Some(file) = zone_kinds::tzif(zone) else {
+            return Ok(());
+        };
+        let iana: Zone = zone.parse().unwrap();
+        let schedule = Schedule::parse(&spec.render()).unwrap();
+        let start = DateTime::from_timestamp(from, 0).unwrap();
+        let a: Vec<_> = schedule.fires_after(iana, start).take(30).collect();
+        let b: Vec<_> = schedule.fires_after(file, start).take(30).collect();
+        prop_assert_eq!(a, b, "`{}` in {} from {}", spec.render(), zone, start);
     }
 }
 
@@ -247,7 +272,7 @@ fn model_sanity_on_a_known_case() {
         month: Field::Star,
         dow: Field::Star,
     };
-    let tz: Tz = "Europe/Berlin".parse().unwrap();
+    let tz: Zone = "Europe/Berlin".parse().unwrap();
     let from = Utc
         .with_ymd_and_hms(2026, 3, 28, 12, 0, 0)
         .unwrap()

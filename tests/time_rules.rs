@@ -1,10 +1,14 @@
 //! Table tests for the time engine. Every expected instant below was worked out by hand
 //! from Debian cron's rules and the zones' published transition dates (noted beside
 //! each table), not taken from the engine's output.
+//!
+//! Each case runs with the zone in every form chime reads (chrono-tz, the system's TZif
+//! file, the POSIX rule: see `zone_kinds`), and every form must give the same fires.
+
+mod zone_kinds;
 
 use chime::cron::Schedule;
 use chrono::{DateTime, Utc};
-use chrono_tz::Tz;
 
 fn at(text: &str) -> DateTime<Utc> {
     DateTime::parse_from_rfc3339(text)
@@ -12,17 +16,19 @@ fn at(text: &str) -> DateTime<Utc> {
         .with_timezone(&Utc)
 }
 
-/// Asserts that `expr` in `zone`, counting from `from`, fires exactly at `expected`.
+/// Asserts that `expr` in `zone`, counting from `from`, fires exactly at `expected`,
+/// whichever form the zone is read in.
 #[track_caller]
 fn fires(expr: &str, zone: &str, from: &str, expected: &[&str]) {
-    let tz: Tz = zone.parse().unwrap();
     let schedule = Schedule::parse(expr).unwrap_or_else(|e| panic!("{expr}: {e}"));
-    let got: Vec<DateTime<Utc>> = schedule
-        .fires_after(tz, at(from))
-        .take(expected.len())
-        .collect();
     let want: Vec<DateTime<Utc>> = expected.iter().map(|t| at(t)).collect();
-    assert_eq!(got, want, "`{expr}` in {zone} from {from}");
+    for (kind, tz) in zone_kinds::kinds(zone) {
+        let got: Vec<DateTime<Utc>> = schedule
+            .fires_after(tz, at(from))
+            .take(expected.len())
+            .collect();
+        assert_eq!(got, want, "`{expr}` in {kind} from {from}");
+    }
 }
 
 #[test]
@@ -501,4 +507,12 @@ fn reboot_and_impossible_dates_never_fire_on_a_timer() {
     // Rare but real: only in leap years.
     let rare = Schedule::parse("0 0 29 2 *").unwrap().next_after(utc, from);
     assert_eq!(rare, Some(at("2028-02-29T00:00:00Z")));
+}
+
+/// The tables above run in every form of a zone; guard that none silently drops out.
+#[test]
+fn tables_cover_chrono_tz_tzif_and_posix_forms() {
+    let forms = zone_kinds::kinds("Europe/Berlin");
+    let expected = if zone_kinds::have_zoneinfo() { 3 } else { 2 };
+    assert_eq!(forms.len(), expected, "{forms:?}");
 }

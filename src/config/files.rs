@@ -1,11 +1,9 @@
-//! Which files to load, reading them, and the system's time zone.
+//! Which files to load, and reading them.
 
 use std::collections::HashSet;
 use std::ffi::OsStr;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-
-use chrono_tz::Tz;
 
 use super::{ConfigError, ConfigErrors, Source};
 
@@ -136,48 +134,6 @@ fn read_limited(path: &Path) -> Result<Vec<u8>, String> {
     Ok(bytes)
 }
 
-/// See [`super::system_timezone`].
-pub(crate) fn system_timezone() -> Tz {
-    let tz_var = std::env::var("TZ").ok();
-    let localtime = std::fs::read_link("/etc/localtime").ok();
-    let timezone_file = std::fs::read_to_string("/etc/timezone").ok();
-    timezone_from(
-        tz_var.as_deref(),
-        localtime.as_deref(),
-        timezone_file.as_deref(),
-    )
-}
-
-/// The zone from `$TZ`, else the `/etc/localtime` symlink target, else
-/// `/etc/timezone`, else UTC. An entry that names no known zone is skipped.
-pub(crate) fn timezone_from(
-    tz_var: Option<&str>,
-    localtime_target: Option<&Path>,
-    timezone_file: Option<&str>,
-) -> Tz {
-    tz_var
-        .and_then(zone_from_name)
-        .or_else(|| localtime_target.and_then(|target| zone_from_name(&target.to_string_lossy())))
-        .or_else(|| timezone_file.and_then(zone_from_name))
-        .unwrap_or(Tz::UTC)
-}
-
-/// `Europe/Berlin`, `:Europe/Berlin`, `/usr/share/zoneinfo/Europe/Berlin` or
-/// `../usr/share/zoneinfo/posix/Europe/Berlin` → Europe/Berlin.
-fn zone_from_name(text: &str) -> Option<Tz> {
-    let text = text.trim();
-    let text = text.strip_prefix(':').unwrap_or(text);
-    let name = match text.rfind("zoneinfo/") {
-        Some(index) => &text[index + "zoneinfo/".len()..],
-        None => text,
-    };
-    let name = name
-        .strip_prefix("posix/")
-        .or_else(|| name.strip_prefix("right/"))
-        .unwrap_or(name);
-    name.parse::<Tz>().ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -201,30 +157,5 @@ mod tests {
         ] {
             assert!(!is_schedule_file_name(OsStr::new(bad)), "{bad}");
         }
-    }
-
-    #[test]
-    fn timezone_precedence() {
-        let berlin: Tz = "Europe/Berlin".parse().unwrap();
-        let tokyo: Tz = "Asia/Tokyo".parse().unwrap();
-        let link = Path::new("/usr/share/zoneinfo/Asia/Tokyo");
-        assert_eq!(
-            timezone_from(Some("Europe/Berlin"), Some(link), None),
-            berlin
-        );
-        assert_eq!(timezone_from(Some(":Europe/Berlin"), None, None), berlin);
-        assert_eq!(timezone_from(Some("bogus"), Some(link), None), tokyo);
-        assert_eq!(
-            timezone_from(None, Some(link), Some("Europe/Berlin\n")),
-            tokyo
-        );
-        let relative = Path::new("../usr/share/zoneinfo/posix/Asia/Tokyo");
-        assert_eq!(timezone_from(None, Some(relative), None), tokyo);
-        assert_eq!(timezone_from(None, None, Some("Europe/Berlin\n")), berlin);
-        assert_eq!(
-            timezone_from(None, Some(Path::new("/etc/foo")), None),
-            Tz::UTC
-        );
-        assert_eq!(timezone_from(None, None, None), Tz::UTC);
     }
 }

@@ -13,6 +13,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use chrono_tz::{TZ_VARIANTS, Tz};
 
+use crate::zone::Zone;
+
 use super::interpolate::is_var_name;
 use super::suggest::{closest, distance};
 use super::tree::{self, Node, NodeKind};
@@ -217,6 +219,7 @@ impl<'o> Loader<'o> {
         if self.errors.is_empty() {
             Ok(Config {
                 jobs: self.jobs,
+                default_timezone: self.opts.default_timezone,
                 files,
                 warnings: self.warnings,
             })
@@ -332,7 +335,7 @@ struct Entry<'n> {
 /// The settings `defaults` and jobs share; `None` means "not set here".
 #[derive(Debug, Clone, Default)]
 struct Settings {
-    timezone: Option<Tz>,
+    timezone: Option<Zone>,
     workdir: Option<PathBuf>,
     env: BTreeMap<String, String>,
     timeout: Option<Duration>,
@@ -399,7 +402,7 @@ struct FileChecker<'a, 'o> {
 /// A `schedule` text's parse, and for each zone met with it whether it ever fires.
 struct ParsedSchedule {
     parsed: Result<Schedule, CronError>,
-    fires: Vec<(Tz, bool)>,
+    fires: Vec<(Zone, bool)>,
 }
 
 impl<'a> FileChecker<'a, '_> {
@@ -838,7 +841,7 @@ impl<'a> FileChecker<'a, '_> {
         true
     }
 
-    fn schedule(&mut self, node: &Node, timezone: Tz) -> Option<(String, Schedule)> {
+    fn schedule(&mut self, node: &Node, timezone: Zone) -> Option<(String, Schedule)> {
         let text = match &node.kind {
             NodeKind::Str(text) => text,
             NodeKind::Null => {
@@ -971,7 +974,7 @@ impl<'a> FileChecker<'a, '_> {
         }
     }
 
-    fn timezone(&mut self, path: &str, node: &Node) -> Option<Tz> {
+    fn timezone(&mut self, path: &str, node: &Node) -> Option<Zone> {
         let NodeKind::Str(name) = &node.kind else {
             let message = format!(
                 "`{path}` must be a time zone name such as \"Europe/Berlin\" or \"UTC\", \
@@ -981,8 +984,9 @@ impl<'a> FileChecker<'a, '_> {
             self.error(node, message);
             return None;
         };
+        // IANA names only: the other forms of a zone are for the system's zone.
         if let Ok(tz) = name.parse::<Tz>() {
-            return Some(tz);
+            return Some(Zone::Iana(tz));
         }
         let hint = match suggest_zone(name) {
             Some(zone) => format!("did you mean `{zone}`?"),

@@ -23,7 +23,7 @@
 //! checked one after another.
 //!
 //! # Layout
-//! - [`files`]: [`discover`], [`read_sources`], [`system_timezone`].
+//! - [`files`]: [`discover`], [`read_sources`]. The system's zone is [`crate::zone`]'s.
 //! - [`tree`]: phase 1 (`tree::saphyr`: the serde-saphyr reading it defers to). [`jobs`]:
 //!   phase 2 (`jobs::http` for the `http:` mapping).
 //! - [`interpolate`]: `${VAR}`, `${VAR:-default}`, `$${`. [`suggest`]: "did you mean".
@@ -38,29 +38,31 @@ use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use chrono_tz::Tz;
-
 use crate::job::{Job, SourceLocation};
+use crate::zone::{SystemZone, Zone};
 
 /// What loading needs from outside the files.
 #[derive(Clone)]
 pub struct LoadOptions {
     /// The zone of jobs that set none, in the job or the file's `defaults`.
-    pub default_timezone: Tz,
+    pub default_timezone: Zone,
     /// Variables for `${VAR}` in `http.url`, header values and `body`.
     pub env: HashMap<String, String>,
 }
 
 impl LoadOptions {
-    /// The service's own environment, and `default_timezone` or else the system's zone.
-    pub fn from_process(default_timezone: Option<Tz>) -> LoadOptions {
+    /// The service's own environment, and `default_timezone` (a [`Zone`] or a
+    /// `chrono_tz::Tz`) or else the system's zone. When the system's zone falls back to
+    /// UTC, a warning saying why goes to stderr: this runs once, at start, before the
+    /// event log is up.
+    pub fn from_process(default_timezone: Option<impl Into<Zone>>) -> LoadOptions {
         // `std::env::vars` panics on a non-UTF-8 variable; such a variable cannot be
         // written as `${NAME}` usefully anyway, so it is left out.
         let env = std::env::vars_os()
             .filter_map(|(name, value)| Some((name.into_string().ok()?, value.into_string().ok()?)))
             .collect();
         LoadOptions {
-            default_timezone: default_timezone.unwrap_or_else(system_timezone),
+            default_timezone: default_zone(default_timezone.map(Into::into)).warned(),
             env,
         }
     }
@@ -76,11 +78,22 @@ impl fmt::Debug for LoadOptions {
     }
 }
 
-/// The system's time zone: `$TZ` (an IANA name, optionally with a leading `:`), else the
-/// target of the `/etc/localtime` symlink after `zoneinfo/`, else `/etc/timezone`, else
-/// UTC.
-pub fn system_timezone() -> Tz {
-    files::system_timezone()
+/// The system's time zone as the C library sees it: see
+/// [`crate::zone::resolve_system_zone`]. A fallback to UTC says why in its `warning`.
+pub fn system_timezone() -> SystemZone {
+    SystemZone::from_process()
+}
+
+/// The default zone of jobs: `--default-timezone` when given, else the system's.
+pub fn default_zone(flag: Option<Zone>) -> SystemZone {
+    match flag {
+        Some(zone) => SystemZone {
+            zone,
+            source: "--default-timezone".to_string(),
+            warning: None,
+        },
+        None => system_timezone(),
+    }
 }
 
 /// The schedule files named by `paths`: a file as given; a directory means its `*.yaml`
@@ -154,6 +167,8 @@ impl Snapshot {
 pub struct Config {
     /// In file order, then in order within each file.
     pub jobs: Vec<Job>,
+    /// The zone of jobs that name none: `service.started` reports it.
+    pub default_timezone: Zone,
     /// The files loaded, in order.
     pub files: Vec<PathBuf>,
     /// Things that are legal but rarely meant; `check` prints them.
@@ -276,7 +291,7 @@ mod tests {
     #[test]
     fn load_options_debug_hides_the_environment() {
         let opts = LoadOptions {
-            default_timezone: Tz::UTC,
+            default_timezone: Zone::UTC,
             env: [("TOKEN".to_string(), "s3cret".to_string())].into(),
         };
         let shown = format!("{opts:?}");

@@ -16,9 +16,34 @@ use chrono::{DateTime, Datelike, NaiveDate, NaiveDateTime, Offset, TimeZone, Tim
 use chrono_tz::Tz;
 
 use super::expr::CronExpr;
+use crate::zone::{RulesZone, Zone};
+
+/// The one thing the search asks of a zone: its UTC offset (seconds) at an instant.
+/// The search is generic over it so the IANA path compiles to direct chrono-tz calls,
+/// with the zone's kind matched once per search rather than once per probe.
+trait Offsets: Copy {
+    fn offset_at(self, instant: i64) -> Option<i64>;
+}
+
+impl Offsets for Tz {
+    fn offset_at(self, instant: i64) -> Option<i64> {
+        let utc = DateTime::from_timestamp(instant, 0)?.naive_utc();
+        Some(i64::from(
+            self.offset_from_utc_datetime(&utc).fix().local_minus_utc(),
+        ))
+    }
+}
+
+impl Offsets for &RulesZone {
+    fn offset_at(self, instant: i64) -> Option<i64> {
+        RulesZone::offset_at(self, instant).map(i64::from)
+    }
+}
 
 /// Offset changes are found by probing the zone at this step. No zone in the tz
-/// database shifts and shifts back within six hours, so none is missed.
+/// database shifts and shifts back within six hours, so none is missed. (A POSIX rule
+/// could describe a shorter summer time; no real zone does, and such a zone would only
+/// lose its shortest stretches.)
 const PROBE_STEP: i64 = 6 * 3600;
 
 /// How far ahead a search goes before deciding the expression never fires. The
@@ -26,7 +51,14 @@ const PROBE_STEP: i64 = 6 * 3600;
 const HORIZON_YEARS: i32 = 401;
 
 /// The first fire at or after the instant `start` (Unix seconds).
-pub(super) fn next_fire(expr: &CronExpr, tz: Tz, start: i64) -> Option<i64> {
+pub(super) fn next_fire(expr: &CronExpr, zone: Zone, start: i64) -> Option<i64> {
+    match zone {
+        Zone::Iana(tz) => next_fire_in(expr, tz, start),
+        Zone::Rules(rules) => next_fire_in(expr, rules, start),
+    }
+}
+
+fn next_fire_in(expr: &CronExpr, tz: impl Offsets, start: i64) -> Option<i64> {
     let fixed = !expr.is_wildcard();
     let mut segment_start = start;
     let mut offset = offset_at(tz, start)?;
@@ -67,15 +99,12 @@ pub(super) fn next_fire(expr: &CronExpr, tz: Tz, start: i64) -> Option<i64> {
     }
 }
 
-fn offset_at(tz: Tz, instant: i64) -> Option<i64> {
-    let utc = DateTime::from_timestamp(instant, 0)?.naive_utc();
-    Some(i64::from(
-        tz.offset_from_utc_datetime(&utc).fix().local_minus_utc(),
-    ))
+fn offset_at(tz: impl Offsets, instant: i64) -> Option<i64> {
+    tz.offset_at(instant)
 }
 
 /// The first offset change in `(from, to]`: the instant it takes effect and the new offset.
-fn next_shift(tz: Tz, from: i64, to: i64) -> Option<(i64, i64)> {
+fn next_shift(tz: impl Offsets, from: i64, to: i64) -> Option<(i64, i64)> {
     let offset = offset_at(tz, from)?;
     let mut low = from;
     while low < to {

@@ -20,9 +20,10 @@ mod expr;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use chrono_tz::Tz;
 
 pub use expr::CronExpr;
+
+use crate::zone::Zone;
 
 /// A parsed `schedule:` value.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,8 +93,9 @@ impl Schedule {
     }
 
     /// The first fire strictly after `after`, or `None` if there is none (`@reboot`, or an
-    /// expression that never matches, such as February 30).
-    pub fn next_after(&self, tz: Tz, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    /// expression that never matches, such as February 30). `tz` is a [`Zone`] or a
+    /// `chrono_tz::Tz`.
+    pub fn next_after(&self, tz: impl Into<Zone>, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
         match self {
             Schedule::Reboot => None,
             Schedule::Every(period) => {
@@ -104,7 +106,7 @@ impl Schedule {
             }
             Schedule::Cron(expr) => {
                 let start = after.timestamp().checked_add(1)?;
-                engine::next_fire(expr, tz, start)
+                engine::next_fire(expr, tz.into(), start)
                     .and_then(|secs| DateTime::from_timestamp(secs, 0))
             }
         }
@@ -123,9 +125,10 @@ impl Schedule {
     /// An iterator over successive fires after `after`.
     pub fn fires_after(
         &self,
-        tz: Tz,
+        tz: impl Into<Zone>,
         after: DateTime<Utc>,
     ) -> impl Iterator<Item = DateTime<Utc>> + '_ {
+        let tz: Zone = tz.into();
         let mut cursor = Some(after);
         std::iter::from_fn(move || {
             let next = self.next_after(tz, cursor?);
