@@ -6,7 +6,7 @@
 //! virtual time. [`run_from_cli`] wires it to the real world: signals (registered
 //! first), a directory watcher, systemd's notify socket, stderr, the system clock.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -787,41 +787,6 @@ fn forward_signals(tx: mpsc::Sender<Control>) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Turns file-system events in `dirs` into [`Control::ReloadIfChanged`], debounced:
-/// one request once events have been quiet for `quiet`.
-pub fn watch(
-    dirs: &[PathBuf],
-    quiet: Duration,
-    tx: mpsc::Sender<Control>,
-) -> notify::Result<notify::RecommendedWatcher> {
-    use notify::Watcher;
-    let (raw_tx, mut raw_rx) = mpsc::unbounded_channel::<()>();
-    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        if event.is_ok_and(|event| !event.kind.is_access()) {
-            let _ = raw_tx.send(());
-        }
-    })?;
-    for dir in dirs {
-        watcher.watch(Path::new(dir), notify::RecursiveMode::NonRecursive)?;
-    }
-    tokio::spawn(async move {
-        while raw_rx.recv().await.is_some() {
-            // Debounce: wait until nothing happened for `quiet`.
-            loop {
-                match tokio::time::timeout(quiet, raw_rx.recv()).await {
-                    Ok(Some(())) => continue,
-                    Ok(None) => return,
-                    Err(_) => break,
-                }
-            }
-            if tx.send(Control::ReloadIfChanged).await.is_err() {
-                return;
-            }
-        }
-    });
-    Ok(watcher)
-}
-
 /// Starts the event log, and routes the few internal diagnostics (`tracing` macros,
 /// e.g. a process group that would not die) to stderr in a matching format.
 fn start_logging(settings: &Settings) -> (Events, logging::LogGuard) {
@@ -891,14 +856,11 @@ async fn run_service(paths: Vec<PathBuf>, settings: &Settings) -> u8 {
         }
     };
     let (events, _guard) = start_logging(settings);
-    // Keep the watcher alive for as long as the service runs.
-    let _watcher = match watch(&source.watch_dirs(), Duration::from_millis(250), tx) {
-        Ok(watcher) => Some(watcher),
-        Err(err) => {
-            eprintln!("warning: cannot watch the schedule directories ({err}); reload with SIGHUP");
-            None
-        }
-    };
+    let dirs = source.watch_dirs();
+    let quiet = Duration::from_millis(250);
+    if let Err(err) = crate::watch::watch(&dirs, quiet, tx, Control::ReloadIfChanged) {
+        eprintln!("warning: cannot watch the schedule directories ({err}); reload with SIGHUP");
+    }
     let options = ServeOptions {
         shutdown_grace: settings.shutdown_grace,
         max_concurrent_runs: settings.max_concurrent_runs,

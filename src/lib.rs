@@ -35,6 +35,7 @@
 //! - [`health`]: heartbeats of the scheduling and control loops; internal failures.
 //! - [`systemd`]: sd_notify: readiness, reload, stopping, status, watchdog.
 //! - [`memory`]: handing memory freed after loading back to the OS.
+//! - [`watch`]: the schedule directories watched for changes, replaced ones too.
 //! - [`daemon`]: the service's lifecycle and the `run` / `exec` commands.
 //! - [`cli`]: the command line and the `check` / `next` commands.
 
@@ -55,4 +56,5 @@ pub mod memory;
 pub mod run;
 pub mod scheduler;
 pub mod systemd;
+pub mod watch;
 pub mod zone;

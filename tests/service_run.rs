@@ -428,3 +428,39 @@ fn service_started_names_the_default_zone() {
     assert_eq!(started["zone"], rule, "{started}");
     stop_with(&mut chime, libc::SIGTERM, 1, 1);
 }
+
+/// Regression (issue 9 item 6): replacing the schedule directory as a whole (`mv d
+/// d.old; mkdir d`, as deployment tools do) lost the watch for good; later edits
+/// waited for the 60 s re-check. The parent is watched too and the watch moves to the
+/// new directory. (Waits are 20 s at most, well under the re-check.)
+#[test]
+fn a_replaced_schedule_directory_is_still_watched() {
+    let root = temp_dir();
+    let dir = root.path().join("d");
+    std::fs::create_dir(&dir).unwrap();
+    write(&dir, "a.yaml", TICK);
+    let mut chime = start(&dir, &[]);
+    chime.wait_event("service.started", LIMIT);
+    std::fs::rename(&dir, root.path().join("d.old")).unwrap();
+    // Built aside and moved in whole, so that no reload sees it half-written.
+    let staged = root.path().join(".staged");
+    std::fs::create_dir(&staged).unwrap();
+    write(
+        &staged,
+        "a.yaml",
+        format!("{TICK}  tock:\n    schedule: \"* * * * * *\"\n    command: echo hi\n"),
+    );
+    std::fs::rename(&staged, &dir).unwrap();
+    let reloaded = chime.wait_event("config.reloaded", LIMIT);
+    assert_eq!(reloaded["added"], 1, "{reloaded}");
+    // An edit inside the new directory is seen too: the watch moved to it.
+    write(
+        &dir,
+        "b.yaml",
+        "jobs:\n  third:\n    schedule: \"* * * * * *\"\n    command: echo hi\n",
+    );
+    let reloaded = chime.wait_event("config.reloaded", LIMIT);
+    assert_eq!(reloaded["added"], 1, "{reloaded}");
+    assert_eq!(reloaded["unchanged"], 2, "{reloaded}");
+    stop_with(&mut chime, libc::SIGTERM, 3, 2);
+}
