@@ -168,9 +168,13 @@ fn main() {
     // Reloads are built before they are timed, and between them the probe fires.
     let mut windows: [Vec<(DateTime<Utc>, DateTime<Utc>)>; 2] = [Vec::new(), Vec::new()];
     let mut sliced: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+    // The control: the probe while nothing else happens (300 ms before each reload).
+    let mut quiet: Vec<(DateTime<Utc>, DateTime<Utc>)> = Vec::new();
     for k in 0..2 * rounds {
         let (_, new) = reload_set(jobs, k);
+        let quiet_from = SystemClock.now();
         std::thread::sleep(Duration::from_millis(300));
+        quiet.push((quiet_from, SystemClock.now()));
         let (reply, counts) = tokio::sync::oneshot::channel();
         let from = SystemClock.now();
         let started = Instant::now();
@@ -194,9 +198,8 @@ fn main() {
         "| reload | all at once: apply ms, median (= the stall of every fire due meanwhile) | sliced: apply ms, median | probe fires during reloads | lateness p50 / p99 / max ms | missed fires |"
     );
     println!("|---|---:|---:|---:|---:|---:|");
-    for kind in 0..2 {
-        let label = reload_set(1, kind).0;
-        let inside = |at: &DateTime<Utc>| windows[kind].iter().any(|(a, b)| at > a && at < b);
+    let late_in = |spans: &[(DateTime<Utc>, DateTime<Utc>)]| -> (Vec<f64>, u64) {
+        let inside = |at: &DateTime<Utc>| spans.iter().any(|(a, b)| at > a && at < b);
         let mut late: Vec<f64> = fires
             .iter()
             .filter(|(scheduled, _)| inside(scheduled))
@@ -205,19 +208,38 @@ fn main() {
             })
             .collect();
         late.sort_by(f64::total_cmp);
-        let missed_count: u64 = missed
+        let missed = missed
             .iter()
             .filter(|(at, _)| inside(at))
             .map(|(_, count)| count)
             .sum();
+        (late, missed)
+    };
+    let row = |label: &str, once: String, sliced: String, late: &[f64], missed: u64| {
         println!(
-            "| {label} | {:.1} | {:.1} | {} | {:.2} / {:.2} / {:.2} | {missed_count} |",
-            median(&mut all_at_once[kind].clone()),
-            median(&mut sliced[kind].clone()),
+            "| {label} | {once} | {sliced} | {} | {:.2} / {:.2} / {:.2} | {missed} |",
             late.len(),
-            percentile(&late, 50.0),
-            percentile(&late, 99.0),
+            percentile(late, 50.0),
+            percentile(late, 99.0),
             late.last().copied().unwrap_or(f64::NAN),
+        );
+    };
+    let (late, missed_count) = late_in(&quiet);
+    row(
+        "none (control: the probe alone)",
+        "–".into(),
+        "–".into(),
+        &late,
+        missed_count,
+    );
+    for kind in 0..2 {
+        let (late, missed_count) = late_in(&windows[kind]);
+        row(
+            reload_set(1, kind).0,
+            format!("{:.1}", median(&mut all_at_once[kind].clone())),
+            format!("{:.1}", median(&mut sliced[kind].clone())),
+            &late,
+            missed_count,
         );
     }
 }

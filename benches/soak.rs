@@ -1,0 +1,281 @@
+//! `cargo bench --bench soak` (not in CI): does the service stay flat over a long run?
+//!
+//! The service runs in-process (`daemon::serve`, as `chime run` runs it) with the real
+//! executor: 1,000 shell jobs (`true`): ten every second, the rest spread over
+//! every-10-s, every-30-s and every-minute schedules (about 70 runs a second). Every 10 s a reload swaps in the
+//! next of a cycle of sets (commands changed, jobs renamed, schedules changed, jobs
+//! removed and added back); every 150 s the wall clock is stepped, alternately 20 s
+//! forward and 20 s back (a clock of the bench's own, over the system clock, so the
+//! machine's clock is left alone).
+//!
+//! Printed per minute: RSS, open descriptors, runs started, and `lateness_ms` of
+//! `run.started` (scheduled instant → process spawned) p50 / p99 / max. Flat means:
+//! the last minute's RSS within 10 % of the second minute's, descriptors within 2, and
+//! lateness p99 within 2×.
+//!
+//! `CHIME_SOAK_MINUTES` sets the length (default 30).
+
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chime::clock::{Clock, SystemClock, Wake};
+use chime::config::Config;
+use chime::daemon::{ConfigSource, Control, Reloaded, ServeOptions, World, serve};
+use chime::events::{Event, Events};
+use chime::exec::Real;
+use chime::health::Health;
+use chime::job::{Action, Job, ShellCommand};
+use chime::systemd::Notifier;
+use chrono::{DateTime, TimeDelta, Utc};
+use tokio::sync::{Notify, mpsc};
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+const JOBS: usize = 1_000;
+
+/// The system clock shifted by an offset the bench steps, as NTP would step it.
+struct SteppedClock {
+    offset_ms: AtomicI64,
+    stepped: Notify,
+}
+
+impl SteppedClock {
+    fn offset(&self) -> TimeDelta {
+        TimeDelta::milliseconds(self.offset_ms.load(Ordering::Relaxed))
+    }
+
+    fn step(&self, by: TimeDelta) {
+        self.offset_ms
+            .fetch_add(by.num_milliseconds(), Ordering::Relaxed);
+        self.stepped.notify_waiters();
+    }
+}
+
+impl Clock for SteppedClock {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now() + self.offset()
+    }
+
+    fn steady(&self) -> Duration {
+        SystemClock.steady()
+    }
+
+    fn lead(&self) -> Duration {
+        SystemClock::LEAD
+    }
+
+    fn settle_until(&self, at: DateTime<Utc>) {
+        SystemClock.settle_until(at - self.offset());
+    }
+
+    async fn sleep_until(&self, at: DateTime<Utc>) -> Wake {
+        let stepped = self.stepped.notified();
+        tokio::pin!(stepped);
+        stepped.as_mut().enable();
+        tokio::select! {
+            wake = SystemClock.sleep_until(at - self.offset()) => wake,
+            () = stepped => Wake::Stepped,
+        }
+    }
+}
+
+/// The k-th set of the reload cycle.
+fn set(k: usize) -> Vec<Job> {
+    let variant = k % 4;
+    (0..JOBS)
+        .filter(|i| !(variant == 3 && i % 10 == 0)) // every tenth job removed, then back
+        .map(|i| {
+            let schedule = match (i % 100, variant) {
+                _ if i < 10 => "* * * * * *",
+                (0..=49, 2) => "*/30 * * * * *", // changed schedules
+                (0..=49, _) => "*/10 * * * * *",
+                (50..=79, _) => "*/30 * * * * *",
+                _ => "0 * * * * *",
+            };
+            // Renamed in odd sets: the names of a fifth of the jobs alternate.
+            let name = if i % 5 == 0 && k % 2 == 1 {
+                format!("renamed-{i}")
+            } else {
+                format!("job-{i}")
+            };
+            let script = format!("true {}", if variant == 1 { "changed" } else { "" });
+            Job::new(name, schedule, Action::Shell(ShellCommand::Script(script)))
+                .expect("a valid schedule")
+        })
+        .collect()
+}
+
+fn config(jobs: Vec<Job>) -> Config {
+    Config {
+        jobs,
+        files: Vec::new(),
+        warnings: Vec::new(),
+        default_timezone: chime::zone::Zone::UTC,
+    }
+}
+
+/// A source that hands out the next set of the cycle at each reload.
+struct Cycle {
+    next: usize,
+}
+
+impl ConfigSource for Cycle {
+    fn reload(&mut self, _force: bool) -> Reloaded {
+        self.next += 1;
+        Reloaded::Loaded(config(set(self.next)))
+    }
+}
+
+fn rss_kb() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find(|line| line.starts_with("VmRSS:"))
+                .and_then(|line| line.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").map_or(0, Iterator::count)
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[rank.min(sorted.len() - 1)]
+}
+
+struct Minute {
+    rss_kb: u64,
+    fds: usize,
+    runs: usize,
+    p50: f64,
+    p99: f64,
+    max: f64,
+}
+
+fn main() {
+    chime::memory::configure_allocator();
+    let minutes: usize = std::env::var("CHIME_SOAK_MINUTES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(30);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let lateness = Arc::new(Mutex::new(Vec::<f64>::new()));
+    let reloads = Arc::new(AtomicUsize::new(0));
+    let failures = Arc::new(AtomicUsize::new(0));
+    let events = {
+        let lateness = Arc::clone(&lateness);
+        let reloads = Arc::clone(&reloads);
+        let failures = Arc::clone(&failures);
+        Events::new(move |event| match event {
+            Event::RunStarted { lateness_ms, .. } => {
+                if let Ok(mut lateness) = lateness.lock() {
+                    lateness.push(lateness_ms);
+                }
+            }
+            Event::ConfigReloaded { .. } => {
+                reloads.fetch_add(1, Ordering::Relaxed);
+            }
+            Event::ServiceFailed { .. } | Event::ConfigRejected { .. } => {
+                failures.fetch_add(1, Ordering::Relaxed);
+            }
+            _ => {}
+        })
+    };
+    let clock = Arc::new(SteppedClock {
+        offset_ms: AtomicI64::new(0),
+        stepped: Notify::new(),
+    });
+    let rows = runtime.block_on(async {
+        let (control, control_rx) = mpsc::channel(16);
+        let world = World {
+            clock: Arc::clone(&clock),
+            executor: Real::new().expect("an HTTP client"),
+            events,
+            notifier: Notifier::from_socket_path(None),
+            health: Health::new(),
+        };
+        let options = ServeOptions {
+            recheck_every: None,
+            ..ServeOptions::default()
+        };
+        let service = tokio::spawn(serve(
+            config(set(0)),
+            Cycle { next: 0 },
+            options,
+            world,
+            control_rx,
+        ));
+        let mut rows = Vec::new();
+        let mut tick = tokio::time::interval(Duration::from_secs(10));
+        tick.tick().await;
+        println!(
+            "| minute | RSS MB | open fds | runs | lateness p50 / p99 / max ms | reloads so far |"
+        );
+        println!("|---:|---:|---:|---:|---:|---:|");
+        for minute in 1..=minutes {
+            for step in 0..6 {
+                tick.tick().await;
+                let _ = control.send(Control::Reload).await;
+                let seconds = ((minute - 1) * 6 + step + 1) * 10;
+                if seconds % 150 == 0 {
+                    let forward = (seconds / 150) % 2 == 1;
+                    clock.step(TimeDelta::seconds(if forward { 20 } else { -20 }));
+                }
+            }
+            let mut late = std::mem::take(&mut *lateness.lock().expect("not poisoned"));
+            late.sort_by(f64::total_cmp);
+            let row = Minute {
+                rss_kb: rss_kb(),
+                fds: open_fds(),
+                runs: late.len(),
+                p50: percentile(&late, 50.0),
+                p99: percentile(&late, 99.0),
+                max: late.last().copied().unwrap_or(f64::NAN),
+            };
+            println!(
+                "| {minute} | {:.1} | {} | {} | {:.2} / {:.2} / {:.2} | {} |",
+                row.rss_kb as f64 / 1024.0,
+                row.fds,
+                row.runs,
+                row.p50,
+                row.p99,
+                row.max,
+                reloads.load(Ordering::Relaxed),
+            );
+            rows.push(row);
+        }
+        let _ = control.send(Control::Shutdown).await;
+        let _ = service.await;
+        rows
+    });
+    println!(
+        "\nfailures or rejected reloads: {}",
+        failures.load(Ordering::Relaxed)
+    );
+    if let (Some(second), Some(last)) = (rows.get(1), rows.last()) {
+        let rss = last.rss_kb as f64 / second.rss_kb.max(1) as f64;
+        let fds = last.fds.abs_diff(second.fds);
+        let p99 = last.p99 / second.p99;
+        println!(
+            "flat? RSS last/second {rss:.3} (within 10 %: {}), descriptors {} → {} (within 2: {}), p99 last/second {p99:.2} (within 2×: {})",
+            (0.9..=1.1).contains(&rss),
+            second.fds,
+            last.fds,
+            fds <= 2,
+            p99 <= 2.0,
+        );
+    }
+}
