@@ -242,8 +242,8 @@ enum Ended {
 }
 
 /// Runs the service until [`Control::Shutdown`] arrives (or the control channel
-/// closes), then drains and returns. An internal failure (a panicking reload, a
-/// scheduling loop that ends) is logged as `service.failed`; runs are terminated and
+/// closes), then drains and returns. An internal failure (a panicking reload or run,
+/// a scheduling loop that ends) is logged as `service.failed`; runs are terminated and
 /// the failure is returned, for the binary to exit with code 3.
 pub async fn serve<E: Executor, C: Clock, S: ConfigSource>(
     config: Config,
@@ -273,6 +273,7 @@ pub async fn serve<E: Executor, C: Clock, S: ConfigSource>(
         options.run.clone(),
         options.max_concurrent_runs,
     );
+    dispatcher.report_failures_to(&health);
     let mut scheduler = Scheduler::new(Arc::clone(&clock), dispatcher.clone(), events.clone());
     scheduler.add_jobs(config.jobs);
     crate::memory::release_freed();

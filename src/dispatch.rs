@@ -31,6 +31,7 @@ use tokio_util::task::TaskTracker;
 use crate::clock::Clock;
 use crate::events::{Event, Events, MissReason, SkipReason, Trigger};
 use crate::exec::Executor;
+use crate::health::{Failure, Health, catch_panic};
 use crate::job::{Job, Overlap};
 use crate::run::{RunRequest, RunSettings, execute_admitted_run, new_run_id};
 
@@ -144,6 +145,8 @@ struct Inner<E, C> {
     cancel_all: CancellationToken,
     /// Parent of every job's stop-retries token: shutdown drops pending retries.
     stop_retries: CancellationToken,
+    /// Where a run that panics is reported (the service's health), once set.
+    failures: OnceLock<Health>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -178,6 +181,7 @@ impl<E: Executor, C: Clock> Dispatcher<E, C> {
                 tracker: TaskTracker::new(),
                 cancel_all: CancellationToken::new(),
                 stop_retries: CancellationToken::new(),
+                failures: OnceLock::new(),
             }),
         }
     }
@@ -254,6 +258,11 @@ impl<E: Executor, C: Clock> Dispatcher<E, C> {
         };
         inner.skip(&name, scheduled_at, reason);
         None
+    }
+
+    /// Reports runs that panic to `health` (the first call wins).
+    pub fn report_failures_to(&self, health: &Health) {
+        let _ = self.inner.failures.set(health.clone());
     }
 
     /// Keeps one of the runtime's workers running until `at`, a moment away, so that
@@ -416,6 +425,16 @@ impl<E: Executor, C: Clock> Dispatcher<E, C> {
                 finished.cancel();
             }
             this.release_slot();
+        };
+        // A panic in a run is a failure of chime, not of the job: it is reported, and
+        // the service stops (exit code 3) rather than go on with a run unaccounted for.
+        let failures = self.inner.failures.get().cloned();
+        let task = async move {
+            if let Err(payload) = catch_panic(task).await
+                && let Some(health) = failures
+            {
+                health.fail(Failure::from_panic("run", payload));
+            }
         };
         self.inner.tracker.spawn_on(task, &self.inner.runtime);
         true

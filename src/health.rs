@@ -6,8 +6,13 @@
 //! restarted. An internal task that fails (a panic, a loop that ends unasked) reports
 //! a [`Failure`]; the service then stops and exits with code 3.
 
+use std::any::Any;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::sync::Notify;
@@ -45,7 +50,7 @@ pub struct Failure {
 
 impl Failure {
     /// A failure from a task's panic payload.
-    pub fn from_panic(what: &'static str, payload: Box<dyn std::any::Any + Send>) -> Failure {
+    pub fn from_panic(what: &'static str, payload: Box<dyn Any + Send>) -> Failure {
         let message = payload
             .downcast_ref::<&str>()
             .map(|s| (*s).to_string())
@@ -163,6 +168,36 @@ impl Health {
     }
 }
 
+pin_project_lite::pin_project! {
+    /// A future that turns a panic while it is polled into an `Err` with the panic's
+    /// payload, so that the task running it can report the failure instead of
+    /// vanishing. See [`catch_panic`].
+    pub struct CatchPanic<F> {
+        #[pin]
+        inner: F,
+    }
+}
+
+/// Wraps a task's future: a panic inside it becomes `Err(payload)`.
+pub fn catch_panic<F: Future>(inner: F) -> CatchPanic<F> {
+    CatchPanic { inner }
+}
+
+impl<F: Future> Future for CatchPanic<F> {
+    type Output = Result<F::Output, Box<dyn Any + Send>>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let inner = self.project().inner;
+        // After a panic the future is never polled again (its task ends with the Err),
+        // so whatever state the panic left behind is not observed.
+        match std::panic::catch_unwind(AssertUnwindSafe(|| inner.poll(cx))) {
+            Ok(Poll::Pending) => Poll::Pending,
+            Ok(Poll::Ready(output)) => Poll::Ready(Ok(output)),
+            Err(payload) => Poll::Ready(Err(payload)),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -180,6 +215,18 @@ mod tests {
         assert!(health.alive());
         tokio::time::advance(Duration::from_secs(5)).await;
         assert_eq!(health.stale(), Some(Loop::Scheduler));
+    }
+
+    #[tokio::test]
+    async fn a_panic_inside_a_caught_future_is_returned() {
+        let caught = catch_panic(async {
+            tokio::task::yield_now().await;
+            panic!("broke after a yield");
+        })
+        .await;
+        let failure = Failure::from_panic("run", caught.unwrap_err());
+        assert_eq!(failure.error, "panicked: broke after a yield");
+        assert_eq!(catch_panic(async { 7 }).await.ok(), Some(7));
     }
 
     #[tokio::test]

@@ -19,12 +19,14 @@ use tokio::sync::mpsc;
 
 const WAIT: Duration = Duration::from_secs(10);
 
-/// Runs last until cancelled.
+/// Runs last until cancelled; a job named `boom` panics instead (a bug in chime's run
+/// code, as far as the service can tell).
 #[derive(Clone)]
 struct Endless;
 
 impl Executor for Endless {
     async fn execute(&self, attempt: Attempt, _output: Arc<OutputSink>) -> AttemptResult {
+        assert!(attempt.job.name != "boom", "the run code broke");
         attempt.cancel.cancelled().await;
         AttemptResult::with_outcome(Outcome::Cancelled, ExitDetail::default())
     }
@@ -232,6 +234,18 @@ async fn a_panicking_scheduling_loop_is_a_service_failure() {
     assert_eq!(what, "scheduler");
     assert!(error.contains("the clock broke"), "{error}");
     assert_eq!(service.ended().await.unwrap_err().what, "scheduler");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_run_is_a_service_failure() {
+    let mut service = Service::start(vec![job("tick", "* * * * * *"), job("boom", "* * * * * *")]);
+    let failed = service.wait_event("service.failed").await;
+    let Event::ServiceFailed { what, error } = &failed else {
+        unreachable!()
+    };
+    assert_eq!(what, "run");
+    assert!(error.contains("the run code broke"), "{error}");
+    assert_eq!(service.ended().await.unwrap_err().what, "run");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
