@@ -234,9 +234,9 @@ fn main() {
         let mut tick = tokio::time::interval(Duration::from_secs(10));
         tick.tick().await;
         println!(
-            "| minute | RSS MB | open fds | runs | lateness p50 / p99 / max ms | reloads so far |"
+            "| minute | RSS MB | open fds | scheduled runs | lateness p50 / p99 / max ms | reloads so far | catch-ups so far |"
         );
-        println!("|---:|---:|---:|---:|---:|---:|");
+        println!("|---:|---:|---:|---:|---:|---:|---:|");
         for minute in 1..=minutes {
             for step in 0..6 {
                 tick.tick().await;
