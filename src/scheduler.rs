@@ -489,7 +489,7 @@ impl<E: Executor, C: Clock> Scheduler<E, C> {
                     None => {
                         // Fire what fell due during the slice, then the next slice.
                         if self.earliest().is_some_and(|at| at <= self.clock.now()) {
-                            self.on_wake(Wake::Due);
+                            self.on_wake();
                         }
                         if shutdown.is_cancelled() {
                             return;
@@ -541,16 +541,17 @@ impl<E: Executor, C: Clock> Scheduler<E, C> {
                     }
                     None => commands_open = false,
                 },
-                wake = sleep => self.on_wake(wake),
+                _ = sleep => self.on_wake(),
                 // A step of the clock that no timer told of is noticed here.
-                () = beat_due => self.on_wake(Wake::Stepped),
+                () = beat_due => self.on_wake(),
             }
         }
     }
 
-    /// Handles one wake-up (whatever woke it: the wall clock is compared with the
-    /// steady clock either way): notices clock steps, then fires everything due.
-    pub fn on_wake(&mut self, _wake: Wake) {
+    /// Handles one wake-up, whatever woke it (a timer, a step of the clock the kernel
+    /// reported, a heartbeat): notices clock steps by comparing the wall clock with the
+    /// steady clock, then fires everything due.
+    pub fn on_wake(&mut self) {
         let now = self.clock.now();
         let steady = self.clock.steady();
         let expected = self.last_wall

@@ -938,7 +938,6 @@ async fn a_job_added_into_a_slot_freed_by_an_earlier_reload_fires() {
 /// difference; the scheduler's slots, name index and timers stay consistent.
 mod reload_model {
     use super::*;
-    use chime::clock::Wake;
     use proptest::prelude::*;
     use std::collections::BTreeMap;
 
@@ -1157,7 +1156,7 @@ mod reload_model {
                 }
                 let wait = (next - self.clock.now()).to_std().unwrap_or_default();
                 tokio::time::advance(wait).await;
-                self.scheduler.on_wake(Wake::Due);
+                self.scheduler.on_wake();
                 self.settle().await;
                 self.scheduler.check_consistency()?;
             }
