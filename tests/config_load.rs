@@ -650,15 +650,146 @@ fn missing_paths_are_errors_naming_each() {
 #[test]
 fn unreadable_file_is_an_error_naming_it() {
     let dir = TempDir::new().unwrap();
-    // A directory passed as a file: opening works, reading does not (root can read any
-    // file, so permissions would not do).
-    let not_a_file = dir.path().to_path_buf();
-    let errors = read_sources(std::slice::from_ref(&not_a_file)).unwrap_err();
+    // A dangling symlink: listed (so the problem is reported), but it cannot be opened.
+    let dangling = dir.path().join("gone.yaml");
+    std::os::unix::fs::symlink(dir.path().join("nowhere"), &dangling).unwrap();
+    let errors = read_sources(std::slice::from_ref(&dangling)).unwrap_err();
     assert_eq!(errors.0.len(), 1);
     let shown = errors.0[0].to_string();
     assert!(
-        shown.starts_with(&format!("{}: cannot read it: ", not_a_file.display())),
+        shown.starts_with(&format!("{}: cannot read it: ", dangling.display())),
         "{shown}"
+    );
+
+    // A directory handed to `read_sources` is not read at all.
+    let not_a_file = dir.path().to_path_buf();
+    let errors = read_sources(std::slice::from_ref(&not_a_file)).unwrap_err();
+    assert_eq!(
+        errors.0[0].to_string(),
+        format!(
+            "{}: not a regular file (a directory); schedule files must be regular files \
+             — remove it or move it out of the schedule directory",
+            not_a_file.display()
+        )
+    );
+}
+
+// ---- files that are not regular files ------------------------------------------------
+
+/// Creates a FIFO at `path`.
+fn mkfifo(path: &Path) {
+    let c_path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: a valid NUL-terminated path and a plain mode.
+    let result = unsafe { libc::mkfifo(c_path.as_ptr(), 0o644) };
+    assert_eq!(result, 0, "mkfifo {}", path.display());
+}
+
+/// `load(paths)` on another thread, failing the test if it has not returned in 10 s: a
+/// blocking `open` of a FIFO would otherwise hang the test run instead of failing it.
+fn load_within_limit(paths: Vec<PathBuf>) -> Result<Config, ConfigErrors> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(load(&paths, &opts()));
+    });
+    rx.recv_timeout(Duration::from_secs(10))
+        .expect("loading must not block on a FIFO or a socket")
+}
+
+const GOOD_JOB: &str = "jobs:\n  a: { schedule: \"@daily\", command: x }\n";
+
+#[test]
+fn fifo_in_a_directory_is_an_error_naming_it() {
+    let dir = TempDir::new().unwrap();
+    write(&dir, "a.yaml", GOOD_JOB);
+    let fifo = dir.path().join("f.yaml");
+    mkfifo(&fifo);
+    let errors = messages(load_within_limit(vec![dir.path().to_path_buf()]));
+    assert_eq!(
+        errors,
+        [format!(
+            "{}: not a regular file (a FIFO); schedule files must be regular files \
+             — remove it or move it out of the schedule directory",
+            fifo.display()
+        )]
+    );
+}
+
+#[test]
+fn fifo_given_as_a_path_is_an_error_naming_it() {
+    let dir = TempDir::new().unwrap();
+    let good = write(&dir, "a.yaml", GOOD_JOB);
+    let fifo = dir.path().join("f.yaml");
+    mkfifo(&fifo);
+    let errors = messages(load_within_limit(vec![fifo.clone(), good]));
+    assert_eq!(
+        errors,
+        [format!(
+            "{}: not a regular file (a FIFO); name a schedule file or a directory of them",
+            fifo.display()
+        )]
+    );
+    // `read_sources` on its own (a path that became a FIFO after discovery) refuses it
+    // too, without waiting for a writer.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let path = fifo.clone();
+    std::thread::spawn(move || {
+        let _ = tx.send(read_sources(&[path]));
+    });
+    let errors = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("read_sources must not block on a FIFO")
+        .unwrap_err();
+    assert!(
+        errors.0[0]
+            .to_string()
+            .contains("not a regular file (a FIFO)"),
+        "{errors}"
+    );
+}
+
+#[test]
+fn symlink_to_a_fifo_is_an_error_naming_the_link() {
+    let dir = TempDir::new().unwrap();
+    let fifo = dir.path().join("pipe");
+    mkfifo(&fifo);
+    let link = dir.path().join("link.yaml");
+    std::os::unix::fs::symlink(&fifo, &link).unwrap();
+    let errors = messages(load_within_limit(vec![dir.path().to_path_buf()]));
+    assert_eq!(errors.len(), 1, "{errors:#?}");
+    assert!(
+        errors[0].starts_with(&format!("{}: not a regular file (a FIFO)", link.display())),
+        "{}",
+        errors[0]
+    );
+}
+
+#[test]
+fn socket_in_a_directory_is_an_error_naming_it() {
+    let dir = TempDir::new().unwrap();
+    write(&dir, "a.yaml", GOOD_JOB);
+    let socket = dir.path().join("s.yaml");
+    let _listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    let errors = messages(load_within_limit(vec![dir.path().to_path_buf()]));
+    assert_eq!(errors.len(), 1, "{errors:#?}");
+    assert!(
+        errors[0].starts_with(&format!(
+            "{}: not a regular file (a socket); schedule files must be regular files",
+            socket.display()
+        )),
+        "{}",
+        errors[0]
+    );
+}
+
+#[test]
+fn device_given_as_a_path_is_an_error_naming_it() {
+    let errors = messages(load_within_limit(vec![PathBuf::from("/dev/null")]));
+    assert_eq!(
+        errors,
+        [
+            "/dev/null: not a regular file (a character device); name a schedule file or a \
+          directory of them"
+        ]
     );
 }
 
