@@ -303,9 +303,7 @@ pub async fn serve<E: Executor, C: Clock, S: ConfigSource>(
             Reloaded::Rejected(errors) => {
                 lock(&status).last_reload =
                     Some(format!("{when} rejected ({} errors)", errors.0.len()));
-                events.emit(Event::ConfigRejected {
-                    errors: errors.0.iter().map(ToString::to_string).collect(),
-                });
+                events.emit(Event::config_rejected(&errors.0));
             }
             Reloaded::Loaded(config) => {
                 let files = config.files.len();

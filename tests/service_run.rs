@@ -382,3 +382,50 @@ fn run_reports_every_startup_error_like_check() {
         "the bad file's error is missing:\n{all}"
     );
 }
+
+/// Issue 9: a FIFO added to the schedule directory blocked the reload for good (SIGTERM
+/// ignored after it), and one `config.rejected` line carried every error of the set.
+#[test]
+fn reload_with_a_fifo_and_150_errors_is_rejected_with_the_first_100() {
+    let dir = temp_dir();
+    write(dir.path(), "tick.yaml", TICK);
+    let mut chime = start(dir.path(), &[]);
+    chime.wait_event("service.started", LIMIT);
+
+    let mut bad = String::from("jobs:\n");
+    for index in 0..150 {
+        bad.push_str(&format!("  bad-{index}: {{ command: x }}\n"));
+    }
+    write(dir.path(), "bad.yaml", bad);
+    let fifo = dir.path().join("f.yaml");
+    let c_path = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: a valid NUL-terminated path and a plain mode.
+    assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o644) }, 0);
+    chime.signal(libc::SIGHUP);
+
+    // The watcher may have reloaded between the two writes; wait for the complete set.
+    let rejected = chime.wait_for("config.rejected with 151 errors", LIMIT, |event| {
+        name(event) == "config.rejected" && event["error_count"] == 151
+    });
+    assert_fields(&rejected, &["errors", "error_count"]);
+    let errors = rejected["errors"].as_array().expect("errors is a list");
+    assert_eq!(errors.len(), 100, "{rejected}");
+    // Errors met while reading come before those of the files' contents.
+    let fifo_error = format!("{}: not a regular file (a FIFO)", fifo.display());
+    assert!(
+        errors[0]
+            .as_str()
+            .is_some_and(|e| e.starts_with(&fifo_error)),
+        "{rejected}"
+    );
+    assert!(
+        errors[1..]
+            .iter()
+            .all(|e| e.as_str().is_some_and(|e| e.contains("has no `schedule`"))),
+        "{rejected}"
+    );
+    // The old schedule keeps running, and the service still hears SIGTERM.
+    chime.wait_event("run.started", LIMIT);
+    let lines = stop_with(&mut chime, libc::SIGTERM, 1, 1);
+    all_events(&lines);
+}
