@@ -520,7 +520,8 @@ pub fn run_from_cli(paths: &[PathBuf], settings: &Settings) -> u8 {
             eprintln!("error: cannot install signal handlers: {err}");
             return exit::FAILED;
         }
-        let options = LoadOptions::from_process(settings.default_timezone);
+        let options =
+            LoadOptions::from_process(settings.default_timezone).with_max_jobs(settings.max_jobs);
         let paths = paths.to_vec();
         let loaded = tokio::task::spawn_blocking(move || FileSource::load(paths, options)).await;
         let (source, config) = match loaded {

@@ -26,6 +26,7 @@ fn opts() -> LoadOptions {
             .into_iter()
             .map(|(name, value)| (name.to_string(), value.to_string()))
             .collect(),
+        max_jobs: None,
     }
 }
 
@@ -927,6 +928,7 @@ fn the_example_schedules_load() {
     let opts = LoadOptions {
         default_timezone: Tz::UTC,
         env: Default::default(),
+        max_jobs: None,
     };
     let config = load(&[dir], &opts).unwrap_or_else(|errors| panic!("{errors}"));
     assert!(!config.jobs.is_empty());
@@ -1000,6 +1002,95 @@ fn absurd_nesting_is_rejected() {
         );
         assert!(errors[0].contains("nested more than"), "{}", errors[0]);
     }
+}
+
+// ---- --max-jobs ----------------------------------------------------------------------
+
+/// `count` files of `per_file` jobs each in a fresh directory.
+fn job_files(count: usize, per_file: usize) -> TempDir {
+    let dir = TempDir::new().unwrap();
+    for file in 0..count {
+        let mut text = String::from("jobs:\n");
+        for job in 0..per_file {
+            text.push_str(&format!(
+                "  j{file}-{job}: {{ schedule: \"@daily\", command: x }}\n"
+            ));
+        }
+        write(&dir, &format!("f{file:02}.yaml"), &text);
+    }
+    dir
+}
+
+fn with_max_jobs(limit: usize) -> LoadOptions {
+    opts().with_max_jobs(limit)
+}
+
+#[test]
+fn a_set_over_max_jobs_is_one_error_naming_the_flag() {
+    let dir = job_files(2, 2);
+    let paths = [dir.path().to_path_buf()];
+    let errors = messages(load(&paths, &with_max_jobs(3)));
+    assert_eq!(
+        errors,
+        [
+            "the schedules define 4 jobs, more than --max-jobs 3; raise --max-jobs \
+          (or CHIME_MAX_JOBS) if this is intended"
+        ]
+    );
+    // At the limit, and with no limit, the set loads.
+    assert_eq!(load(&paths, &with_max_jobs(4)).unwrap().jobs.len(), 4);
+    assert_eq!(load(&paths, &with_max_jobs(0)).unwrap().jobs.len(), 4);
+    assert_eq!(with_max_jobs(0).max_jobs, None);
+}
+
+#[test]
+fn counting_stops_once_over_max_jobs() {
+    // 40 jobs in 20 files against a limit of 3: a few files are counted, then the rest
+    // are neither parsed nor validated.
+    let dir = job_files(20, 2);
+    let errors = messages(load(&[dir.path().to_path_buf()], &with_max_jobs(3)));
+    assert_eq!(errors.len(), 1, "{errors:#?}");
+    let error = &errors[0];
+    assert!(
+        error.starts_with("the schedules define at least ")
+            && error.ends_with(
+                " of the 20 files), more than --max-jobs 3; raise --max-jobs \
+                 (or CHIME_MAX_JOBS) if this is intended"
+            ),
+        "{error}"
+    );
+}
+
+#[test]
+fn max_jobs_counts_declared_jobs_and_keeps_reading_errors() {
+    // Invalid jobs count too (the limit is about the size of the set), and an error met
+    // while reading is still reported beside the limit's.
+    let dir = TempDir::new().unwrap();
+    write(
+        &dir,
+        "a.yaml",
+        "jobs:\n  a: { command: x }\n  b: { schedule: \"@daily\" }\n  c: {}\n",
+    );
+    let missing = dir.path().join("gone.yaml");
+    let errors = messages(load(
+        &[missing.clone(), dir.path().to_path_buf()],
+        &with_max_jobs(2),
+    ));
+    assert_eq!(
+        errors,
+        [
+            format!(
+                "{}: no such file or directory; check the path",
+                missing.display()
+            ),
+            "the schedules define 3 jobs, more than --max-jobs 2; raise --max-jobs \
+             (or CHIME_MAX_JOBS) if this is intended"
+                .to_string(),
+        ]
+    );
+    // Within the limit, the same file's own errors are all reported as usual.
+    let errors = messages(load(&[dir.path().to_path_buf()], &with_max_jobs(3)));
+    assert_eq!(errors.len(), 4, "{errors:#?}");
 }
 
 /// Slow in a debug build (serde-saphyr unoptimized); run with `--ignored` or in release.

@@ -192,6 +192,7 @@ fn options() -> LoadOptions {
         .into_iter()
         .map(|(name, value)| (name.to_string(), value.to_string()))
         .collect(),
+        max_jobs: None,
     }
 }
 

@@ -429,3 +429,67 @@ fn reload_with_a_fifo_and_150_errors_is_rejected_with_the_first_100() {
     let lines = stop_with(&mut chime, libc::SIGTERM, 1, 1);
     all_events(&lines);
 }
+
+fn jobs_file(names: &[&str]) -> String {
+    let mut text = String::from("jobs:\n");
+    for name in names {
+        text.push_str(&format!(
+            "  {name}:\n    schedule: \"* * * * * *\"\n    command: echo hi\n    timezone: UTC\n"
+        ));
+    }
+    text
+}
+
+const OVER_TWO: &str = "error: the schedules define 3 jobs, more than --max-jobs 2; raise --max-jobs \
+                        (or CHIME_MAX_JOBS) if this is intended";
+
+#[test]
+fn a_set_over_max_jobs_does_not_start() {
+    let dir = temp_dir();
+    write(dir.path(), "jobs.yaml", jobs_file(&["a", "b", "c"]));
+    let path = dir.path().to_str().expect("temp dir path is UTF-8");
+    for (args, env) in [
+        (vec!["run", "--max-jobs", "2", path], None),
+        (vec!["run", path], Some("2")),
+    ] {
+        let mut command = common::command(dir.path(), &args);
+        if let Some(limit) = env {
+            command.env("CHIME_MAX_JOBS", limit);
+        }
+        let out = common::run_command(command, LIMIT);
+        assert_eq!(out.code, Some(1), "{out:#?}");
+        assert!(out.stderr.contains(OVER_TWO), "{out:#?}");
+    }
+    // At the limit it starts.
+    let mut chime = start(dir.path(), &["--max-jobs", "3"]);
+    chime.wait_event("service.started", LIMIT);
+    stop_with(&mut chime, libc::SIGTERM, 3, 1);
+}
+
+#[test]
+fn a_reload_over_max_jobs_is_rejected_and_the_old_set_keeps_running() {
+    let dir = temp_dir();
+    write(dir.path(), "a.yaml", jobs_file(&["a", "b"]));
+    let mut chime = start(dir.path(), &["--max-jobs", "2"]);
+    chime.wait_event("service.started", LIMIT);
+    write(dir.path(), "c.yaml", jobs_file(&["c"]));
+    chime.signal(libc::SIGHUP);
+    let rejected = chime.wait_event("config.rejected", LIMIT);
+    assert_eq!(rejected["error_count"], 1, "{rejected}");
+    assert_eq!(
+        rejected["errors"][0].as_str(),
+        OVER_TWO.strip_prefix("error: "),
+        "{rejected}"
+    );
+    // The old jobs still fire, the new one does not.
+    chime.wait_for("run.started of a", LIMIT, |event| {
+        name(event) == "run.started" && event["job"] == "a"
+    });
+    let lines = stop_with(&mut chime, libc::SIGTERM, 2, 1);
+    assert!(
+        all_events(&lines)
+            .iter()
+            .all(|event| !(name(event) == "run.started" && event["job"] == "c")),
+        "job c of the rejected set ran"
+    );
+}

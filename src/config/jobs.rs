@@ -94,6 +94,25 @@ pub(crate) struct Loader<'o> {
     names: HashMap<String, (usize, u64, u64)>,
 }
 
+/// Jobs declared (entries under `jobs:`) over all files, counted as their trees are
+/// built, so that a set over `--max-jobs` is refused before its jobs are validated and
+/// built, and the files not yet parsed are not parsed at all.
+struct JobBudget {
+    limit: usize,
+    declared: AtomicUsize,
+}
+
+impl JobBudget {
+    /// Counts `jobs` more; false once the total is over the limit.
+    fn declare(&self, jobs: usize) -> bool {
+        self.declared.fetch_add(jobs, Ordering::Relaxed) + jobs <= self.limit
+    }
+
+    fn exceeded(&self) -> bool {
+        self.declared.load(Ordering::Relaxed) > self.limit
+    }
+}
+
 /// What one file holds, checked on its own. Job names are compared across files when
 /// the outcomes are put together in file order, so files can be checked in parallel.
 #[derive(Default)]
@@ -102,6 +121,9 @@ struct FileOutcome {
     errors: Vec<ConfigError>,
     warnings: Vec<ConfigWarning>,
     names: Vec<NameUse>,
+    /// Entries under `jobs:`; `None` when the file was not parsed because the set was
+    /// already over `--max-jobs`.
+    declared: Option<usize>,
 }
 
 /// A job name as defined in a file.
@@ -130,14 +152,37 @@ impl<'o> Loader<'o> {
 
     /// Checks the files, several at once where there are CPUs to spare; their jobs and
     /// errors join those of the files before them, in file order as if checked one by one.
+    ///
+    /// With [`LoadOptions::max_jobs`], a set that declares more jobs is refused with that
+    /// one error (besides those met while reading): the files are counted as they are
+    /// parsed, and once the count is over no more are validated or parsed.
     pub(crate) fn add_sources(&mut self, sources: &[Source]) {
         let (opts, now) = (self.opts, self.now);
+        let budget = opts.max_jobs.map(|limit| JobBudget {
+            limit,
+            declared: AtomicUsize::new(self.jobs.len()),
+        });
         let outcomes = parallel_map(sources, |source| {
-            let outcome = check_file(&source.path, &source.bytes, opts, now);
+            if budget.as_ref().is_some_and(JobBudget::exceeded) {
+                return FileOutcome::default();
+            }
+            let outcome = check_file(&source.path, &source.bytes, opts, now, budget.as_ref());
             // The file's parse tree is gone: give its pages back before the next file.
             crate::memory::release_freed();
             outcome
         });
+        if let Some(budget) = &budget
+            && budget.exceeded()
+        {
+            let declared: Vec<Option<usize>> =
+                outcomes.iter().map(|outcome| outcome.declared).collect();
+            // The jobs built before the count went over are not needed any more.
+            drop(outcomes);
+            crate::memory::release_freed();
+            self.errors
+                .push(too_many_jobs(budget.limit, self.jobs.len(), &declared));
+            return;
+        }
         // Grown once, not file by file: a job is large, and there may be 100,000.
         self.jobs
             .reserve(outcomes.iter().map(|outcome| outcome.jobs.len()).sum());
@@ -155,6 +200,7 @@ impl<'o> Loader<'o> {
             mut errors,
             mut warnings,
             names,
+            declared: _,
         } = outcome;
         let file = self.files.len();
         self.files.push(path.to_path_buf());
@@ -270,9 +316,58 @@ fn parallel_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Ve
         .collect()
 }
 
-/// Checks one file on its own.
-fn check_file(path: &Path, bytes: &[u8], opts: &LoadOptions, now: DateTime<Utc>) -> FileOutcome {
-    let mut outcome = FileOutcome::default();
+/// The error for a set of files over `--max-jobs`. `declared` holds each file's count,
+/// `None` for the files left unparsed once the count was over; `before` counts the jobs
+/// loaded before these files.
+fn too_many_jobs(limit: usize, before: usize, declared: &[Option<usize>]) -> ConfigError {
+    let counted = before + declared.iter().flatten().sum::<usize>();
+    let total = if declared.iter().all(Option::is_some) {
+        format!("{counted} jobs")
+    } else {
+        let files = declared.iter().filter(|count| count.is_some()).count();
+        format!(
+            "at least {counted} jobs (counting stopped after {files} of the {} files)",
+            declared.len()
+        )
+    };
+    ConfigError {
+        location: None,
+        message: format!(
+            "the schedules define {total}, more than --max-jobs {limit}; raise --max-jobs \
+             (or CHIME_MAX_JOBS) if this is intended"
+        ),
+    }
+}
+
+/// The entries under the top-level `jobs:` key, for the `--max-jobs` budget; whether
+/// each is a valid job is for the checks after.
+fn declared_jobs(root: &Node) -> usize {
+    let NodeKind::Map(entries) = &root.kind else {
+        return 0;
+    };
+    entries
+        .iter()
+        .filter(|(key, _)| matches!(&key.kind, NodeKind::Str(name) if name == "jobs"))
+        .map(|(_, value)| match &value.kind {
+            NodeKind::Map(jobs) => jobs.len(),
+            _ => 0,
+        })
+        .sum()
+}
+
+/// Checks one file on its own; with a budget, only while the set stays within it.
+fn check_file(
+    path: &Path,
+    bytes: &[u8],
+    opts: &LoadOptions,
+    now: DateTime<Utc>,
+    budget: Option<&JobBudget>,
+) -> FileOutcome {
+    let mut outcome = FileOutcome {
+        // A file that is not YAML declares no jobs; it was looked at all the same.
+        declared: Some(0),
+        ..FileOutcome::default()
+    };
     let text = match std::str::from_utf8(bytes) {
         Ok(text) => text,
         Err(err) => {
@@ -302,6 +397,11 @@ fn check_file(path: &Path, bytes: &[u8], opts: &LoadOptions, now: DateTime<Utc>)
             return outcome;
         }
     };
+    let declared = declared_jobs(&root);
+    outcome.declared = Some(declared);
+    if budget.is_some_and(|budget| !budget.declare(declared)) {
+        return outcome;
+    }
     let mut checker = FileChecker {
         file: path,
         src: text,

@@ -49,6 +49,9 @@ pub struct LoadOptions {
     pub default_timezone: Tz,
     /// Variables for `${VAR}` in `http.url`, header values and `body`.
     pub env: HashMap<String, String>,
+    /// `--max-jobs`: a set of files that defines more jobs is refused with one error
+    /// naming the flag, found before the jobs are built. `None`: no limit.
+    pub max_jobs: Option<usize>,
 }
 
 impl LoadOptions {
@@ -62,6 +65,15 @@ impl LoadOptions {
         LoadOptions {
             default_timezone: default_timezone.unwrap_or_else(system_timezone),
             env,
+            max_jobs: None,
+        }
+    }
+
+    /// With `--max-jobs limit`; 0 means no limit.
+    pub fn with_max_jobs(self, limit: usize) -> LoadOptions {
+        LoadOptions {
+            max_jobs: (limit > 0).then_some(limit),
+            ..self
         }
     }
 }
@@ -72,6 +84,7 @@ impl fmt::Debug for LoadOptions {
         f.debug_struct("LoadOptions")
             .field("default_timezone", &self.default_timezone)
             .field("env", &format_args!("{} variables", self.env.len()))
+            .field("max_jobs", &self.max_jobs)
             .finish()
     }
 }
@@ -99,8 +112,8 @@ pub struct Source {
     pub bytes: Vec<u8>,
 }
 
-/// Reads every file; each one that cannot be read (or is over 64 MiB) is an error
-/// naming it.
+/// Reads every file; each one that cannot be read (or is over 64 MiB, or is not a
+/// regular file: a FIFO would block the read) is an error naming it.
 pub fn read_sources(files: &[PathBuf]) -> Result<Vec<Source>, ConfigErrors> {
     files::read_sources(files)
 }
@@ -278,6 +291,7 @@ mod tests {
         let opts = LoadOptions {
             default_timezone: Tz::UTC,
             env: [("TOKEN".to_string(), "s3cret".to_string())].into(),
+            max_jobs: None,
         };
         let shown = format!("{opts:?}");
         assert!(
