@@ -353,7 +353,7 @@ fn check_load(bytes: &[u8]) {
 #[track_caller]
 fn assert_located(errors: &ConfigErrors, fuzzed: &Path, other: &Path, bytes: &[u8]) {
     assert!(!errors.0.is_empty(), "a rejection without errors");
-    let lines = bytes.split(|b| *b == b'\n').count() as u64;
+    let lines = yaml_lines(bytes);
     for error in &errors.0 {
         let location = error
             .location
@@ -379,6 +379,19 @@ fn assert_located(errors: &ConfigErrors, fuzzed: &Path, other: &Path, bytes: &[u
             "an error that says nothing: {error:?}"
         );
     }
+}
+
+/// Lines as YAML counts them: `\r\n`, `\n` and a lone `\r` each end one (the parser
+/// gives locations in these terms, as editors that accept old Mac files show them).
+fn yaml_lines(bytes: &[u8]) -> u64 {
+    let breaks = bytes
+        .iter()
+        .enumerate()
+        .filter(|&(at, byte)| {
+            *byte == b'\n' || (*byte == b'\r' && bytes.get(at + 1) != Some(&b'\n'))
+        })
+        .count();
+    breaks as u64 + 1
 }
 
 fn epoch(secs: i64) -> DateTime<Utc> {
@@ -472,3 +485,26 @@ proptest! {
 }
 
 // ---- regressions: each a panic or a hang the fuzzing found ---------------------------
+
+/// Found by the fuzzer (the check's line count was wrong, not the loader): YAML ends a
+/// line at a lone `\r` too, so an error after one is on the next line, not past the end.
+#[test]
+fn lone_carriage_return_ends_a_line_in_error_locations() {
+    let text = b"jobs:\n  a:\r    schedule: \"@daily\"\n    kill_grace::\n";
+    check_load(text);
+    let sources = [Source {
+        path: "cr.yaml".into(),
+        bytes: text.to_vec(),
+    }];
+    let errors = load_sources(&sources, &options()).expect_err("`kill_grace:` is unknown");
+    assert_eq!(errors.0.len(), 2, "{errors}");
+    let shown = errors.to_string();
+    assert!(
+        shown.starts_with("cr.yaml:2:3: job `a` has neither"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("cr.yaml:4:5: unknown key `kill_grace:`"),
+        "{shown}"
+    );
+}
