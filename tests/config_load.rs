@@ -1025,39 +1025,66 @@ fn with_max_jobs(limit: usize) -> LoadOptions {
     opts().with_max_jobs(limit)
 }
 
+fn over_max_jobs(limit: usize) -> String {
+    format!(
+        "the schedules define more than --max-jobs {limit} jobs; raise --max-jobs \
+         (or CHIME_MAX_JOBS) if this is intended (`chime check` counts them all)"
+    )
+}
+
 #[test]
 fn a_set_over_max_jobs_is_one_error_naming_the_flag() {
     let dir = job_files(2, 2);
     let paths = [dir.path().to_path_buf()];
-    let errors = messages(load(&paths, &with_max_jobs(3)));
     assert_eq!(
-        errors,
-        [
-            "the schedules define 4 jobs, more than --max-jobs 3; raise --max-jobs \
-          (or CHIME_MAX_JOBS) if this is intended"
-        ]
+        messages(load(&paths, &with_max_jobs(3))),
+        [over_max_jobs(3)]
     );
     // At the limit, and with no limit, the set loads.
     assert_eq!(load(&paths, &with_max_jobs(4)).unwrap().jobs.len(), 4);
     assert_eq!(load(&paths, &with_max_jobs(0)).unwrap().jobs.len(), 4);
     assert_eq!(with_max_jobs(0).max_jobs, None);
+    // One file alone over the limit, in block or flow style.
+    let (_dir, _path, result) = load_one(
+        "one.yaml",
+        "jobs:\n  a: { schedule: \"@daily\", command: x }\n  b: {}\n  c: {}\n",
+    );
+    assert_eq!(
+        result.unwrap_err().0.len(),
+        4,
+        "without a limit: every error"
+    );
+    let dir = TempDir::new().unwrap();
+    let flow = write(&dir, "flow.yaml", "{jobs: {a: 1, b: 2, c: 3}}\n");
+    assert_eq!(
+        messages(load(&[flow], &with_max_jobs(2))),
+        [over_max_jobs(2)]
+    );
 }
 
 #[test]
 fn counting_stops_once_over_max_jobs() {
-    // 40 jobs in 20 files against a limit of 3: a few files are counted, then the rest
-    // are neither parsed nor validated.
+    // 40 jobs in 20 files against a limit of 3, or a file of 20,000 jobs against a
+    // limit of 10: either is refused after a few files or entries, with the same error.
     let dir = job_files(20, 2);
     let errors = messages(load(&[dir.path().to_path_buf()], &with_max_jobs(3)));
-    assert_eq!(errors.len(), 1, "{errors:#?}");
-    let error = &errors[0];
-    assert!(
-        error.starts_with("the schedules define at least ")
-            && error.ends_with(
-                " of the 20 files), more than --max-jobs 3; raise --max-jobs \
-                 (or CHIME_MAX_JOBS) if this is intended"
-            ),
-        "{error}"
+    assert_eq!(errors, [over_max_jobs(3)]);
+    let mut text = String::from("jobs:\n");
+    for index in 0..20_000 {
+        text.push_str(&format!("  j{index}: {{ schedule: \"@daily\" }}\n"));
+    }
+    let (_dir, _path, result) = load_one("big.yaml", &text);
+    let errors = result.unwrap_err();
+    assert_eq!(
+        errors.0.len(),
+        20_000,
+        "without a limit: every missing command"
+    );
+    let dir = TempDir::new().unwrap();
+    let big = write(&dir, "big.yaml", &text);
+    assert_eq!(
+        messages(load(&[big], &with_max_jobs(10))),
+        [over_max_jobs(10)]
     );
 }
 
@@ -1083,9 +1110,7 @@ fn max_jobs_counts_declared_jobs_and_keeps_reading_errors() {
                 "{}: no such file or directory; check the path",
                 missing.display()
             ),
-            "the schedules define 3 jobs, more than --max-jobs 2; raise --max-jobs \
-             (or CHIME_MAX_JOBS) if this is intended"
-                .to_string(),
+            over_max_jobs(2),
         ]
     );
     // Within the limit, the same file's own errors are all reported as usual.

@@ -346,6 +346,14 @@ fn check_load(bytes: &[u8]) {
         }
         Err(errors) => assert_located(&errors, &path, &other, bytes),
     }
+    // The `--max-jobs` count stops parsing part-way; that path must hold up too. The
+    // valid file's one job leaves room for one more.
+    if let Err(errors) = load_sources(&sources, &options().with_max_jobs(2)) {
+        assert!(!errors.0.is_empty(), "a rejection without errors");
+        for error in &errors.0 {
+            assert!(error.message.trim().len() >= 10, "{error:?}");
+        }
+    }
 }
 
 /// Every error is about one of the two files, at a line that exists in it (or 0 for the

@@ -440,8 +440,9 @@ fn jobs_file(names: &[&str]) -> String {
     text
 }
 
-const OVER_TWO: &str = "error: the schedules define 3 jobs, more than --max-jobs 2; raise --max-jobs \
-                        (or CHIME_MAX_JOBS) if this is intended";
+const OVER_TWO: &str = "error: the schedules define more than --max-jobs 2 jobs; raise \
+                        --max-jobs (or CHIME_MAX_JOBS) if this is intended (`chime check` \
+                        counts them all)";
 
 #[test]
 fn a_set_over_max_jobs_does_not_start() {

@@ -15,7 +15,7 @@ use chrono_tz::{TZ_VARIANTS, Tz};
 
 use super::interpolate::is_var_name;
 use super::suggest::{closest, distance};
-use super::tree::{self, Node, NodeKind};
+use super::tree::{self, Node, NodeKind, Parsed};
 use super::{Config, ConfigError, ConfigErrors, ConfigWarning, LoadOptions, Source};
 use crate::cron::{CronError, Schedule};
 use crate::duration::{HumanDuration, parse_duration};
@@ -103,6 +103,12 @@ struct JobBudget {
 }
 
 impl JobBudget {
+    /// How many more jobs fit.
+    fn remaining(&self) -> usize {
+        self.limit
+            .saturating_sub(self.declared.load(Ordering::Relaxed))
+    }
+
     /// Counts `jobs` more; false once the total is over the limit.
     fn declare(&self, jobs: usize) -> bool {
         self.declared.fetch_add(jobs, Ordering::Relaxed) + jobs <= self.limit
@@ -121,9 +127,6 @@ struct FileOutcome {
     errors: Vec<ConfigError>,
     warnings: Vec<ConfigWarning>,
     names: Vec<NameUse>,
-    /// Entries under `jobs:`; `None` when the file was not parsed because the set was
-    /// already over `--max-jobs`.
-    declared: Option<usize>,
 }
 
 /// A job name as defined in a file.
@@ -154,8 +157,9 @@ impl<'o> Loader<'o> {
     /// errors join those of the files before them, in file order as if checked one by one.
     ///
     /// With [`LoadOptions::max_jobs`], a set that declares more jobs is refused with that
-    /// one error (besides those met while reading): the files are counted as they are
-    /// parsed, and once the count is over no more are validated or parsed.
+    /// one error (besides those met while reading): the jobs are counted as the files are
+    /// parsed, and once the count is over, the file being parsed stops there and no more
+    /// are validated or parsed.
     pub(crate) fn add_sources(&mut self, sources: &[Source]) {
         let (opts, now) = (self.opts, self.now);
         let budget = opts.max_jobs.map(|limit| JobBudget {
@@ -174,13 +178,10 @@ impl<'o> Loader<'o> {
         if let Some(budget) = &budget
             && budget.exceeded()
         {
-            let declared: Vec<Option<usize>> =
-                outcomes.iter().map(|outcome| outcome.declared).collect();
             // The jobs built before the count went over are not needed any more.
             drop(outcomes);
             crate::memory::release_freed();
-            self.errors
-                .push(too_many_jobs(budget.limit, self.jobs.len(), &declared));
+            self.errors.push(too_many_jobs(budget.limit));
             return;
         }
         // Grown once, not file by file: a job is large, and there may be 100,000.
@@ -200,7 +201,6 @@ impl<'o> Loader<'o> {
             mut errors,
             mut warnings,
             names,
-            declared: _,
         } = outcome;
         let file = self.files.len();
         self.files.push(path.to_path_buf());
@@ -316,25 +316,14 @@ fn parallel_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Ve
         .collect()
 }
 
-/// The error for a set of files over `--max-jobs`. `declared` holds each file's count,
-/// `None` for the files left unparsed once the count was over; `before` counts the jobs
-/// loaded before these files.
-fn too_many_jobs(limit: usize, before: usize, declared: &[Option<usize>]) -> ConfigError {
-    let counted = before + declared.iter().flatten().sum::<usize>();
-    let total = if declared.iter().all(Option::is_some) {
-        format!("{counted} jobs")
-    } else {
-        let files = declared.iter().filter(|count| count.is_some()).count();
-        format!(
-            "at least {counted} jobs (counting stopped after {files} of the {} files)",
-            declared.len()
-        )
-    };
+/// The error for a set of files over `--max-jobs`. It gives no total: counting stopped
+/// at the limit, and how far it got depends on which thread parsed what first.
+fn too_many_jobs(limit: usize) -> ConfigError {
     ConfigError {
         location: None,
         message: format!(
-            "the schedules define {total}, more than --max-jobs {limit}; raise --max-jobs \
-             (or CHIME_MAX_JOBS) if this is intended"
+            "the schedules define more than --max-jobs {limit} jobs; raise --max-jobs \
+             (or CHIME_MAX_JOBS) if this is intended (`chime check` counts them all)"
         ),
     }
 }
@@ -363,11 +352,7 @@ fn check_file(
     now: DateTime<Utc>,
     budget: Option<&JobBudget>,
 ) -> FileOutcome {
-    let mut outcome = FileOutcome {
-        // A file that is not YAML declares no jobs; it was looked at all the same.
-        declared: Some(0),
-        ..FileOutcome::default()
-    };
+    let mut outcome = FileOutcome::default();
     let text = match std::str::from_utf8(bytes) {
         Ok(text) => text,
         Err(err) => {
@@ -386,8 +371,16 @@ fn check_file(
             return outcome;
         }
     };
-    let root = match tree::parse(text) {
-        Ok(root) => root,
+    let max_jobs = budget.map_or(usize::MAX, JobBudget::remaining);
+    let root = match tree::parse_within(text, max_jobs) {
+        Ok(Parsed::Tree(root)) => root,
+        Ok(Parsed::TooManyJobs(count)) => {
+            if let Some(budget) = budget {
+                // Over by construction: `count` is more than what remained.
+                let _within = budget.declare(count);
+            }
+            return outcome;
+        }
         Err(err) => {
             outcome.errors.push(if err.line == 0 {
                 ConfigError::in_file(path, err.message)
@@ -397,9 +390,7 @@ fn check_file(
             return outcome;
         }
     };
-    let declared = declared_jobs(&root);
-    outcome.declared = Some(declared);
-    if budget.is_some_and(|budget| !budget.declare(declared)) {
+    if budget.is_some_and(|budget| !budget.declare(declared_jobs(&root))) {
         return outcome;
     }
     let mut checker = FileChecker {
