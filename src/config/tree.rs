@@ -480,9 +480,7 @@ impl<'t> Builder<'t> {
         }
         Some(())
     }
-}
 
-impl Builder<'_> {
     /// Whether the node about to be added is a key of the mapping under the top-level
     /// `jobs:`, that is, a job's name.
     fn is_job_name(&self) -> bool {
