@@ -51,7 +51,20 @@ pub struct Settings {
         default_value_t = 0
     )]
     pub max_concurrent_runs: usize,
+    /// `run` refuses a set of schedules with more jobs, at start and at reload (0 = no
+    /// limit).
+    #[arg(
+        long,
+        global = true,
+        env = "CHIME_MAX_JOBS",
+        default_value_t = DEFAULT_MAX_JOBS
+    )]
+    pub max_jobs: usize,
 }
+
+/// `--max-jobs` unless set: twice the 100,000 jobs the service is measured with (README,
+/// Performance); a set beyond it is more likely a generator gone wrong than a plan.
+pub const DEFAULT_MAX_JOBS: usize = 200_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {

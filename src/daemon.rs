@@ -540,14 +540,12 @@ async fn control_loop<S: ConfigSource>(
                     && since.elapsed() >= RELOAD_BOUND
                 {
                     *abandoned = true;
-                    report.events.emit(Event::ConfigRejected {
-                        errors: vec![format!(
-                            "reading the schedules has taken over {} s (a file on a hung file \
-                             system?); the old schedule keeps running, and the files are read \
-                             again once that read returns",
-                            RELOAD_BOUND.as_secs()
-                        )],
-                    });
+                    report.events.emit(Event::config_rejected(&[format!(
+                        "reading the schedules has taken over {} s (a file on a hung file \
+                         system?); the old schedule keeps running, and the files are read \
+                         again once that read returns",
+                        RELOAD_BOUND.as_secs()
+                    )]));
                     finish_reload(&report, *notify);
                     *notify = false;
                 }
@@ -640,9 +638,7 @@ fn step_reload<S: ConfigSource>(
                         now_text(),
                         errors.0.len()
                     ));
-                    report.events.emit(Event::ConfigRejected {
-                        errors: errors.0.iter().map(ToString::to_string).collect(),
-                    });
+                    report.events.emit(Event::config_rejected(&errors.0));
                     finish_reload(report, notify);
                     Ok((Reload::Idle(source), None))
                 }
@@ -828,7 +824,8 @@ async fn run_service(paths: Vec<PathBuf>, settings: &Settings) -> u8 {
         eprintln!("error: cannot install signal handlers: {err}");
         return exit::FAILED;
     }
-    let options = LoadOptions::from_process(settings.default_timezone);
+    let options =
+        LoadOptions::from_process(settings.default_timezone).with_max_jobs(settings.max_jobs);
     let loading = tokio::task::spawn_blocking(move || FileSource::load(paths, options));
     // Loading is not awaited blindly: a shutdown asked for meanwhile is served.
     let loaded = tokio::select! {

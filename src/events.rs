@@ -140,18 +140,20 @@ pub enum Event {
         files: usize,
     },
     /// An internal part failed; the service stops and exits with code 3.
-    ServiceFailed {
-        what: String,
-        error: String,
-    },
+    ServiceFailed { what: String, error: String },
     ConfigReloaded {
         added: usize,
         changed: usize,
         removed: usize,
         unchanged: usize,
     },
+    /// Built by [`Event::config_rejected`], which keeps the event small whatever the
+    /// number of errors.
     ConfigRejected {
+        /// The first [`REJECTED_ERRORS_SHOWN`] errors, each with `file:line:column`.
         errors: Vec<String>,
+        /// How many errors there were in all.
+        error_count: usize,
     },
     ClockJumped {
         from: DateTime<Utc>,
@@ -211,7 +213,24 @@ pub enum Event {
     },
 }
 
+/// How many errors a `config.rejected` event lists. One event for 100,000 invalid jobs
+/// was a 17 MB log line; the first hundred show what is wrong, `chime check` lists all.
+pub const REJECTED_ERRORS_SHOWN: usize = 100;
+
 impl Event {
+    /// `config.rejected` for `errors`: the first [`REJECTED_ERRORS_SHOWN`] of them and
+    /// their total count.
+    pub fn config_rejected<E: ToString>(errors: &[E]) -> Event {
+        Event::ConfigRejected {
+            errors: errors
+                .iter()
+                .take(REJECTED_ERRORS_SHOWN)
+                .map(ToString::to_string)
+                .collect(),
+            error_count: errors.len(),
+        }
+    }
+
     /// The stable event name of DESIGN.md §6.
     pub fn name(&self) -> &'static str {
         match self {

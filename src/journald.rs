@@ -9,7 +9,8 @@
 //! `EVENT` and `TIMESTAMP` (the event's own time; the journal stamps arrival).
 //!
 //! **Large entries.** A datagram cannot exceed the socket's send buffer (~208 KiB by
-//! default); only `config.rejected` with thousands of errors gets there. Then, as
+//! default); only an event with very long values gets there (`config.rejected` lists up
+//! to 100 errors, each naming a file whose path may be long). Then, as
 //! libsystemd does, the entry goes into a sealed memfd whose descriptor is passed to
 //! journald with `SCM_RIGHTS`: nothing is truncated.
 
@@ -426,9 +427,7 @@ mod tests {
             "a.yaml:3:5: jobs.x.schedule: bad".to_string(),
             "b.yaml:1:1: unknown key `jbos`; did you mean `jobs`?".to_string(),
         ];
-        let event = Event::ConfigRejected {
-            errors: errors.clone(),
-        };
+        let event = Event::config_rejected(&errors);
         let entry = encode(&event, at());
         let joined = errors.join("\n");
         let mut expected = b"ERRORS\n".to_vec();
@@ -617,7 +616,11 @@ mod tests {
                 )
             })
             .collect();
-        let event = Event::ConfigRejected { errors };
+        // Built directly: `Event::config_rejected` would keep only the first 100.
+        let event = Event::ConfigRejected {
+            error_count: errors.len(),
+            errors,
+        };
         let entry = encode(&event, at());
         assert!(entry.len() > 1 << 20);
 

@@ -145,7 +145,13 @@ pub fn fields(event: &Event) -> Vec<(&'static str, Value)> {
             f.push(("what", s(what)));
             f.push(("error", s(error)));
         }
-        Event::ConfigRejected { errors } => f.push(("errors", List(errors.clone()))),
+        Event::ConfigRejected {
+            errors,
+            error_count,
+        } => {
+            f.push(("errors", List(errors.clone())));
+            f.push(("error_count", UInt(*error_count as u64)));
+        }
         Event::ClockJumped { from, to, delta_ms } => {
             f.push(("from", t(from)));
             f.push(("to", t(to)));
@@ -277,6 +283,14 @@ pub fn format_text(at: DateTime<Utc>, event: &Event) -> String {
         level_of(event).as_str().to_ascii_uppercase(),
         event.name()
     );
+    // A reader of the text line sees at the end of the list that it is not all of it.
+    let omitted = match event {
+        Event::ConfigRejected {
+            errors,
+            error_count,
+        } => error_count.saturating_sub(errors.len()),
+        _ => 0,
+    };
     for (key, value) in fields(event) {
         let text = match value {
             Value::Str(v) => quote(&v),
@@ -284,7 +298,12 @@ pub fn format_text(at: DateTime<Utc>, event: &Event) -> String {
             Value::UInt(v) => v.to_string(),
             Value::Float(v) => format!("{v:.3}"),
             Value::Bool(v) => v.to_string(),
-            Value::List(v) => quote(&v.join("; ")),
+            Value::List(mut v) => {
+                if key == "errors" && omitted > 0 {
+                    v.push(format!("… and {omitted} more"));
+                }
+                quote(&v.join("; "))
+            }
         };
         line.push(' ');
         line.push_str(key);
@@ -373,4 +392,67 @@ pub fn start(
         let _ = tx.send(Message::Event(Utc::now(), event));
     });
     (events, LogGuard { sender, thread })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at() -> DateTime<Utc> {
+        "2026-10-25T01:30:00Z".parse().unwrap()
+    }
+
+    /// Issue 9: one `config.rejected` line for 100,000 invalid jobs was 17 MB.
+    #[test]
+    fn config_rejected_lists_the_first_100_errors_and_the_count_in_every_format() {
+        let errors: Vec<String> = (1..=150)
+            .map(|line| format!("a.yaml:{line}:3: job `j{line}` has no `schedule`"))
+            .collect();
+        let event = Event::config_rejected(&errors);
+        let Event::ConfigRejected {
+            errors: shown,
+            error_count,
+        } = &event
+        else {
+            panic!("{event:?}");
+        };
+        assert_eq!(shown.as_slice(), &errors[..100]);
+        assert_eq!(*error_count, 150);
+
+        let json: serde_json::Value = serde_json::from_str(&format_json(at(), &event)).unwrap();
+        assert_eq!(json["error_count"], 150);
+        let listed = json["errors"].as_array().unwrap();
+        assert_eq!(listed.len(), 100);
+        assert_eq!(listed[99], errors[99].as_str());
+
+        let text = format_text(at(), &event);
+        assert!(
+            text.contains(&format!("{}; … and 50 more\" error_count=150", errors[99])),
+            "{text}"
+        );
+        assert!(!text.contains(&errors[100]), "{text}");
+
+        let journal: std::collections::HashMap<String, Vec<u8>> =
+            crate::journald::decode(&crate::journald::encode(&event, at()))
+                .unwrap()
+                .into_iter()
+                .collect();
+        assert_eq!(journal["ERROR_COUNT"], b"150");
+        assert_eq!(journal["ERRORS"], errors[..100].join("\n").as_bytes());
+        let message = String::from_utf8_lossy(&journal["MESSAGE"]);
+        assert!(message.contains("… and 50 more"), "{message}");
+    }
+
+    #[test]
+    fn config_rejected_with_few_errors_has_no_trailer() {
+        let event = Event::config_rejected(&["a.yaml:1:1: bad", "b.yaml: empty"]);
+        let text = format_text(at(), &event);
+        assert!(
+            text.ends_with(" errors=\"a.yaml:1:1: bad; b.yaml: empty\" error_count=2"),
+            "{text}"
+        );
+        let json: serde_json::Value = serde_json::from_str(&format_json(at(), &event)).unwrap();
+        assert_eq!(json["errors"].as_array().unwrap().len(), 2);
+        assert_eq!(json["error_count"], 2);
+    }
 }

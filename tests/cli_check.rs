@@ -487,6 +487,56 @@ fn missing_path_does_not_hide_errors_of_other_files() {
     assert_error(out.errors()[1], &bad, "2:3", &["neither"]);
 }
 
+/// Issue 9: `mkfifo d/f.yaml; chime check d` never returned (a blocking `open`).
+#[test]
+fn fifo_in_the_directory_is_an_error_not_a_hang() {
+    let dir = temp_dir();
+    let schedules = dir.path().join("d");
+    std::fs::create_dir(&schedules).unwrap();
+    write(
+        &schedules,
+        "a.yaml",
+        "jobs:\n  a: { schedule: \"@daily\", command: x }\n",
+    );
+    let fifo = schedules.join("f.yaml");
+    let c_path = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: a valid NUL-terminated path and a plain mode.
+    assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o644) }, 0);
+    let socket = schedules.join("s.yaml");
+    let _listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+
+    // `run` bounds the wait: a hang fails the test after LIMIT instead of blocking it.
+    let out = check(&[&schedules]);
+    assert_failed(&out, 2);
+    assert_error(
+        out.errors()[0],
+        &fifo,
+        "",
+        &["not a regular file (a FIFO)", "remove it or move it out"],
+    );
+    assert_error(
+        out.errors()[1],
+        &socket,
+        "",
+        &["not a regular file (a socket)"],
+    );
+
+    let out = check(&[&fifo]);
+    assert_failed(&out, 1);
+    assert_error(out.errors()[0], &fifo, "", &["not a regular file (a FIFO)"]);
+
+    // The service refuses to start on it the same way, rather than hanging unkillable.
+    let out = run(dir.path(), [Path::new("run"), &schedules], LIMIT);
+    assert_eq!(out.code, Some(1), "{out:#?}");
+    assert!(
+        out.stderr.contains(&format!(
+            "error: {}: not a regular file (a FIFO)",
+            fifo.display()
+        )),
+        "{out:#?}"
+    );
+}
+
 #[test]
 fn unknown_flag_is_a_usage_error() {
     let dir = temp_dir();

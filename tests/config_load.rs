@@ -27,6 +27,7 @@ fn opts() -> LoadOptions {
             .into_iter()
             .map(|(name, value)| (name.to_string(), value.to_string()))
             .collect(),
+        max_jobs: None,
     }
 }
 
@@ -651,15 +652,146 @@ fn missing_paths_are_errors_naming_each() {
 #[test]
 fn unreadable_file_is_an_error_naming_it() {
     let dir = TempDir::new().unwrap();
-    // A directory passed as a file: opening works, reading does not (root can read any
-    // file, so permissions would not do).
-    let not_a_file = dir.path().to_path_buf();
-    let errors = read_sources(std::slice::from_ref(&not_a_file)).unwrap_err();
+    // A dangling symlink: listed (so the problem is reported), but it cannot be opened.
+    let dangling = dir.path().join("gone.yaml");
+    std::os::unix::fs::symlink(dir.path().join("nowhere"), &dangling).unwrap();
+    let errors = read_sources(std::slice::from_ref(&dangling)).unwrap_err();
     assert_eq!(errors.0.len(), 1);
     let shown = errors.0[0].to_string();
     assert!(
-        shown.starts_with(&format!("{}: cannot read it: ", not_a_file.display())),
+        shown.starts_with(&format!("{}: cannot read it: ", dangling.display())),
         "{shown}"
+    );
+
+    // A directory handed to `read_sources` is not read at all.
+    let not_a_file = dir.path().to_path_buf();
+    let errors = read_sources(std::slice::from_ref(&not_a_file)).unwrap_err();
+    assert_eq!(
+        errors.0[0].to_string(),
+        format!(
+            "{}: not a regular file (a directory); schedule files must be regular files \
+             — remove it or move it out of the schedule directory",
+            not_a_file.display()
+        )
+    );
+}
+
+// ---- files that are not regular files ------------------------------------------------
+
+/// Creates a FIFO at `path`.
+fn mkfifo(path: &Path) {
+    let c_path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: a valid NUL-terminated path and a plain mode.
+    let result = unsafe { libc::mkfifo(c_path.as_ptr(), 0o644) };
+    assert_eq!(result, 0, "mkfifo {}", path.display());
+}
+
+/// `load(paths)` on another thread, failing the test if it has not returned in 10 s: a
+/// blocking `open` of a FIFO would otherwise hang the test run instead of failing it.
+fn load_within_limit(paths: Vec<PathBuf>) -> Result<Config, ConfigErrors> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(load(&paths, &opts()));
+    });
+    rx.recv_timeout(Duration::from_secs(10))
+        .expect("loading must not block on a FIFO or a socket")
+}
+
+const GOOD_JOB: &str = "jobs:\n  a: { schedule: \"@daily\", command: x }\n";
+
+#[test]
+fn fifo_in_a_directory_is_an_error_naming_it() {
+    let dir = TempDir::new().unwrap();
+    write(&dir, "a.yaml", GOOD_JOB);
+    let fifo = dir.path().join("f.yaml");
+    mkfifo(&fifo);
+    let errors = messages(load_within_limit(vec![dir.path().to_path_buf()]));
+    assert_eq!(
+        errors,
+        [format!(
+            "{}: not a regular file (a FIFO); schedule files must be regular files \
+             — remove it or move it out of the schedule directory",
+            fifo.display()
+        )]
+    );
+}
+
+#[test]
+fn fifo_given_as_a_path_is_an_error_naming_it() {
+    let dir = TempDir::new().unwrap();
+    let good = write(&dir, "a.yaml", GOOD_JOB);
+    let fifo = dir.path().join("f.yaml");
+    mkfifo(&fifo);
+    let errors = messages(load_within_limit(vec![fifo.clone(), good]));
+    assert_eq!(
+        errors,
+        [format!(
+            "{}: not a regular file (a FIFO); name a schedule file or a directory of them",
+            fifo.display()
+        )]
+    );
+    // `read_sources` on its own (a path that became a FIFO after discovery) refuses it
+    // too, without waiting for a writer.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let path = fifo.clone();
+    std::thread::spawn(move || {
+        let _ = tx.send(read_sources(&[path]));
+    });
+    let errors = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("read_sources must not block on a FIFO")
+        .unwrap_err();
+    assert!(
+        errors.0[0]
+            .to_string()
+            .contains("not a regular file (a FIFO)"),
+        "{errors}"
+    );
+}
+
+#[test]
+fn symlink_to_a_fifo_is_an_error_naming_the_link() {
+    let dir = TempDir::new().unwrap();
+    let fifo = dir.path().join("pipe");
+    mkfifo(&fifo);
+    let link = dir.path().join("link.yaml");
+    std::os::unix::fs::symlink(&fifo, &link).unwrap();
+    let errors = messages(load_within_limit(vec![dir.path().to_path_buf()]));
+    assert_eq!(errors.len(), 1, "{errors:#?}");
+    assert!(
+        errors[0].starts_with(&format!("{}: not a regular file (a FIFO)", link.display())),
+        "{}",
+        errors[0]
+    );
+}
+
+#[test]
+fn socket_in_a_directory_is_an_error_naming_it() {
+    let dir = TempDir::new().unwrap();
+    write(&dir, "a.yaml", GOOD_JOB);
+    let socket = dir.path().join("s.yaml");
+    let _listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    let errors = messages(load_within_limit(vec![dir.path().to_path_buf()]));
+    assert_eq!(errors.len(), 1, "{errors:#?}");
+    assert!(
+        errors[0].starts_with(&format!(
+            "{}: not a regular file (a socket); schedule files must be regular files",
+            socket.display()
+        )),
+        "{}",
+        errors[0]
+    );
+}
+
+#[test]
+fn device_given_as_a_path_is_an_error_naming_it() {
+    let errors = messages(load_within_limit(vec![PathBuf::from("/dev/null")]));
+    assert_eq!(
+        errors,
+        [
+            "/dev/null: not a regular file (a character device); name a schedule file or a \
+          directory of them"
+        ]
     );
 }
 
@@ -797,6 +929,7 @@ fn the_example_schedules_load() {
     let opts = LoadOptions {
         default_timezone: Zone::UTC,
         env: Default::default(),
+        max_jobs: None,
     };
     let config = load(&[dir], &opts).unwrap_or_else(|errors| panic!("{errors}"));
     assert!(!config.jobs.is_empty());
@@ -870,6 +1003,120 @@ fn absurd_nesting_is_rejected() {
         );
         assert!(errors[0].contains("nested more than"), "{}", errors[0]);
     }
+}
+
+// ---- --max-jobs ----------------------------------------------------------------------
+
+/// `count` files of `per_file` jobs each in a fresh directory.
+fn job_files(count: usize, per_file: usize) -> TempDir {
+    let dir = TempDir::new().unwrap();
+    for file in 0..count {
+        let mut text = String::from("jobs:\n");
+        for job in 0..per_file {
+            text.push_str(&format!(
+                "  j{file}-{job}: {{ schedule: \"@daily\", command: x }}\n"
+            ));
+        }
+        write(&dir, &format!("f{file:02}.yaml"), &text);
+    }
+    dir
+}
+
+fn with_max_jobs(limit: usize) -> LoadOptions {
+    opts().with_max_jobs(limit)
+}
+
+fn over_max_jobs(limit: usize) -> String {
+    format!(
+        "the schedules define more than --max-jobs {limit} jobs; raise --max-jobs \
+         (or CHIME_MAX_JOBS) if this is intended (`chime check` counts them all)"
+    )
+}
+
+#[test]
+fn a_set_over_max_jobs_is_one_error_naming_the_flag() {
+    let dir = job_files(2, 2);
+    let paths = [dir.path().to_path_buf()];
+    assert_eq!(
+        messages(load(&paths, &with_max_jobs(3))),
+        [over_max_jobs(3)]
+    );
+    // At the limit, and with no limit, the set loads.
+    assert_eq!(load(&paths, &with_max_jobs(4)).unwrap().jobs.len(), 4);
+    assert_eq!(load(&paths, &with_max_jobs(0)).unwrap().jobs.len(), 4);
+    assert_eq!(with_max_jobs(0).max_jobs, None);
+    // One file alone over the limit, in block or flow style.
+    let (_dir, _path, result) = load_one(
+        "one.yaml",
+        "jobs:\n  a: { schedule: \"@daily\", command: x }\n  b: {}\n  c: {}\n",
+    );
+    assert_eq!(
+        result.unwrap_err().0.len(),
+        4,
+        "without a limit: every error"
+    );
+    let dir = TempDir::new().unwrap();
+    let flow = write(&dir, "flow.yaml", "{jobs: {a: 1, b: 2, c: 3}}\n");
+    assert_eq!(
+        messages(load(&[flow], &with_max_jobs(2))),
+        [over_max_jobs(2)]
+    );
+}
+
+#[test]
+fn counting_stops_once_over_max_jobs() {
+    // 40 jobs in 20 files against a limit of 3, or a file of 20,000 jobs against a
+    // limit of 10: either is refused after a few files or entries, with the same error.
+    let dir = job_files(20, 2);
+    let errors = messages(load(&[dir.path().to_path_buf()], &with_max_jobs(3)));
+    assert_eq!(errors, [over_max_jobs(3)]);
+    let mut text = String::from("jobs:\n");
+    for index in 0..20_000 {
+        text.push_str(&format!("  j{index}: {{ schedule: \"@daily\" }}\n"));
+    }
+    let (_dir, _path, result) = load_one("big.yaml", &text);
+    let errors = result.unwrap_err();
+    assert_eq!(
+        errors.0.len(),
+        20_000,
+        "without a limit: every missing command"
+    );
+    let dir = TempDir::new().unwrap();
+    let big = write(&dir, "big.yaml", &text);
+    assert_eq!(
+        messages(load(&[big], &with_max_jobs(10))),
+        [over_max_jobs(10)]
+    );
+}
+
+#[test]
+fn max_jobs_counts_declared_jobs_and_keeps_reading_errors() {
+    // Invalid jobs count too (the limit is about the size of the set), and an error met
+    // while reading is still reported beside the limit's.
+    let dir = TempDir::new().unwrap();
+    write(
+        &dir,
+        "a.yaml",
+        "jobs:\n  a: { command: x }\n  b: { schedule: \"@daily\" }\n  c: {}\n",
+    );
+    let missing = dir.path().join("gone.yaml");
+    let errors = messages(load(
+        &[missing.clone(), dir.path().to_path_buf()],
+        &with_max_jobs(2),
+    ));
+    assert_eq!(
+        errors,
+        [
+            format!(
+                "{}: no such file or directory; check the path",
+                missing.display()
+            ),
+            over_max_jobs(2),
+        ]
+    );
+    // Within the limit, the same file's own errors are all reported as usual.
+    let errors = messages(load(&[dir.path().to_path_buf()], &with_max_jobs(3)));
+    assert_eq!(errors.len(), 4, "{errors:#?}");
 }
 
 /// Slow in a debug build (serde-saphyr unoptimized); run with `--ignored` or in release.

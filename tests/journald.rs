@@ -46,12 +46,10 @@ fn every_kind_of_event() -> Vec<Event> {
             removed: 3,
             unchanged: 4,
         },
-        Event::ConfigRejected {
-            errors: vec![
-                "a.yaml:2:3: jobs.x.schedule: minute 61 is out of range 0-59".into(),
-                "b.yaml:1:1: unknown key `jbos`; did you mean `jobs`?".into(),
-            ],
-        },
+        Event::config_rejected(&[
+            "a.yaml:2:3: jobs.x.schedule: minute 61 is out of range 0-59",
+            "b.yaml:1:1: unknown key `jbos`; did you mean `jobs`?",
+        ]),
         Event::ClockJumped {
             from: t,
             to: t + chrono::Duration::hours(1),

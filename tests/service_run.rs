@@ -464,3 +464,115 @@ fn a_replaced_schedule_directory_is_still_watched() {
     assert_eq!(reloaded["unchanged"], 2, "{reloaded}");
     stop_with(&mut chime, libc::SIGTERM, 3, 2);
 }
+
+/// Issue 9: a FIFO added to the schedule directory blocked the reload for good (SIGTERM
+/// ignored after it), and one `config.rejected` line carried every error of the set.
+#[test]
+fn reload_with_a_fifo_and_150_errors_is_rejected_with_the_first_100() {
+    let dir = temp_dir();
+    write(dir.path(), "tick.yaml", TICK);
+    let mut chime = start(dir.path(), &[]);
+    chime.wait_event("service.started", LIMIT);
+
+    let mut bad = String::from("jobs:\n");
+    for index in 0..150 {
+        bad.push_str(&format!("  bad-{index}: {{ command: x }}\n"));
+    }
+    write(dir.path(), "bad.yaml", bad);
+    let fifo = dir.path().join("f.yaml");
+    let c_path = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: a valid NUL-terminated path and a plain mode.
+    assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o644) }, 0);
+    chime.signal(libc::SIGHUP);
+
+    // The watcher may have reloaded between the two writes; wait for the complete set.
+    let rejected = chime.wait_for("config.rejected with 151 errors", LIMIT, |event| {
+        name(event) == "config.rejected" && event["error_count"] == 151
+    });
+    assert_fields(&rejected, &["errors", "error_count"]);
+    let errors = rejected["errors"].as_array().expect("errors is a list");
+    assert_eq!(errors.len(), 100, "{rejected}");
+    // Errors met while reading come before those of the files' contents.
+    let fifo_error = format!("{}: not a regular file (a FIFO)", fifo.display());
+    assert!(
+        errors[0]
+            .as_str()
+            .is_some_and(|e| e.starts_with(&fifo_error)),
+        "{rejected}"
+    );
+    assert!(
+        errors[1..]
+            .iter()
+            .all(|e| e.as_str().is_some_and(|e| e.contains("has no `schedule`"))),
+        "{rejected}"
+    );
+    // The old schedule keeps running, and the service still hears SIGTERM.
+    chime.wait_event("run.started", LIMIT);
+    let lines = stop_with(&mut chime, libc::SIGTERM, 1, 1);
+    all_events(&lines);
+}
+
+fn jobs_file(names: &[&str]) -> String {
+    let mut text = String::from("jobs:\n");
+    for name in names {
+        text.push_str(&format!(
+            "  {name}:\n    schedule: \"* * * * * *\"\n    command: echo hi\n    timezone: UTC\n"
+        ));
+    }
+    text
+}
+
+const OVER_TWO: &str = "error: the schedules define more than --max-jobs 2 jobs; raise \
+                        --max-jobs (or CHIME_MAX_JOBS) if this is intended (`chime check` \
+                        counts them all)";
+
+#[test]
+fn a_set_over_max_jobs_does_not_start() {
+    let dir = temp_dir();
+    write(dir.path(), "jobs.yaml", jobs_file(&["a", "b", "c"]));
+    let path = dir.path().to_str().expect("temp dir path is UTF-8");
+    for (args, env) in [
+        (vec!["run", "--max-jobs", "2", path], None),
+        (vec!["run", path], Some("2")),
+    ] {
+        let mut command = common::command(dir.path(), &args);
+        if let Some(limit) = env {
+            command.env("CHIME_MAX_JOBS", limit);
+        }
+        let out = common::run_command(command, LIMIT);
+        assert_eq!(out.code, Some(1), "{out:#?}");
+        assert!(out.stderr.contains(OVER_TWO), "{out:#?}");
+    }
+    // At the limit it starts.
+    let mut chime = start(dir.path(), &["--max-jobs", "3"]);
+    chime.wait_event("service.started", LIMIT);
+    stop_with(&mut chime, libc::SIGTERM, 3, 1);
+}
+
+#[test]
+fn a_reload_over_max_jobs_is_rejected_and_the_old_set_keeps_running() {
+    let dir = temp_dir();
+    write(dir.path(), "a.yaml", jobs_file(&["a", "b"]));
+    let mut chime = start(dir.path(), &["--max-jobs", "2"]);
+    chime.wait_event("service.started", LIMIT);
+    write(dir.path(), "c.yaml", jobs_file(&["c"]));
+    chime.signal(libc::SIGHUP);
+    let rejected = chime.wait_event("config.rejected", LIMIT);
+    assert_eq!(rejected["error_count"], 1, "{rejected}");
+    assert_eq!(
+        rejected["errors"][0].as_str(),
+        OVER_TWO.strip_prefix("error: "),
+        "{rejected}"
+    );
+    // The old jobs still fire, the new one does not.
+    chime.wait_for("run.started of a", LIMIT, |event| {
+        name(event) == "run.started" && event["job"] == "a"
+    });
+    let lines = stop_with(&mut chime, libc::SIGTERM, 2, 1);
+    assert!(
+        all_events(&lines)
+            .iter()
+            .all(|event| !(name(event) == "run.started" && event["job"] == "c")),
+        "job c of the rejected set ran"
+    );
+}

@@ -2,7 +2,9 @@
 
 use std::collections::HashSet;
 use std::ffi::OsStr;
+use std::fs::{FileType, Metadata, OpenOptions};
 use std::io::Read;
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use super::{ConfigError, ConfigErrors, Source};
@@ -38,7 +40,17 @@ pub(crate) fn discover_all(paths: &[PathBuf]) -> (Vec<PathBuf>, Vec<ConfigError>
             }
         };
         if !metadata.is_dir() {
-            files.push(path.clone());
+            // Refused here, by `stat` alone: reading a FIFO would wait for a writer.
+            match not_regular(metadata.file_type()) {
+                None => files.push(path.clone()),
+                Some(kind) => errors.push(ConfigError::in_file(
+                    path,
+                    format!(
+                        "not a regular file ({kind}); name a schedule file or a directory \
+                         of them"
+                    ),
+                )),
+            }
             continue;
         }
         let entries = match std::fs::read_dir(path) {
@@ -57,7 +69,8 @@ pub(crate) fn discover_all(paths: &[PathBuf]) -> (Vec<PathBuf>, Vec<ConfigError>
                 Ok(entry) if is_schedule_file_name(&entry.file_name()) => {
                     let file = entry.path();
                     // A directory named `x.yaml` is not a schedule file; a dangling
-                    // symlink is kept so that reading it reports the problem.
+                    // symlink, a FIFO or a socket is kept so that reading it reports
+                    // the problem (`stat` never blocks; only opening a FIFO would).
                     if !std::fs::metadata(&file).is_ok_and(|m| m.is_dir()) {
                         found.push(file);
                     }
@@ -120,11 +133,24 @@ pub(crate) fn read_all(files: &[PathBuf]) -> (Vec<Source>, Vec<ConfigError>) {
 }
 
 fn read_limited(path: &Path) -> Result<Vec<u8>, String> {
-    let file = std::fs::File::open(path).map_err(|err| format!("cannot read it: {err}"))?;
+    let cannot_read = |err: std::io::Error| format!("cannot read it: {err}");
+    // Checked before opening: opening a FIFO waits for a writer, and opening a device
+    // can do things of its own (a tape rewinds, a modem line hangs up).
+    refuse_irregular(&std::fs::metadata(path).map_err(cannot_read)?)?;
+    // The path may have become a FIFO since the `stat`: O_NONBLOCK makes that `open`
+    // return at once instead of waiting, and the `fstat` of what was really opened
+    // refuses it. On a regular file the flag changes nothing. O_NOCTTY: a terminal
+    // swapped in must not become our controlling terminal.
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .map_err(cannot_read)?;
+    refuse_irregular(&file.metadata().map_err(cannot_read)?)?;
     let mut bytes = Vec::new();
     file.take(MAX_FILE_BYTES + 1)
         .read_to_end(&mut bytes)
-        .map_err(|err| format!("cannot read it: {err}"))?;
+        .map_err(cannot_read)?;
     if bytes.len() as u64 > MAX_FILE_BYTES {
         return Err(format!(
             "the file is larger than {} MiB; split its jobs over several files",
@@ -132,6 +158,36 @@ fn read_limited(path: &Path) -> Result<Vec<u8>, String> {
         ));
     }
     Ok(bytes)
+}
+
+/// The error for anything but a regular file found where a schedule file should be.
+fn refuse_irregular(metadata: &Metadata) -> Result<(), String> {
+    match not_regular(metadata.file_type()) {
+        None => Ok(()),
+        Some(kind) => Err(format!(
+            "not a regular file ({kind}); schedule files must be regular files \
+             — remove it or move it out of the schedule directory"
+        )),
+    }
+}
+
+/// What a file that is not a regular one is, for messages; `None` for a regular file.
+fn not_regular(file_type: FileType) -> Option<&'static str> {
+    if file_type.is_file() {
+        None
+    } else if file_type.is_fifo() {
+        Some("a FIFO")
+    } else if file_type.is_socket() {
+        Some("a socket")
+    } else if file_type.is_char_device() {
+        Some("a character device")
+    } else if file_type.is_block_device() {
+        Some("a block device")
+    } else if file_type.is_dir() {
+        Some("a directory")
+    } else {
+        Some("a special file")
+    }
 }
 
 #[cfg(test)]

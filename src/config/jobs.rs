@@ -17,7 +17,7 @@ use crate::zone::Zone;
 
 use super::interpolate::is_var_name;
 use super::suggest::{closest, distance};
-use super::tree::{self, Node, NodeKind};
+use super::tree::{self, Node, NodeKind, Parsed};
 use super::{Config, ConfigError, ConfigErrors, ConfigWarning, LoadOptions, Source};
 use crate::cron::{CronError, Schedule};
 use crate::duration::{HumanDuration, parse_duration};
@@ -96,6 +96,31 @@ pub(crate) struct Loader<'o> {
     names: HashMap<String, (usize, u64, u64)>,
 }
 
+/// Jobs declared (entries under `jobs:`) over all files, counted as their trees are
+/// built, so that a set over `--max-jobs` is refused before its jobs are validated and
+/// built, and the files not yet parsed are not parsed at all.
+struct JobBudget {
+    limit: usize,
+    declared: AtomicUsize,
+}
+
+impl JobBudget {
+    /// How many more jobs fit.
+    fn remaining(&self) -> usize {
+        self.limit
+            .saturating_sub(self.declared.load(Ordering::Relaxed))
+    }
+
+    /// Counts `jobs` more; false once the total is over the limit.
+    fn declare(&self, jobs: usize) -> bool {
+        self.declared.fetch_add(jobs, Ordering::Relaxed) + jobs <= self.limit
+    }
+
+    fn exceeded(&self) -> bool {
+        self.declared.load(Ordering::Relaxed) > self.limit
+    }
+}
+
 /// What one file holds, checked on its own. Job names are compared across files when
 /// the outcomes are put together in file order, so files can be checked in parallel.
 #[derive(Default)]
@@ -132,14 +157,35 @@ impl<'o> Loader<'o> {
 
     /// Checks the files, several at once where there are CPUs to spare; their jobs and
     /// errors join those of the files before them, in file order as if checked one by one.
+    ///
+    /// With [`LoadOptions::max_jobs`], a set that declares more jobs is refused with that
+    /// one error (besides those met while reading): the jobs are counted as the files are
+    /// parsed, and once the count is over, the file being parsed stops there and no more
+    /// are validated or parsed.
     pub(crate) fn add_sources(&mut self, sources: &[Source]) {
         let (opts, now) = (self.opts, self.now);
+        let budget = opts.max_jobs.map(|limit| JobBudget {
+            limit,
+            declared: AtomicUsize::new(self.jobs.len()),
+        });
         let outcomes = parallel_map(sources, |source| {
-            let outcome = check_file(&source.path, &source.bytes, opts, now);
+            if budget.as_ref().is_some_and(JobBudget::exceeded) {
+                return FileOutcome::default();
+            }
+            let outcome = check_file(&source.path, &source.bytes, opts, now, budget.as_ref());
             // The file's parse tree is gone: give its pages back before the next file.
             crate::memory::release_freed();
             outcome
         });
+        if let Some(budget) = &budget
+            && budget.exceeded()
+        {
+            // The jobs built before the count went over are not needed any more.
+            drop(outcomes);
+            crate::memory::release_freed();
+            self.errors.push(too_many_jobs(budget.limit));
+            return;
+        }
         // Grown once, not file by file: a job is large, and there may be 100,000.
         self.jobs
             .reserve(outcomes.iter().map(|outcome| outcome.jobs.len()).sum());
@@ -273,8 +319,42 @@ fn parallel_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Ve
         .collect()
 }
 
-/// Checks one file on its own.
-fn check_file(path: &Path, bytes: &[u8], opts: &LoadOptions, now: DateTime<Utc>) -> FileOutcome {
+/// The error for a set of files over `--max-jobs`. It gives no total: counting stopped
+/// at the limit, and how far it got depends on which thread parsed what first.
+fn too_many_jobs(limit: usize) -> ConfigError {
+    ConfigError {
+        location: None,
+        message: format!(
+            "the schedules define more than --max-jobs {limit} jobs; raise --max-jobs \
+             (or CHIME_MAX_JOBS) if this is intended (`chime check` counts them all)"
+        ),
+    }
+}
+
+/// The entries under the top-level `jobs:` key, for the `--max-jobs` budget; whether
+/// each is a valid job is for the checks after.
+fn declared_jobs(root: &Node) -> usize {
+    let NodeKind::Map(entries) = &root.kind else {
+        return 0;
+    };
+    entries
+        .iter()
+        .filter(|(key, _)| matches!(&key.kind, NodeKind::Str(name) if name == "jobs"))
+        .map(|(_, value)| match &value.kind {
+            NodeKind::Map(jobs) => jobs.len(),
+            _ => 0,
+        })
+        .sum()
+}
+
+/// Checks one file on its own; with a budget, only while the set stays within it.
+fn check_file(
+    path: &Path,
+    bytes: &[u8],
+    opts: &LoadOptions,
+    now: DateTime<Utc>,
+    budget: Option<&JobBudget>,
+) -> FileOutcome {
     let mut outcome = FileOutcome::default();
     let text = match std::str::from_utf8(bytes) {
         Ok(text) => text,
@@ -294,8 +374,16 @@ fn check_file(path: &Path, bytes: &[u8], opts: &LoadOptions, now: DateTime<Utc>)
             return outcome;
         }
     };
-    let root = match tree::parse(text) {
-        Ok(root) => root,
+    let max_jobs = budget.map_or(usize::MAX, JobBudget::remaining);
+    let root = match tree::parse_within(text, max_jobs) {
+        Ok(Parsed::Tree(root)) => root,
+        Ok(Parsed::TooManyJobs(count)) => {
+            if let Some(budget) = budget {
+                // Over by construction: `count` is more than what remained.
+                let _within = budget.declare(count);
+            }
+            return outcome;
+        }
         Err(err) => {
             outcome.errors.push(if err.line == 0 {
                 ConfigError::in_file(path, err.message)
@@ -305,6 +393,9 @@ fn check_file(path: &Path, bytes: &[u8], opts: &LoadOptions, now: DateTime<Utc>)
             return outcome;
         }
     };
+    if budget.is_some_and(|budget| !budget.declare(declared_jobs(&root))) {
+        return outcome;
+    }
     let mut checker = FileChecker {
         file: path,
         src: text,

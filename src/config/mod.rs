@@ -48,6 +48,9 @@ pub struct LoadOptions {
     pub default_timezone: Zone,
     /// Variables for `${VAR}` in `http.url`, header values and `body`.
     pub env: HashMap<String, String>,
+    /// `--max-jobs`: a set of files that defines more jobs is refused with one error
+    /// naming the flag, found before the jobs are built. `None`: no limit.
+    pub max_jobs: Option<usize>,
 }
 
 impl LoadOptions {
@@ -64,6 +67,15 @@ impl LoadOptions {
         LoadOptions {
             default_timezone: default_zone(default_timezone.map(Into::into)).warned(),
             env,
+            max_jobs: None,
+        }
+    }
+
+    /// With `--max-jobs limit`; 0 means no limit.
+    pub fn with_max_jobs(self, limit: usize) -> LoadOptions {
+        LoadOptions {
+            max_jobs: (limit > 0).then_some(limit),
+            ..self
         }
     }
 }
@@ -74,6 +86,7 @@ impl fmt::Debug for LoadOptions {
         f.debug_struct("LoadOptions")
             .field("default_timezone", &self.default_timezone)
             .field("env", &format_args!("{} variables", self.env.len()))
+            .field("max_jobs", &self.max_jobs)
             .finish()
     }
 }
@@ -112,8 +125,8 @@ pub struct Source {
     pub bytes: Vec<u8>,
 }
 
-/// Reads every file; each one that cannot be read (or is over 64 MiB) is an error
-/// naming it.
+/// Reads every file; each one that cannot be read (or is over 64 MiB, or is not a
+/// regular file: a FIFO would block the read) is an error naming it.
 pub fn read_sources(files: &[PathBuf]) -> Result<Vec<Source>, ConfigErrors> {
     files::read_sources(files)
 }
@@ -293,6 +306,7 @@ mod tests {
         let opts = LoadOptions {
             default_timezone: Zone::UTC,
             env: [("TOKEN".to_string(), "s3cret".to_string())].into(),
+            max_jobs: None,
         };
         let shown = format!("{opts:?}");
         assert!(

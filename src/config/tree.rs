@@ -106,9 +106,38 @@ pub(crate) struct SyntaxError {
     pub(crate) message: String,
 }
 
+/// A file's tree, or the news that its `jobs:` mapping is larger than the caller allows.
+#[derive(Debug, PartialEq)]
+pub(crate) enum Parsed {
+    Tree(Node),
+    /// Parsing stopped at this many entries under `jobs:`, one more than allowed.
+    TooManyJobs(usize),
+}
+
 /// Parses one file's text into a tree.
+#[cfg(test)]
 pub(crate) fn parse(text: &str) -> Result<Node, SyntaxError> {
     let fast = Builder::new(text).run();
+    finish(text, fast)
+}
+
+/// Parses one file's text into a tree, but stops as soon as the top-level `jobs:`
+/// mapping has more than `max_jobs` entries, so that a file far over `--max-jobs` costs
+/// a fraction of its parse. The count is a shortcut for plain files only: a file the
+/// event walk leaves to serde-saphyr (or whose `jobs:` is an alias) is parsed whole and
+/// counted after.
+pub(crate) fn parse_within(text: &str, max_jobs: usize) -> Result<Parsed, SyntaxError> {
+    let mut builder = Builder::new(text);
+    builder.max_jobs = max_jobs;
+    let fast = builder.run();
+    if builder.jobs > max_jobs {
+        return Ok(Parsed::TooManyJobs(builder.jobs));
+    }
+    finish(text, fast).map(Parsed::Tree)
+}
+
+/// The event walk's tree, or serde-saphyr's reading when the walk was not sure.
+fn finish(text: &str, fast: Option<Node>) -> Result<Node, SyntaxError> {
     // Every tree the event walk builds in the unit tests must be serde-saphyr's.
     #[cfg(test)]
     if let Some(tree) = &fast {
@@ -200,6 +229,9 @@ struct Builder<'t> {
     replayed_events: usize,
     recorded_events: usize,
     recorded_bytes: usize,
+    /// Entries of the top-level `jobs:` mapping so far, and how many may come.
+    jobs: usize,
+    max_jobs: usize,
 }
 
 impl<'t> Builder<'t> {
@@ -218,10 +250,12 @@ impl<'t> Builder<'t> {
             replayed_events: 0,
             recorded_events: 0,
             recorded_bytes: 0,
+            jobs: 0,
+            max_jobs: usize::MAX,
         }
     }
 
-    fn run(mut self) -> Option<Node> {
+    fn run(&mut self) -> Option<Node> {
         let mut parser = Parser::new_from_str_with_options(self.text, parser_options());
         // Where an empty stream's null stands: serde-saphyr puts it at the stream's end.
         let mut last = (1, 1);
@@ -273,7 +307,7 @@ impl<'t> Builder<'t> {
         if !self.stack.is_empty() {
             return None;
         }
-        Some(self.root.unwrap_or(Node {
+        Some(self.root.take().unwrap_or(Node {
             kind: NodeKind::Null,
             line: last.0,
             column: last.1,
@@ -421,6 +455,12 @@ impl<'t> Builder<'t> {
 
     /// Puts a finished node into the one being built, or makes it the root.
     fn add(&mut self, node: Node, events: usize, bytes: usize, height: usize) -> Option<()> {
+        if self.is_job_name() {
+            self.jobs += 1;
+            if self.jobs > self.max_jobs {
+                return None;
+            }
+        }
         let Some(parent) = self.stack.last_mut() else {
             if self.root.is_some() {
                 return None;
@@ -439,6 +479,24 @@ impl<'t> Builder<'t> {
             },
         }
         Some(())
+    }
+
+    /// Whether the node about to be added is a key of the mapping under the top-level
+    /// `jobs:`, that is, a job's name.
+    fn is_job_name(&self) -> bool {
+        match self.stack.as_slice() {
+            [
+                Frame {
+                    items: Items::Map(_, Some(key)),
+                    ..
+                },
+                Frame {
+                    items: Items::Map(_, None),
+                    ..
+                },
+            ] => matches!(&key.kind, NodeKind::Str(name) if name == "jobs"),
+            _ => false,
+        }
     }
 }
 
@@ -1038,5 +1096,25 @@ mod tests {
             );
             assert_eq!(err.line, 1);
         }
+    }
+
+    #[test]
+    fn parse_within_stops_once_jobs_has_more_entries_than_allowed() {
+        let block = "defaults: {timeout: 1m}\njobs:\n  a: {command: x}\n  b:\n    env: \
+                     {jobs: 1, more: 2}\n  c: {}\n";
+        let flow = "{jobs: {a: 1, b: 2, c: 3}}";
+        for text in [block, flow] {
+            assert_eq!(parse_within(text, 2), Ok(Parsed::TooManyJobs(3)), "{text}");
+            assert_eq!(
+                parse_within(text, 3),
+                parse(text).map(Parsed::Tree),
+                "{text}"
+            );
+        }
+        // Only the top-level `jobs:` counts.
+        let nested = "defaults:\n  jobs: {a: 1, b: 2, c: 3}\njobs: {}\n";
+        assert!(matches!(parse_within(nested, 0), Ok(Parsed::Tree(_))));
+        let other = "jobz: {a: 1, b: 2, c: 3}\n";
+        assert!(matches!(parse_within(other, 0), Ok(Parsed::Tree(_))));
     }
 }

@@ -14,6 +14,7 @@ fn opts() -> LoadOptions {
         .into_iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect(),
+        max_jobs: None,
     }
 }
 
