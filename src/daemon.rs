@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cli::{LogFormat, Settings, exit, report_errors};
 use crate::clock::{Clock, SystemClock};
-use crate::config::{self, Config, ConfigErrors, LoadOptions, Snapshot};
+use crate::config::{self, Config, ConfigErrors, Fingerprint, LoadOptions};
 use crate::dispatch::Dispatcher;
 use crate::events::{Event, Events, Outcome, Trigger};
 use crate::exec::{Executor, Real};
@@ -61,7 +61,7 @@ pub struct FileSource {
     options: LoadOptions,
     /// What was read last, loaded or rejected: a file event or re-check that finds the
     /// same bytes again has nothing new to apply or to report.
-    last: Snapshot,
+    last: Fingerprint,
 }
 
 impl FileSource {
@@ -76,7 +76,7 @@ impl FileSource {
             FileSource {
                 paths,
                 options,
-                last: snapshot,
+                last: snapshot.fingerprint(),
             },
             config,
         ))
@@ -109,14 +109,15 @@ impl FileSource {
 impl ConfigSource for FileSource {
     fn reload(&mut self, force: bool) -> Reloaded {
         let snapshot = config::read_snapshot(&self.paths);
-        if !force && snapshot == self.last {
+        let fingerprint = snapshot.fingerprint();
+        if !force && fingerprint == self.last {
             return Reloaded::Unchanged;
         }
         let outcome = match snapshot.load(&self.options) {
             Ok(config) => Reloaded::Loaded(config),
             Err(errors) => Reloaded::Rejected(errors),
         };
-        self.last = snapshot;
+        self.last = fingerprint;
         outcome
     }
 }

@@ -36,6 +36,7 @@ mod tree;
 
 use std::collections::HashMap;
 use std::fmt;
+use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 
 use crate::job::{Job, SourceLocation};
@@ -161,7 +162,45 @@ pub fn read_snapshot(paths: &[PathBuf]) -> Snapshot {
     Snapshot { sources, errors }
 }
 
+/// What a [`Snapshot`] was, in a few bytes a file: enough to tell whether the files
+/// changed since, without keeping their contents (a rejected 100 MB set would otherwise
+/// stay in memory until the next change).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fingerprint {
+    /// Each file's path, length and hash of its bytes, in order.
+    files: Vec<(PathBuf, usize, u64)>,
+    /// A hash of the errors met while finding and reading the files.
+    errors: u64,
+}
+
+fn hash_of(value: &impl Hash) -> u64 {
+    // SipHash with fixed keys: the same bytes hash the same within the process, which
+    // is all a comparison with the last read needs.
+    let mut hasher = std::hash::DefaultHasher::new();
+    value.hash(&mut hasher);
+    hasher.finish()
+}
+
 impl Snapshot {
+    /// The snapshot's fingerprint, to compare with a later read.
+    pub fn fingerprint(&self) -> Fingerprint {
+        let errors: Vec<String> = self.errors.iter().map(ToString::to_string).collect();
+        Fingerprint {
+            files: self
+                .sources
+                .iter()
+                .map(|source| {
+                    (
+                        source.path.clone(),
+                        source.bytes.len(),
+                        hash_of(&source.bytes),
+                    )
+                })
+                .collect(),
+            errors: hash_of(&errors),
+        }
+    }
+
     /// Validates the snapshot; the errors include those met while reading it.
     pub fn load(&self, opts: &LoadOptions) -> Result<Config, ConfigErrors> {
         let mut loader = jobs::Loader::new(opts, self.errors.clone());
