@@ -36,8 +36,9 @@
 //! - [`systemd`]: sd_notify: readiness, reload, stopping, status, watchdog.
 //! - [`memory`]: handing memory freed after loading back to the OS.
 //! - [`watch`]: the schedule directories watched for changes, replaced ones too.
-//! - [`daemon`]: the service's lifecycle and the `run` / `exec` commands.
-//! - [`cli`]: the command line and the `check` / `next` commands.
+//! - [`daemon`]: the service's lifecycle as a library: start, reloads, drain, stop, fail.
+//! - [`cli`]: the binary's edge: the command line, stderr, exit codes; each command in
+//!   its own file (`check`, `next`, `run`, `exec`).
 
 pub mod cli;
 pub mod clock;

@@ -1,5 +1,15 @@
-//! The command line (DESIGN.md §1): parsing, and the commands that are not the service
-//! itself. `main.rs` only calls [`main`]; every command reports through its exit code.
+//! The binary's edge (DESIGN.md §1): the command line, stderr and exit codes. Every
+//! command lives in its own file and calls the library, which returns typed errors;
+//! only this module prints them (with their whole chain of causes) and picks the exit
+//! code. `main.rs` only calls [`main`].
+//!
+//! - [`check`]: `chime check`; [`next`]: `chime next`; [`run`]: `chime run` (the
+//!   service: signals, watcher, logging, the process's runtime); [`exec`]: `chime exec`.
+
+mod check;
+mod exec;
+mod next;
+mod run;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -153,20 +163,20 @@ pub mod exit {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let code = match cli.command {
-        Command::Check { paths } => check(&paths, &cli.settings),
-        Command::Next(args) => next(&args, &cli.settings),
-        Command::Run { paths } => crate::daemon::run_from_cli(&paths, &cli.settings),
-        Command::Exec { job, paths } => crate::daemon::exec_from_cli(&job, &paths, &cli.settings),
+        Command::Check { paths } => check::check(&paths, &cli.settings),
+        Command::Next(args) => next::next(&args, &cli.settings),
+        Command::Run { paths } => run::run(&paths, &cli.settings),
+        Command::Exec { job, paths } => exec::exec(&job, &paths, &cli.settings),
     };
     ExitCode::from(code)
 }
 
 /// Loads the schedules, printing every error to stderr when there are any.
-pub fn load_or_report(paths: &[PathBuf], settings: &Settings) -> Option<Config> {
+pub(crate) fn load_or_report(paths: &[PathBuf], settings: &Settings) -> Option<Config> {
     load_with(paths, &LoadOptions::from_process(settings.default_timezone))
 }
 
-fn load_with(paths: &[PathBuf], options: &LoadOptions) -> Option<Config> {
+pub(crate) fn load_with(paths: &[PathBuf], options: &LoadOptions) -> Option<Config> {
     config::load(paths, options)
         .map_err(|errors| report_errors(&errors))
         .ok()
@@ -191,151 +201,14 @@ pub fn format_fire(at: DateTime<Utc>, tz: Zone) -> String {
     tz.local(at).to_rfc3339_opts(SecondsFormat::AutoSi, false)
 }
 
-fn check(paths: &[PathBuf], settings: &Settings) -> u8 {
-    let default_zone = config::default_zone(settings.default_timezone);
-    let options = LoadOptions::from_process(Some(default_zone.clone().warned()));
-    let Some(config) = load_with(paths, &options) else {
-        return exit::FAILED;
-    };
-    let now = Utc::now();
+/// Prints an error and every cause under it, one a line (`caused by: …`), so that what
+/// the library knew (an OS error under a client error, say) reaches the operator.
+pub(crate) fn print_error(error: &dyn std::error::Error) {
     let mut stderr = std::io::stderr().lock();
-    // On stderr, as a note beside the listing: stdout stays the table and its summary.
-    let _ = writeln!(stderr, "default zone: {default_zone}");
-    for warning in &config.warnings {
-        let _ = writeln!(stderr, "warning: {warning}");
+    let _ = writeln!(stderr, "error: {error}");
+    let mut cause = error.source();
+    while let Some(inner) = cause {
+        let _ = writeln!(stderr, "  caused by: {inner}");
+        cause = inner.source();
     }
-    let rows: Vec<[String; 4]> = config
-        .jobs
-        .iter()
-        .map(|job| {
-            [
-                job.name.clone(),
-                job.schedule_text.clone(),
-                job.timezone.name().to_string(),
-                describe_next(job, now),
-            ]
-        })
-        .collect();
-    let mut stdout = std::io::stdout().lock();
-    let _ = write_table(&mut stdout, ["JOB", "SCHEDULE", "ZONE", "NEXT FIRE"], &rows);
-    let _ = writeln!(
-        stdout,
-        "{} job{} in {} file{}: ok",
-        config.jobs.len(),
-        if config.jobs.len() == 1 { "" } else { "s" },
-        config.files.len(),
-        if config.files.len() == 1 { "" } else { "s" },
-    );
-    exit::OK
-}
-
-fn describe_next(job: &Job, now: DateTime<Utc>) -> String {
-    if !job.enabled {
-        return "disabled".to_string();
-    }
-    match (&job.schedule, job.schedule.next_after(job.timezone, now)) {
-        (Schedule::Reboot, _) => "at service start".to_string(),
-        (_, Some(at)) => format_fire(at, job.timezone),
-        (_, None) => "never".to_string(),
-    }
-}
-
-fn write_table(
-    out: &mut impl Write,
-    header: [&str; 4],
-    rows: &[[String; 4]],
-) -> std::io::Result<()> {
-    let mut widths = header.map(str::len);
-    for row in rows {
-        for (width, cell) in widths.iter_mut().zip(row) {
-            *width = (*width).max(cell.chars().count());
-        }
-    }
-    let line = |out: &mut dyn Write, cells: [&str; 4]| -> std::io::Result<()> {
-        let mut text = String::new();
-        for (i, (cell, width)) in cells.iter().zip(widths).enumerate() {
-            if i + 1 == cells.len() {
-                text.push_str(cell);
-            } else {
-                text.push_str(&format!("{cell:<width$}  "));
-            }
-        }
-        writeln!(out, "{}", text.trim_end())
-    };
-    line(out, header)?;
-    for row in rows {
-        line(out, [&row[0], &row[1], &row[2], &row[3]])?;
-    }
-    Ok(())
-}
-
-fn next(args: &NextArgs, settings: &Settings) -> u8 {
-    let from = args.from.unwrap_or_else(Utc::now);
-    let lines: Vec<String> = if let Some(expr) = &args.cron {
-        let schedule = match Schedule::parse(expr) {
-            Ok(schedule) => schedule,
-            Err(err) => {
-                eprintln!("error: --cron `{expr}`: {err}");
-                return exit::USAGE;
-            }
-        };
-        let tz = match args.tz {
-            Some(tz) => tz,
-            None => config::default_zone(settings.default_timezone).warned(),
-        };
-        schedule
-            .fires_after(tz, from)
-            .take(args.count)
-            .map(|at| format_fire(at, tz))
-            .collect()
-    } else {
-        let Some(config) = load_or_report(&args.paths, settings) else {
-            return exit::FAILED;
-        };
-        match &args.job {
-            Some(name) => {
-                let Some(job) = config.jobs.iter().find(|job| &job.name == name) else {
-                    let known: Vec<&str> = config.jobs.iter().map(|j| j.name.as_str()).collect();
-                    eprintln!(
-                        "error: no job named `{name}`; loaded jobs: {}",
-                        known.join(", ")
-                    );
-                    return exit::FAILED;
-                };
-                job.schedule
-                    .fires_after(job.timezone, from)
-                    .take(args.count)
-                    .map(|at| format_fire(at, job.timezone))
-                    .collect()
-            }
-            None => merged_fires(&config.jobs, from, args.count),
-        }
-    };
-    let mut stdout = std::io::stdout().lock();
-    for line in lines {
-        if writeln!(stdout, "{line}").is_err() {
-            break;
-        }
-    }
-    exit::OK
-}
-
-/// The next `count` fires of all enabled jobs together, in time order, each line
-/// followed by the job's name.
-fn merged_fires(jobs: &[Job], from: DateTime<Utc>, count: usize) -> Vec<String> {
-    let mut all: Vec<(DateTime<Utc>, &Job)> = jobs
-        .iter()
-        .filter(|job| job.enabled)
-        .flat_map(|job| {
-            job.schedule
-                .fires_after(job.timezone, from)
-                .take(count)
-                .map(move |at| (at, job))
-        })
-        .collect();
-    all.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.name.cmp(&b.1.name)));
-    all.into_iter()
-        .take(count)
-        .map(|(at, job)| format!("{} {}", format_fire(at, job.timezone), job.name))
-        .collect()
 }

@@ -1,0 +1,211 @@
+//! `chime run`: the service as a process. Signals are registered first, then the
+//! schedules are loaded (a SIGTERM meanwhile is served), then logging, the directory
+//! watcher and [`crate::daemon::serve`]; its outcome becomes the exit code.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::mpsc;
+
+use super::{LogFormat, Settings, exit, print_error, report_errors};
+use crate::clock::SystemClock;
+use crate::config::LoadOptions;
+use crate::daemon::{ConfigSource, Control, FileSource, Reloaded, ServeOptions, World, serve};
+use crate::events::Events;
+use crate::exec::Real;
+use crate::health::Health;
+use crate::logging::{self, Format, Level};
+use crate::systemd::Notifier;
+
+pub(super) fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("chime")
+        .build()
+}
+
+/// Picks the log format: `auto` is journald when stderr is the journal, text on a
+/// terminal, JSON otherwise.
+pub fn resolve_format(requested: LogFormat) -> Format {
+    match requested {
+        LogFormat::Text => Format::Text,
+        LogFormat::Json => Format::Json,
+        LogFormat::Journald => Format::Journald,
+        LogFormat::Auto => {
+            if crate::journald::stderr_is_journal() {
+                Format::Journald
+            // SAFETY: isatty only inspects the descriptor.
+            } else if unsafe { libc::isatty(libc::STDERR_FILENO) } == 1 {
+                Format::Text
+            } else {
+                Format::Json
+            }
+        }
+    }
+}
+
+fn resolve_level(settings: &Settings) -> Level {
+    std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|v| Level::parse(&v))
+        .or_else(|| Level::parse(&settings.log_level))
+        .unwrap_or(Level::Info)
+}
+
+/// Signals become control messages: TERM and INT ask for shutdown (a second: at
+/// once), HUP for a reload.
+pub(super) fn forward_signals(tx: mpsc::Sender<Control>) -> std::io::Result<()> {
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    tokio::spawn(async move {
+        loop {
+            let control = tokio::select! {
+                Some(()) = term.recv() => Control::Shutdown,
+                Some(()) = int.recv() => Control::Shutdown,
+                Some(()) = hup.recv() => Control::Reload,
+                else => return,
+            };
+            if tx.send(control).await.is_err() {
+                return;
+            }
+        }
+    });
+    Ok(())
+}
+
+/// Starts the event log, and routes the few internal diagnostics (`tracing` macros,
+/// e.g. a process group that would not die) to stderr in a matching format.
+pub(super) fn start_logging(settings: &Settings) -> (Events, logging::LogGuard) {
+    let format = resolve_format(settings.log_format);
+    let level = resolve_level(settings);
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level.as_str()));
+    let diagnostics = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(filter);
+    // A subscriber may already be installed (tests running several services); keep it.
+    let _ = match format {
+        Format::Text => diagnostics.compact().try_init(),
+        Format::Json | Format::Journald => diagnostics.json().try_init(),
+    };
+    logging::start(format, level, Box::new(std::io::stderr()))
+}
+
+/// `chime run`.
+pub(super) fn run(paths: &[PathBuf], settings: &Settings) -> u8 {
+    let runtime = match runtime() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return exit::FAILED;
+        }
+    };
+    let code = runtime.block_on(run_service(paths.to_vec(), settings));
+    // A read of the files that never returns (a hung mount) must not hold up the exit.
+    runtime.shutdown_timeout(Duration::from_millis(200));
+    code
+}
+
+async fn run_service(paths: Vec<PathBuf>, settings: &Settings) -> u8 {
+    // Signals first: a SIGTERM during loading must stop us cleanly, not kill us.
+    let (tx, mut rx) = mpsc::channel(16);
+    if let Err(err) = forward_signals(tx.clone()) {
+        eprintln!("error: cannot install signal handlers: {err}");
+        return exit::FAILED;
+    }
+    let options =
+        LoadOptions::from_process(settings.default_timezone).with_max_jobs(settings.max_jobs);
+    let loading = tokio::task::spawn_blocking(move || FileSource::load(paths, options));
+    // Loading is not awaited blindly: a shutdown asked for meanwhile is served.
+    let loaded = tokio::select! {
+        loaded = loading => loaded,
+        () = shutdown_requested(&mut rx) => {
+            eprintln!("chime: stopped while loading the schedules");
+            return exit::OK;
+        }
+    };
+    let (source, config) = match loaded {
+        Ok(Ok(pair)) => pair,
+        Ok(Err(errors)) => {
+            report_errors(&errors);
+            return exit::FAILED;
+        }
+        Err(err) => {
+            eprintln!("error: loading the schedules failed: {err}");
+            return exit::INTERNAL;
+        }
+    };
+    let executor = match Real::new() {
+        Ok(executor) => executor,
+        Err(err) => {
+            print_error(&err);
+            return exit::FAILED;
+        }
+    };
+    let (events, _guard) = start_logging(settings);
+    let dirs = source.watch_dirs();
+    let quiet = Duration::from_millis(250);
+    if let Err(err) = crate::watch::watch(&dirs, quiet, tx, Control::ReloadIfChanged) {
+        eprintln!("warning: cannot watch the schedule directories ({err}); reload with SIGHUP");
+    }
+    let options = ServeOptions {
+        shutdown_grace: settings.shutdown_grace,
+        max_concurrent_runs: settings.max_concurrent_runs,
+        ..ServeOptions::default()
+    };
+    let world = World {
+        clock: Arc::new(SystemClock),
+        executor,
+        events,
+        notifier: Notifier::from_env(),
+        health: Health::new(),
+    };
+    let source = InjectedFault::from_env(source);
+    match serve(config, source, options, world, rx).await {
+        Ok(()) => exit::OK,
+        Err(_) => exit::INTERNAL,
+    }
+}
+
+/// Resolves at the first shutdown request; reload requests before it are moot.
+async fn shutdown_requested(control: &mut mpsc::Receiver<Control>) {
+    loop {
+        match control.recv().await {
+            Some(Control::Shutdown) => return,
+            Some(_) => {}
+            None => std::future::pending().await,
+        }
+    }
+}
+
+/// A fault for the tests of `service.failed` through the binary: with
+/// `CHIME_INJECT_FAULT=reload-panic` in the environment, every reload panics. Without
+/// it the source is used as it is.
+struct InjectedFault<S> {
+    source: S,
+    panic_on_reload: bool,
+}
+
+impl<S> InjectedFault<S> {
+    fn from_env(source: S) -> Self {
+        let panic_on_reload =
+            std::env::var_os("CHIME_INJECT_FAULT").is_some_and(|fault| fault == "reload-panic");
+        InjectedFault {
+            source,
+            panic_on_reload,
+        }
+    }
+}
+
+impl<S: ConfigSource> ConfigSource for InjectedFault<S> {
+    fn reload(&mut self, force: bool) -> Reloaded {
+        assert!(
+            !self.panic_on_reload,
+            "injected fault (CHIME_INJECT_FAULT=reload-panic)"
+        );
+        self.source.reload(force)
+    }
+}

@@ -1,0 +1,88 @@
+//! Where a reload gets its schedules from: the [`ConfigSource`] seam, and
+//! [`FileSource`], the files and directories `chime run` was given.
+
+use std::path::PathBuf;
+
+use crate::config::{self, Config, ConfigErrors, Fingerprint, LoadOptions};
+
+/// Where a reload gets its schedules from.
+pub trait ConfigSource: Send + 'static {
+    /// Reads the schedules again. `force` = false may answer [`Reloaded::Unchanged`]
+    /// when the files are byte-for-byte what was loaded last time.
+    fn reload(&mut self, force: bool) -> Reloaded;
+}
+
+#[derive(Debug)]
+pub enum Reloaded {
+    Unchanged,
+    Loaded(Config),
+    Rejected(ConfigErrors),
+}
+
+/// Schedules read from files and directories, remembering what was read last.
+#[derive(Debug)]
+pub struct FileSource {
+    paths: Vec<PathBuf>,
+    options: LoadOptions,
+    /// What was read last, loaded or rejected: a file event or re-check that finds the
+    /// same bytes again has nothing new to apply or to report.
+    last: Fingerprint,
+}
+
+impl FileSource {
+    /// Loads the schedules for the first time; every error of every file is reported.
+    pub fn load(
+        paths: Vec<PathBuf>,
+        options: LoadOptions,
+    ) -> Result<(FileSource, Config), ConfigErrors> {
+        let snapshot = config::read_snapshot(&paths);
+        let config = snapshot.load(&options)?;
+        Ok((
+            FileSource {
+                paths,
+                options,
+                last: snapshot.fingerprint(),
+            },
+            config,
+        ))
+    }
+
+    /// The directories to watch: each directory given, and the directory of each file
+    /// given (editors save by rename, and Kubernetes swaps a `..data` symlink, so the
+    /// files themselves are the wrong thing to watch).
+    pub fn watch_dirs(&self) -> Vec<PathBuf> {
+        let mut dirs: Vec<PathBuf> = self
+            .paths
+            .iter()
+            .map(|path| {
+                if path.is_dir() {
+                    path.clone()
+                } else {
+                    match path.parent() {
+                        Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
+                        _ => PathBuf::from("."),
+                    }
+                }
+            })
+            .collect();
+        dirs.sort();
+        dirs.dedup();
+        dirs
+    }
+}
+
+impl ConfigSource for FileSource {
+    fn reload(&mut self, force: bool) -> Reloaded {
+        let snapshot = config::read_snapshot(&self.paths);
+        let fingerprint = snapshot.fingerprint();
+        if !force && fingerprint == self.last {
+            return Reloaded::Unchanged;
+        }
+        let outcome = match snapshot.load(&self.options) {
+            Ok(config) => Reloaded::Loaded(config),
+            Err(errors) => Reloaded::Rejected(errors),
+        };
+        self.last = fingerprint;
+        outcome
+    }
+}
