@@ -3,8 +3,8 @@
 //! only this module prints them (with their whole chain of causes) and picks the exit
 //! code. `main.rs` only calls [`main`].
 //!
-//! - [`check`]: `chime check`; [`next`]: `chime next`; [`run`]: `chime run` (the
-//!   service: signals, watcher, logging, the process's runtime); [`exec`]: `chime exec`.
+//! - `check.rs`: `chime check`; `next.rs`: `chime next`; `run.rs`: `chime run` (the
+//!   service: signals, watcher, logging, the process's runtime); `exec.rs`: `chime exec`.
 
 mod check;
 mod exec;
