@@ -317,3 +317,245 @@ async fn shutdown_wins_over_queued_reloads() {
     assert!(!seen.contains(&"config.reloaded"), "{seen:?}");
     assert_eq!(service.ended().await, Ok(()));
 }
+
+/// The service in-process on tokio's virtual time, reading real schedule files from a
+/// temporary directory: reloads, the drain and its grace, a second signal. Each event
+/// is recorded with the virtual wall-clock time it was emitted at.
+mod on_virtual_time {
+    use super::*;
+    use chime::config::LoadOptions;
+    use chime::daemon::FileSource;
+    use chrono::TimeDelta;
+    use std::collections::HashMap;
+    use std::path::Path;
+
+    const START: &str = "2026-11-25T10:00:00.500Z";
+
+    /// Each run takes `takes` (virtual), or until cancelled.
+    #[derive(Clone)]
+    struct Sleeps {
+        takes: Duration,
+    }
+
+    impl Executor for Sleeps {
+        async fn execute(&self, attempt: Attempt, _output: Arc<OutputSink>) -> AttemptResult {
+            tokio::select! {
+                () = tokio::time::sleep(self.takes) => {
+                    AttemptResult::success(ExitDetail::default())
+                }
+                () = attempt.cancel.cancelled() => {
+                    AttemptResult::with_outcome(Outcome::Cancelled, ExitDetail::default())
+                }
+            }
+        }
+    }
+
+    fn schedule_file(dir: &Path, jobs: &[&str]) {
+        let mut text = String::from("jobs:\n");
+        for job in jobs {
+            text.push_str(&format!(
+                "  {job}:\n    schedule: \"* * * * * *\"\n    command: \"true\"\n"
+            ));
+        }
+        std::fs::write(dir.join("jobs.yaml"), text).unwrap();
+    }
+
+    /// Every event, with the virtual time it was emitted at.
+    type Timeline = Arc<Mutex<Vec<(DateTime<Utc>, Event)>>>;
+
+    struct Virtual {
+        clock: Arc<VirtualClock>,
+        control: mpsc::Sender<Control>,
+        events: Timeline,
+        task: tokio::task::JoinHandle<Result<(), Failure>>,
+        dir: tempfile::TempDir,
+    }
+
+    impl Virtual {
+        fn start(jobs: &[&str], takes: Duration) -> Virtual {
+            let dir = tempfile::tempdir().unwrap();
+            schedule_file(dir.path(), jobs);
+            let options = LoadOptions {
+                default_timezone: chime::zone::Zone::UTC,
+                env: HashMap::new(),
+                max_jobs: None,
+            };
+            let (source, config) =
+                FileSource::load(vec![dir.path().to_path_buf()], options).unwrap();
+            let clock = Arc::new(VirtualClock::new(START.parse().unwrap()));
+            let events: Timeline = Arc::new(Mutex::new(Vec::new()));
+            let sink = {
+                let events = Arc::clone(&events);
+                let clock = Arc::clone(&clock);
+                Events::new(move |event| events.lock().unwrap().push((clock.now(), event)))
+            };
+            let (control, control_rx) = mpsc::channel(16);
+            let world = World {
+                clock: Arc::clone(&clock),
+                executor: Sleeps { takes },
+                events: sink,
+                notifier: Notifier::from_socket_path(None),
+                health: Health::new(),
+            };
+            let options = ServeOptions {
+                shutdown_grace: Duration::from_secs(30),
+                recheck_every: None,
+                timer_thread: false,
+                ..ServeOptions::default()
+            };
+            let task = tokio::spawn(serve(config, source, options, world, control_rx));
+            Virtual {
+                clock,
+                control,
+                events,
+                task,
+                dir,
+            }
+        }
+
+        /// Waits (on virtual time, which jumps ahead) for the first event named `name`
+        /// after `from` events were already seen; returns its index and time.
+        async fn wait_event(&self, name: &str, from: usize) -> (usize, DateTime<Utc>) {
+            for _ in 0..10_000 {
+                if let Some((index, (at, _))) = self
+                    .events
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .enumerate()
+                    .skip(from)
+                    .find(|(_, (_, e))| e.name() == name)
+                {
+                    return (index, *at);
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            panic!(
+                "no {name} in 100 virtual seconds: {:#?}",
+                self.events.lock().unwrap()
+            );
+        }
+
+        fn events_named(&self, name: &str) -> Vec<(DateTime<Utc>, Event)> {
+            self.events
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|(_, e)| e.name() == name)
+                .cloned()
+                .collect()
+        }
+
+        fn runs_of(&self, job: &str) -> usize {
+            self.events
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|(_, e)| matches!(e, Event::RunStarted { job: j, .. } if &**j == job))
+                .count()
+        }
+
+        async fn ended(self) -> Result<(), Failure> {
+            tokio::time::timeout(Duration::from_secs(600), self.task)
+                .await
+                .expect("serve returned")
+                .expect("serve did not panic")
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn accepted_and_rejected_reloads() {
+        let service = Virtual::start(&["a"], Duration::ZERO);
+        service.wait_event("service.started", 0).await;
+        schedule_file(service.dir.path(), &["a", "b"]);
+        service.control.send(Control::Reload).await.unwrap();
+        let (seen, _) = service.wait_event("config.reloaded", 0).await;
+        assert_eq!(
+            service.events_named("config.reloaded")[0].1,
+            Event::ConfigReloaded {
+                added: 1,
+                changed: 0,
+                removed: 0,
+                unchanged: 1
+            }
+        );
+        std::fs::write(
+            service.dir.path().join("bad.yaml"),
+            "jobs:\n  c:\n    schedule: \"61 * * * *\"\n    command: x\n",
+        )
+        .unwrap();
+        service.control.send(Control::Reload).await.unwrap();
+        let (rejected, at) = service.wait_event("config.rejected", seen).await;
+        let Event::ConfigRejected {
+            errors,
+            error_count,
+        } = &service.events.lock().unwrap()[rejected].1.clone()
+        else {
+            unreachable!()
+        };
+        assert_eq!(*error_count, 1);
+        assert!(errors[0].contains("bad.yaml:3:"), "{errors:?}");
+        // The old set keeps running: b fires in the next seconds, c never.
+        let b_before = service.runs_of("b");
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert!(
+            service.runs_of("b") >= b_before + 3,
+            "b stopped after the rejected reload"
+        );
+        assert_eq!(service.runs_of("c"), 0);
+        assert!(service.clock.now() > at);
+        service.control.send(Control::Shutdown).await.unwrap();
+        assert_eq!(service.ended().await, Ok(()));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_drain_ends_at_the_grace_and_terminates_what_still_runs() {
+        let service = Virtual::start(&["slow"], Duration::from_secs(3_600));
+        let (seen, _) = service.wait_event("run.started", 0).await;
+        service.control.send(Control::Shutdown).await.unwrap();
+        let (_, stopping) = service.wait_event("service.stopping", seen).await;
+        let (_, cancelled) = service.wait_event("run.finished", seen).await;
+        let (_, stopped) = service.wait_event("service.stopped", seen).await;
+        // The run had its 30 s of grace, then was terminated; nothing started after.
+        assert_eq!(cancelled - stopping, TimeDelta::seconds(30));
+        assert!(stopped >= cancelled);
+        let finished = service.events_named("run.finished");
+        assert!(matches!(
+            finished[0].1,
+            Event::RunFinished {
+                outcome: Outcome::Cancelled,
+                ..
+            }
+        ));
+        assert_eq!(service.runs_of("slow"), 1);
+        assert_eq!(service.ended().await, Ok(()));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_second_shutdown_ends_the_grace_at_once_and_a_reload_during_the_drain_is_skipped() {
+        let service = Virtual::start(&["slow"], Duration::from_secs(3_600));
+        let (seen, _) = service.wait_event("run.started", 0).await;
+        service.control.send(Control::Shutdown).await.unwrap();
+        let (_, stopping) = service.wait_event("service.stopping", seen).await;
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        // A reload asked for during the drain is moot: it neither runs nor hides the
+        // second shutdown behind it.
+        schedule_file(service.dir.path(), &["slow", "other"]);
+        service.control.send(Control::Reload).await.unwrap();
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let second = service.clock.now();
+        service.control.send(Control::Shutdown).await.unwrap();
+        let (_, cancelled) = service.wait_event("run.finished", seen).await;
+        // Terminated at the second request (virtual time stands still meanwhile), some
+        // 10 s into a 30 s grace.
+        assert_eq!(cancelled, second);
+        assert!(
+            cancelled - stopping < TimeDelta::seconds(11),
+            "{stopping} → {cancelled}"
+        );
+        service.wait_event("service.stopped", seen).await;
+        assert!(service.events_named("config.reloaded").is_empty());
+        assert_eq!(service.runs_of("other"), 0);
+        assert_eq!(service.ended().await, Ok(()));
+    }
+}
