@@ -559,3 +559,104 @@ mod on_virtual_time {
         assert_eq!(service.ended().await, Ok(()));
     }
 }
+
+/// A wall clock that blocks its caller while told to: a scheduling loop stuck in a call.
+struct Stallable {
+    inner: VirtualClock,
+    stalled: std::sync::atomic::AtomicBool,
+}
+
+impl Clock for Stallable {
+    fn now(&self) -> DateTime<Utc> {
+        while self.stalled.load(std::sync::atomic::Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.inner.now()
+    }
+    fn steady(&self) -> Duration {
+        self.inner.steady()
+    }
+    fn sleep_until(&self, at: DateTime<Utc>) -> impl Future<Output = Wake> + Send {
+        self.inner.sleep_until(at)
+    }
+}
+
+/// Issue 9 (liveness): the watchdog pinged from its own schedule whatever the loops
+/// did. Now it pings only while both loops have beaten within 5 s, so a stuck
+/// scheduling loop stops the pings and systemd restarts the service.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stuck_scheduling_loop_stops_the_watchdog_pings() {
+    use std::os::unix::net::UnixDatagram;
+    use std::sync::atomic::Ordering;
+    let dir = tempfile::tempdir().unwrap();
+    let socket_path = dir.path().join("notify");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let clock = Arc::new(Stallable {
+        inner: VirtualClock::new(Utc::now()),
+        stalled: std::sync::atomic::AtomicBool::new(false),
+    });
+    let (control, control_rx) = mpsc::channel(4);
+    let world = World {
+        clock: Arc::clone(&clock),
+        executor: Endless,
+        events: Events::discard(),
+        notifier: Notifier::from_socket_path(Some(socket_path)),
+        health: Health::new(),
+    };
+    let options = ServeOptions {
+        recheck_every: None,
+        watchdog: Some(Duration::from_millis(400)),
+        ..ServeOptions::default()
+    };
+    let service = tokio::spawn(serve(
+        config(Vec::new()),
+        Scripted {
+            steps: Mutex::new(std_mpsc::channel().1),
+            reloads: Arc::new(Mutex::new(0)),
+        },
+        options,
+        world,
+        control_rx,
+    ));
+    // Pings (every 200 ms) collected on a thread, with when they came.
+    let started = std::time::Instant::now();
+    let collector = std::thread::spawn(move || {
+        let mut pings = Vec::new();
+        let mut buffer = [0u8; 512];
+        while started.elapsed() < Duration::from_secs(10) {
+            if let Ok(n) = socket.recv(&mut buffer)
+                && String::from_utf8_lossy(&buffer[..n]).contains("WATCHDOG=1")
+            {
+                pings.push(started.elapsed());
+            }
+        }
+        pings
+    });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    clock.stalled.store(true, Ordering::Relaxed);
+    let stalled_at = started.elapsed();
+    let pings = tokio::task::spawn_blocking(move || collector.join().unwrap())
+        .await
+        .unwrap();
+    clock.stalled.store(false, Ordering::Relaxed);
+    control.send(Control::Shutdown).await.unwrap();
+    tokio::time::timeout(WAIT, service)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let before = pings.iter().filter(|at| **at < stalled_at).count();
+    let late = pings
+        .iter()
+        .filter(|at| **at > stalled_at + Duration::from_secs(7))
+        .count();
+    assert!(before >= 3, "pings while alive: {pings:?}");
+    // Stale after 5 s (plus up to a second for the beat before the stall).
+    assert_eq!(
+        late, 0,
+        "pinged 7 s into a stuck loop (stalled at {stalled_at:?}): {pings:?}"
+    );
+}

@@ -154,6 +154,7 @@ async fn run_service(paths: Vec<PathBuf>, settings: &Settings) -> u8 {
     let options = ServeOptions {
         shutdown_grace: settings.shutdown_grace,
         max_concurrent_runs: settings.max_concurrent_runs,
+        watchdog: Notifier::watchdog_interval(),
         ..ServeOptions::default()
     };
     let world = World {

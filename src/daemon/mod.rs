@@ -61,6 +61,9 @@ pub struct ServeOptions {
     /// Run the scheduling loop on a thread of its own (the service does). Tests on
     /// tokio's virtual time keep it on the test's runtime instead.
     pub timer_thread: bool,
+    /// systemd's watchdog interval (`WATCHDOG_USEC`): pinged at half of it while both
+    /// loops are alive. `None`: no watchdog.
+    pub watchdog: Option<Duration>,
 }
 
 impl Default for ServeOptions {
@@ -71,6 +74,7 @@ impl Default for ServeOptions {
             run: RunSettings::default(),
             recheck_every: Some(Duration::from_secs(60)),
             timer_thread: true,
+            watchdog: None,
         }
     }
 }
@@ -209,7 +213,9 @@ impl<E: Executor, C: Clock> Service<E, C> {
             &health,
             options.timer_thread,
         ));
-        let watchdog = spawn_watchdog(&notifier, &health, &status, &dispatcher);
+        let watchdog = options
+            .watchdog
+            .map(|interval| spawn_watchdog(interval, &notifier, &health, &status, &dispatcher));
         Service {
             options,
             events,
@@ -380,17 +386,17 @@ fn spawn_scheduler<E: Executor, C: Clock>(
 /// When systemd asks for a watchdog: pings it, and refreshes the status line, while
 /// both loops are alive (see [`crate::health`]). A stuck loop stops the pings.
 fn spawn_watchdog<E: Executor, C: Clock>(
+    interval: Duration,
     notifier: &Arc<Notifier>,
     health: &Health,
     status: &Arc<Mutex<Status>>,
     dispatcher: &Dispatcher<E, C>,
-) -> Option<tokio::task::JoinHandle<()>> {
-    let interval = Notifier::watchdog_interval()?;
+) -> tokio::task::JoinHandle<()> {
     let notifier = Arc::clone(notifier);
     let health = health.clone();
     let status = Arc::clone(status);
     let dispatcher = dispatcher.clone();
-    Some(tokio::spawn(async move {
+    tokio::spawn(async move {
         let mut ticks = tokio::time::interval(interval / 2);
         loop {
             ticks.tick().await;
@@ -399,7 +405,7 @@ fn spawn_watchdog<E: Executor, C: Clock>(
                 notifier.status(&lock(&status).line(dispatcher.active()));
             }
         }
-    }))
+    })
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
