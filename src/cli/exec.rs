@@ -8,12 +8,11 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::run::{forward_signals, runtime, start_logging};
-use super::{Settings, exit, print_error, report_errors};
+use super::{Settings, exit, real_executor, report_errors};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{self, LoadOptions};
 use crate::daemon::Control;
 use crate::events::{Outcome, Trigger};
-use crate::exec::Real;
 use crate::run::{RunRequest, RunSettings, execute_run, new_run_id};
 
 /// `chime exec JOB`: one run now, in the foreground, logged to stderr.
@@ -38,12 +37,9 @@ pub(super) fn exec(name: &str, paths: &[PathBuf], settings: &Settings) -> u8 {
         }
     };
     runtime.block_on(async {
-        let executor = match Real::new() {
+        let executor = match real_executor() {
             Ok(executor) => executor,
-            Err(err) => {
-                print_error(&err);
-                return exit::FAILED;
-            }
+            Err(code) => return code,
         };
         let (events, _guard) = start_logging(settings);
         let cancel = CancellationToken::new();

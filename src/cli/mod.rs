@@ -212,3 +212,11 @@ pub(crate) fn print_error(error: &dyn std::error::Error) {
         cause = inner.source();
     }
 }
+
+/// The production executor, or the exit code after saying why there is none.
+pub(crate) fn real_executor() -> Result<crate::exec::Real, u8> {
+    crate::exec::Real::new().map_err(|err| {
+        print_error(&err);
+        exit::FAILED
+    })
+}

@@ -9,12 +9,11 @@ use std::time::Duration;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 
-use super::{LogFormat, Settings, exit, print_error, report_errors};
+use super::{LogFormat, Settings, exit, real_executor, report_errors};
 use crate::clock::SystemClock;
 use crate::config::LoadOptions;
 use crate::daemon::{ConfigSource, Control, FileSource, Reloaded, ServeOptions, World, serve};
 use crate::events::Events;
-use crate::exec::Real;
 use crate::health::Health;
 use crate::logging::{self, Format, Level};
 use crate::systemd::Notifier;
@@ -138,12 +137,9 @@ async fn run_service(paths: Vec<PathBuf>, settings: &Settings) -> u8 {
             return exit::INTERNAL;
         }
     };
-    let executor = match Real::new() {
+    let executor = match real_executor() {
         Ok(executor) => executor,
-        Err(err) => {
-            print_error(&err);
-            return exit::FAILED;
-        }
+        Err(code) => return code,
     };
     let (events, _guard) = start_logging(settings);
     let dirs = source.watch_dirs();
