@@ -1,6 +1,10 @@
 //! The log events of DESIGN.md §6: one value per state change, with stable names and
-//! fields. Components emit [`Event`]s through an [`Events`] handle; `logging` turns
-//! them into log lines, tests collect them.
+//! fields. Components emit [`Event`]s through an [`Events`] handle; [`schema`] says
+//! what each event's level and fields are, `logging` writes them, tests collect them.
+
+pub mod schema;
+
+pub use schema::{Level, Value, fields, level_of};
 
 use std::fmt;
 use std::sync::{Arc, Mutex};

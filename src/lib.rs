@@ -24,14 +24,15 @@
 //! - [`cron`]: cron expressions and the time engine (Debian cron's matching and DST rules).
 //! - [`job`]: the validated domain model of a job.
 //! - [`config`]: schedule files → validated jobs, with every error located.
-//! - [`events`]: the log events of DESIGN.md §6 and the handle that carries them.
+//! - [`events`]: the log events of DESIGN.md §6, their schema (levels, fields) and the
+//!   handle that carries them.
 //! - [`exec`]: executors that carry out one attempt: [`exec::shell`], [`exec::http`].
 //! - [`clock`]: the wall clock, steps of it, and a virtual clock for tests.
 //! - [`scheduler`]: next fires ordered by instant; clock steps and missed fires.
 //! - [`dispatch`]: overlap policy, concurrency limit, runs in flight.
 //! - [`run`]: one run: attempts, retry backoff, run events.
-//! - [`logging`]: events → text / JSON lines on a writer thread.
-//! - [`journald`]: events as native journal entries; is stderr the journal?
+//! - [`logging`]: the writers of the event schema: text and JSON lines, native
+//!   journal entries; the writer thread; is stderr the journal?
 //! - [`health`]: heartbeats of the scheduling and control loops; internal failures.
 //! - [`systemd`]: sd_notify: readiness, reload, stopping, status, watchdog.
 //! - [`memory`]: handing memory freed after loading back to the OS.
@@ -51,7 +52,6 @@ pub mod events;
 pub mod exec;
 pub mod health;
 pub mod job;
-pub mod journald;
 pub mod logging;
 pub mod memory;
 pub mod run;
@@ -59,3 +59,6 @@ pub mod scheduler;
 pub mod systemd;
 pub mod watch;
 pub mod zone;
+
+/// The journal writer's former path, kept while callers move to `logging::journald`.
+pub use logging::journald;

@@ -1,11 +1,16 @@
 //! Telling systemd how the service is doing: the `sd_notify` protocol (readiness,
-//! reloads, stopping, status, watchdog pings), written out in a few lines rather than
-//! taken from a crate.
+//! reloads, stopping, status, watchdog pings).
 //!
 //! A message is one datagram of `KEY=value` lines sent to the socket named by
 //! `$NOTIFY_SOCKET` (a path, or `@name` for an abstract socket). Without that variable
 //! the [`Notifier`] is inert, so the same code runs under systemd, in a terminal and in
 //! tests. Sending never fails loudly: systemd being gone must not stop the service.
+//!
+//! The messages and the `MONOTONIC_USEC` clock are the `sd-notify` crate's
+//! [`NotifyState`]. The datagram is sent here, not by `sd_notify::notify`, which reads
+//! only `$NOTIFY_SOCKET` (tests and [`Notifier::from_socket_path`] name a socket),
+//! cannot reach an abstract socket (`@name`: it fails with `ENOENT`), and sets no send
+//! timeout; see README, "Dependencies, and why".
 
 use std::ffi::OsStr;
 use std::io;
@@ -14,6 +19,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::{SocketAddr, UnixDatagram};
 use std::path::PathBuf;
 use std::time::Duration;
+
+use sd_notify::NotifyState;
 
 /// How long one notification may wait for room in systemd's queue. systemd drains it
 /// promptly; the bound only matters when it is wedged, and then a dropped ping is
@@ -85,19 +92,23 @@ impl Notifier {
 
     /// `READY=1`: start-up (or a reload) is complete.
     pub fn ready(&self) {
-        self.notify("READY=1");
+        self.notify_states(&[NotifyState::Ready]);
     }
 
     /// `RELOADING=1` with the monotonic timestamp systemd ≥ 253 wants for
     /// `Type=notify-reload`; older versions ignore the extra line. Follow it with
     /// [`ready`](Self::ready) when the reload is done, accepted or rejected.
     pub fn reloading(&self) {
-        self.notify(&format!("RELOADING=1\nMONOTONIC_USEC={}", monotonic_usec()));
+        match NotifyState::monotonic_usec_now() {
+            Ok(now) => self.notify_states(&[NotifyState::Reloading, now]),
+            // CLOCK_MONOTONIC always exists on Linux; without it, the bare state.
+            Err(_) => self.notify_states(&[NotifyState::Reloading]),
+        }
     }
 
     /// `STOPPING=1`: shutdown has begun.
     pub fn stopping(&self) {
-        self.notify("STOPPING=1");
+        self.notify_states(&[NotifyState::Stopping]);
     }
 
     /// `STATUS=…`, the one-line status `systemctl status` shows. Line breaks would end
@@ -107,27 +118,42 @@ impl Notifier {
             .chars()
             .map(|c| if c == '\n' || c == '\r' { ' ' } else { c })
             .collect();
-        self.notify(&format!("STATUS={line}"));
+        self.notify_states(&[NotifyState::Status(&line)]);
     }
 
     /// `EXTEND_TIMEOUT_USEC=…`: asks for more time to start, reload or stop, counted
     /// from now (e.g. while a long shutdown drain is still making progress).
     pub fn extend_timeout(&self, by: Duration) {
+        // Written out: the crate's `ExtendTimeoutUsec` holds a u32, at most 71 minutes,
+        // and a shutdown grace may be longer.
         self.notify(&format!("EXTEND_TIMEOUT_USEC={}", by.as_micros()));
     }
 
     /// `WATCHDOG=1`: the service is alive. Send it from the loop whose liveness it
     /// vouches for, at half of [`watchdog_interval`](Self::watchdog_interval).
     pub fn watchdog(&self) {
-        self.notify("WATCHDOG=1");
+        self.notify_states(&[NotifyState::Watchdog]);
     }
 
     /// The watchdog timeout systemd expects pings within: `$WATCHDOG_USEC`, if set,
     /// non-zero, and meant for this process (`$WATCHDOG_PID` absent or our pid).
+    ///
+    /// Not `sd_notify::watchdog_enabled`: it returns a zero interval for
+    /// `WATCHDOG_USEC=0` (a zero tick period panics in `tokio::time::interval`) and
+    /// takes an unreadable `$WATCHDOG_PID` as absent, where we take it as not ours.
     pub fn watchdog_interval() -> Option<Duration> {
         let usec = std::env::var("WATCHDOG_USEC").ok();
         let pid = std::env::var("WATCHDOG_PID").ok();
         watchdog_interval_from(usec.as_deref(), pid.as_deref(), std::process::id())
+    }
+
+    /// Sends `states` as one message, one a line, ignoring failure.
+    fn notify_states(&self, states: &[NotifyState]) {
+        if self.target.is_none() {
+            return;
+        }
+        let message: Vec<String> = states.iter().map(ToString::to_string).collect();
+        self.notify(&message.join("\n"));
     }
 
     /// Sends one message of `KEY=value` lines, ignoring failure (see the module docs).
@@ -178,22 +204,17 @@ pub fn watchdog_interval_from(
     }
 }
 
-/// `CLOCK_MONOTONIC` in microseconds, the clock systemd compares reload stamps with.
-fn monotonic_usec() -> u64 {
-    let mut now = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `now` is a valid timespec to write; CLOCK_MONOTONIC always exists on Linux.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
-    u64::try_from(now.tv_sec).unwrap_or(0) * 1_000_000
-        + u64::try_from(now.tv_nsec).unwrap_or(0) / 1_000
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::sync::atomic::{AtomicU32, Ordering};
+
+    fn monotonic_usec() -> i128 {
+        match NotifyState::monotonic_usec_now() {
+            Ok(NotifyState::MonotonicUsec(usec)) => usec,
+            other => panic!("the monotonic clock: {other:?}"),
+        }
+    }
 
     /// A bound socket standing in for systemd, with a read timeout so a missing
     /// message fails the test instead of hanging it.
@@ -255,7 +276,7 @@ mod tests {
         let message = receive(&socket);
         let (first, second) = message.split_once('\n').expect("two lines");
         assert_eq!(first, "RELOADING=1");
-        let stamp: u64 = second
+        let stamp: i128 = second
             .strip_prefix("MONOTONIC_USEC=")
             .expect("MONOTONIC_USEC line")
             .parse()

@@ -1,14 +1,12 @@
-//! Native journal entries through the public `chime::journald` API (DESIGN.md §6:
+//! Native journal entries through the public `chime::logging::journald` API (DESIGN.md §6:
 //! "journald: the same fields as journal fields"). Every event's journal entry carries
 //! exactly the JSON format's fields, upper-cased, with the same values, so
 //! `journalctl -u chime JOB=backup OUTCOME=failure` finds what `jq` would.
 
 use std::collections::BTreeMap;
-use std::os::unix::net::UnixDatagram;
-use std::time::Duration;
 
 use chime::events::{Event, ExitDetail, MissReason, Outcome, SkipReason, Stream, Trigger};
-use chime::journald::{JournalWriter, decode, encode, is_valid_field_name, matches_journal_stream};
+use chime::logging::journald::{entry, matches_journal_stream};
 use chime::logging::{format_json, format_text};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
@@ -128,15 +126,22 @@ fn every_kind_of_event() -> Vec<Event> {
     ]
 }
 
-fn entry_map(entry: &[u8]) -> BTreeMap<String, String> {
-    let fields = decode(entry).expect("the entry decodes");
+fn entry_map(fields: Vec<(String, String)>) -> BTreeMap<String, String> {
     let count = fields.len();
-    let map: BTreeMap<String, String> = fields
-        .into_iter()
-        .map(|(name, value)| (name, String::from_utf8(value).expect("UTF-8 value")))
-        .collect();
+    let map: BTreeMap<String, String> = fields.into_iter().collect();
     assert_eq!(map.len(), count, "no field appears twice");
     map
+}
+
+/// What journald accepts as a field name: `[A-Z0-9_]`, not starting with `_` or a
+/// digit, at most 64 bytes.
+fn is_valid_field_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && !name.starts_with(|c: char| c == '_' || c.is_ascii_digit())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
 }
 
 /// A JSON value as the journal writes it.
@@ -156,7 +161,7 @@ fn as_journal_text(value: &Value) -> String {
 fn journal_entries_carry_the_json_fields() {
     for event in every_kind_of_event() {
         let json: Value = serde_json::from_str(&format_json(at(), &event)).unwrap();
-        let journal = entry_map(&encode(&event, at()));
+        let journal = entry_map(entry(&event, at()));
 
         assert_eq!(journal["EVENT"], json["event"].as_str().unwrap());
         assert_eq!(journal["TIMESTAMP"], json["timestamp"].as_str().unwrap());
@@ -222,60 +227,10 @@ fn journal_entries_carry_the_json_fields() {
 #[test]
 fn lists_survive_as_one_item_a_line() {
     let event = &every_kind_of_event()[4];
-    let journal = entry_map(&encode(event, at()));
+    let journal = entry_map(entry(event, at()));
     let errors: Vec<&str> = journal["ERRORS"].lines().collect();
     assert_eq!(errors.len(), 2);
     assert!(errors[0].starts_with("a.yaml:2:3: "));
-}
-
-#[test]
-fn the_writer_sends_one_entry_per_event_in_order() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("journal.socket");
-    let journal = UnixDatagram::bind(&path).unwrap();
-    journal
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-
-    let writer = JournalWriter::with_path(&path).unwrap();
-    // Sent from a thread: the kernel queues only a few datagrams (net.unix.max_dgram_qlen)
-    // before the writer blocks until they are read, as it would with a busy journald.
-    let events = every_kind_of_event();
-    let sent = events.clone();
-    let sender = std::thread::spawn(move || {
-        for event in &sent {
-            writer.write(at(), event).unwrap();
-        }
-    });
-    let mut buf = vec![0u8; 1 << 16];
-    for event in &events {
-        let n = journal.recv(&mut buf).expect("an entry per event");
-        assert_eq!(&buf[..n], encode(event, at()).as_slice());
-    }
-    sender.join().unwrap();
-}
-
-#[test]
-fn a_journal_that_restarts_is_reached_again() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("journal.socket");
-    let first = UnixDatagram::bind(&path).unwrap();
-    let writer = JournalWriter::with_path(&path).unwrap();
-    let event = &every_kind_of_event()[0];
-    writer.write(at(), event).unwrap();
-
-    // journald restarts: its socket is re-created at the same path.
-    drop(first);
-    std::fs::remove_file(&path).unwrap();
-    assert!(writer.write(at(), event).is_err(), "nobody listens");
-    let second = UnixDatagram::bind(&path).unwrap();
-    second
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    writer.write(at(), event).unwrap();
-    let mut buf = vec![0u8; 1 << 16];
-    let n = second.recv(&mut buf).unwrap();
-    assert_eq!(entry_map(&buf[..n])["EVENT"], "service.started");
 }
 
 #[test]
@@ -303,7 +258,7 @@ fn superseded_and_queued_ms_in_every_format() {
     assert!(format_text(at(), &skipped).ends_with(" reason=superseded"));
     let json: Value = serde_json::from_str(&format_json(at(), &skipped)).unwrap();
     assert_eq!(json["reason"], "superseded");
-    assert_eq!(entry_map(&encode(&skipped, at()))["REASON"], "superseded");
+    assert_eq!(entry_map(entry(&skipped, at()))["REASON"], "superseded");
 
     let started = |queued_ms| Event::RunStarted {
         job: "fast".into(),
@@ -318,13 +273,13 @@ fn superseded_and_queued_ms_in_every_format() {
     assert!(format_text(at(), &queued).ends_with(" queued_ms=12.250"));
     let json: Value = serde_json::from_str(&format_json(at(), &queued)).unwrap();
     assert_eq!(json["queued_ms"], 12.25);
-    assert_eq!(entry_map(&encode(&queued, at()))["QUEUED_MS"], "12.250");
+    assert_eq!(entry_map(entry(&queued, at()))["QUEUED_MS"], "12.250");
 
     let direct = started(None);
     assert!(!format_text(at(), &direct).contains("queued_ms"));
     let json: Value = serde_json::from_str(&format_json(at(), &direct)).unwrap();
     assert!(json.get("queued_ms").is_none());
-    assert!(!entry_map(&encode(&direct, at())).contains_key("QUEUED_MS"));
+    assert!(!entry_map(entry(&direct, at())).contains_key("QUEUED_MS"));
 }
 
 /// `service.started` names the default zone in every log format (issue 9 item 7).
@@ -334,7 +289,7 @@ fn service_started_carries_the_zone_in_every_format() {
     let json: Value = serde_json::from_str(&format_json(at(), event)).unwrap();
     assert_eq!(json["event"], "service.started");
     assert_eq!(json["zone"], "Asia/Kolkata");
-    assert_eq!(entry_map(&encode(event, at()))["ZONE"], "Asia/Kolkata");
+    assert_eq!(entry_map(entry(event, at()))["ZONE"], "Asia/Kolkata");
     let text = format_text(at(), event);
     assert!(text.contains("zone=Asia/Kolkata"), "{text}");
 }
