@@ -59,6 +59,3 @@ pub mod scheduler;
 pub mod systemd;
 pub mod watch;
 pub mod zone;
-
-/// The journal writer's former path, kept while callers move to `logging::journald`.
-pub use logging::journald;

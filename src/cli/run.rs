@@ -2,6 +2,7 @@
 //! schedules are loaded (a SIGTERM meanwhile is served), then logging, the directory
 //! watcher and [`crate::daemon::serve`]; its outcome becomes the exit code.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,16 +28,15 @@ pub(super) fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
 
 /// Picks the log format: `auto` is journald when stderr is the journal, text on a
 /// terminal, JSON otherwise.
-pub fn resolve_format(requested: LogFormat) -> Format {
+fn resolve_format(requested: LogFormat) -> Format {
     match requested {
         LogFormat::Text => Format::Text,
         LogFormat::Json => Format::Json,
         LogFormat::Journald => Format::Journald,
         LogFormat::Auto => {
-            if crate::journald::stderr_is_journal() {
+            if logging::stderr_is_journal() {
                 Format::Journald
-            // SAFETY: isatty only inspects the descriptor.
-            } else if unsafe { libc::isatty(libc::STDERR_FILENO) } == 1 {
+            } else if std::io::stderr().is_terminal() {
                 Format::Text
             } else {
                 Format::Json
