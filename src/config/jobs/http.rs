@@ -2,7 +2,8 @@
 //! `${VAR}` interpolated. Only templates ever appear in messages, never the values that
 //! interpolation produced.
 
-use super::{Entry, FileChecker, escaped, list};
+use super::keys::{Entry, list};
+use super::{FileChecker, escaped};
 use crate::config::interpolate::interpolate;
 use crate::config::tree::{Node, NodeKind};
 use crate::job::HttpRequest;
