@@ -37,30 +37,30 @@ use walk::Builder;
 /// event walk needs no recursion; the limit keeps serde-saphyr's recursive reading (and
 /// a tree's recursive drop) well inside a 2 MiB thread stack (a tokio worker's), even in
 /// a debug build.
-pub(crate) const MAX_DEPTH: usize = 24;
+pub(super) const MAX_DEPTH: usize = 24;
 /// Parser events accepted in one file: enough for 100,000 jobs with a dozen keys each.
-pub(crate) const MAX_EVENTS: usize = 6_000_000;
+pub(super) const MAX_EVENTS: usize = 6_000_000;
 /// Nodes (scalars, mappings, sequences) accepted in one file.
-pub(crate) const MAX_NODES: usize = 4_000_000;
+pub(super) const MAX_NODES: usize = 4_000_000;
 /// Events that aliases (`*name`, `<<: *name`) may replay in one file. An alias bomb
 /// ("billion laughs") stops here, long before it costs noticeable time or memory.
-pub(crate) const MAX_REPLAYED_EVENTS: usize = 100_000;
+pub(super) const MAX_REPLAYED_EVENTS: usize = 100_000;
 
 /// One YAML node and where it stands in its file.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) struct Node {
-    pub(crate) kind: NodeKind,
+pub(super) struct Node {
+    pub(super) kind: NodeKind,
     /// 1-based line of the node (for an alias: of the alias, where it is used).
-    pub(crate) line: u64,
+    pub(super) line: u64,
     /// 1-based column, in characters.
-    pub(crate) column: u64,
+    pub(super) column: u64,
     /// Byte range of the scalar as written where it is defined, so that `PORT: 0x10`
     /// can be read back as the text `0x10` rather than the number 16.
     raw: Option<(usize, usize)>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) enum NodeKind {
+pub(super) enum NodeKind {
     Null,
     Bool(bool),
     Int(i128),
@@ -72,7 +72,7 @@ pub(crate) enum NodeKind {
 
 impl Node {
     /// What kind of value this is, for error messages ("not a list").
-    pub(crate) fn describe(&self) -> &'static str {
+    pub(super) fn describe(&self) -> &'static str {
         match self.kind {
             NodeKind::Null => "empty (null)",
             NodeKind::Bool(_) => "a boolean",
@@ -85,7 +85,7 @@ impl Node {
 
     /// The text of a scalar: a string as parsed, a number or boolean exactly as written
     /// in the file. `None` for null, lists and mappings.
-    pub(crate) fn scalar_text<'a>(&'a self, src: &'a str) -> Option<Cow<'a, str>> {
+    pub(super) fn scalar_text<'a>(&'a self, src: &'a str) -> Option<Cow<'a, str>> {
         let fallback = match &self.kind {
             NodeKind::Str(text) => return Some(Cow::Borrowed(text)),
             NodeKind::Null | NodeKind::Seq(_) | NodeKind::Map(_) => return None,
@@ -104,15 +104,15 @@ impl Node {
 
 /// Why a file is not YAML we can read; `line` is 0 when the parser did not say where.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct SyntaxError {
-    pub(crate) line: u64,
-    pub(crate) column: u64,
-    pub(crate) message: String,
+pub(super) struct SyntaxError {
+    pub(super) line: u64,
+    pub(super) column: u64,
+    pub(super) message: String,
 }
 
 /// A file's tree, or the news that its `jobs:` mapping is larger than the caller allows.
 #[derive(Debug, PartialEq)]
-pub(crate) enum Parsed {
+pub(super) enum Parsed {
     Tree(Node),
     /// Parsing stopped at this many entries under `jobs:`, one more than allowed.
     TooManyJobs(usize),
@@ -120,7 +120,7 @@ pub(crate) enum Parsed {
 
 /// Parses one file's text into a tree.
 #[cfg(test)]
-pub(crate) fn parse(text: &str) -> Result<Node, SyntaxError> {
+pub(super) fn parse(text: &str) -> Result<Node, SyntaxError> {
     let fast = Builder::new(text).run();
     finish(text, fast)
 }
@@ -130,7 +130,7 @@ pub(crate) fn parse(text: &str) -> Result<Node, SyntaxError> {
 /// a fraction of its parse. The count is a shortcut for plain files only: a file the
 /// event walk leaves to serde-saphyr (or whose `jobs:` is an alias) is parsed whole and
 /// counted after.
-pub(crate) fn parse_within(text: &str, max_jobs: usize) -> Result<Parsed, SyntaxError> {
+pub(super) fn parse_within(text: &str, max_jobs: usize) -> Result<Parsed, SyntaxError> {
     let mut builder = Builder::new(text);
     builder.max_jobs = max_jobs;
     let fast = builder.run();

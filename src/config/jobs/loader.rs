@@ -35,6 +35,13 @@ struct FirstDefinition {
     column: u64,
 }
 
+/// An error found after its file was checked (a job name defined in a file before), and
+/// how many of the file's errors came before the check it belongs to.
+struct LateError {
+    errors_before: usize,
+    error: ConfigError,
+}
+
 /// Jobs declared (entries under `jobs:`) over all files, counted as their trees are
 /// built, so that a set over `--max-jobs` is refused before its jobs are validated and
 /// built, and the files not yet parsed are not parsed at all.
@@ -143,6 +150,26 @@ impl<'o> Loader<'o> {
             mut warnings,
             names,
         } = outcome;
+        let twice = self.names_defined_before(path, names);
+        if !twice.is_empty() {
+            errors = where_checked(errors, twice);
+        }
+        // Checks run job by job, key by key; readers go top to bottom.
+        errors.sort_by_key(|error| {
+            error
+                .location
+                .as_ref()
+                .map(|location| (location.line, location.column))
+        });
+        warnings.sort_by_key(|warning| (warning.location.line, warning.location.column));
+        self.jobs.extend(jobs);
+        self.errors.extend(errors);
+        self.warnings.extend(warnings);
+    }
+
+    /// Records the file's job names; a "defined twice" error for each one already taken,
+    /// in this file or one before.
+    fn names_defined_before(&mut self, path: &Path, names: Vec<NameUse>) -> Vec<LateError> {
         let file = self.files.len();
         self.files.push(path.to_path_buf());
         let mut twice = Vec::new();
@@ -165,43 +192,17 @@ impl<'o> Loader<'o> {
                             first_defined.column
                         )
                     );
-                    twice.push((
+                    twice.push(LateError {
                         errors_before,
-                        ConfigError::at(place(path, line, column), message),
-                    ));
+                        error: ConfigError::at(place(path, line, column), message),
+                    });
                 }
                 hash_map::Entry::Vacant(slot) => {
                     slot.insert(FirstDefinition { file, line, column });
                 }
             }
         }
-        if !twice.is_empty() {
-            // Each where its check stood, as if the file had been checked after the others.
-            let mut file_errors = errors.into_iter();
-            errors = Vec::with_capacity(file_errors.len() + twice.len());
-            let mut taken = 0;
-            for (errors_before, error) in twice {
-                errors.extend(
-                    file_errors
-                        .by_ref()
-                        .take(errors_before.saturating_sub(taken)),
-                );
-                taken = taken.max(errors_before);
-                errors.push(error);
-            }
-            errors.extend(file_errors);
-        }
-        // Checks run job by job, key by key; readers go top to bottom.
-        errors.sort_by_key(|error| {
-            error
-                .location
-                .as_ref()
-                .map(|location| (location.line, location.column))
-        });
-        warnings.sort_by_key(|warning| (warning.location.line, warning.location.column));
-        self.jobs.extend(jobs);
-        self.errors.extend(errors);
-        self.warnings.extend(warnings);
+        twice
     }
 
     pub(in crate::config) fn finish(self, files: Vec<PathBuf>) -> Result<Config, ConfigErrors> {
@@ -272,4 +273,27 @@ fn too_many_jobs(limit: usize) -> ConfigError {
              (or CHIME_MAX_JOBS) if this is intended (`chime check` counts them all)"
         ),
     }
+}
+
+/// The file's errors with each late one put where its check stood, as if the file had
+/// been checked after the others. `late` is in the order of the checks.
+fn where_checked(errors: Vec<ConfigError>, late: Vec<LateError>) -> Vec<ConfigError> {
+    let mut file_errors = errors.into_iter();
+    let mut errors = Vec::with_capacity(file_errors.len() + late.len());
+    let mut taken = 0;
+    for LateError {
+        errors_before,
+        error,
+    } in late
+    {
+        errors.extend(
+            file_errors
+                .by_ref()
+                .take(errors_before.saturating_sub(taken)),
+        );
+        taken = taken.max(errors_before);
+        errors.push(error);
+    }
+    errors.extend(file_errors);
+    errors
 }

@@ -17,29 +17,10 @@ pub(super) struct ParsedSchedule {
 }
 
 impl<'a> FileChecker<'a, '_> {
+    /// The job's schedule and its text, if the text parses and fires in `timezone`; its
+    /// warnings are recorded.
     pub(super) fn schedule(&mut self, node: &Node, timezone: Zone) -> Option<(String, Schedule)> {
-        let text = match &node.kind {
-            NodeKind::Str(text) => text,
-            NodeKind::Null => {
-                self.error(
-                    node,
-                    "`schedule` is empty; write a cron expression such as \"30 2 * * *\" \
-                     or a macro such as \"@daily\""
-                        .to_string(),
-                );
-                return None;
-            }
-            _ => {
-                let message = format!(
-                    "`schedule` must be a string such as \"30 2 * * *\" or \"@daily\", \
-                     not {} (`{}`); quote it",
-                    node.describe(),
-                    self.text(node)
-                );
-                self.error(node, message);
-                return None;
-            }
-        };
+        let text = self.schedule_text(node)?;
         let now = self.now;
         // Looked up by `&str`: a String is made only for a text not seen before.
         let cached = match self.schedules.get_mut(text.as_str()) {
@@ -86,6 +67,32 @@ impl<'a> FileChecker<'a, '_> {
             });
         }
         Some((text.clone(), schedule))
+    }
+
+    /// The text of a `schedule` that is a string; anything else is an error.
+    fn schedule_text<'n>(&mut self, node: &'n Node) -> Option<&'n String> {
+        match &node.kind {
+            NodeKind::Str(text) => Some(text),
+            NodeKind::Null => {
+                self.error(
+                    node,
+                    "`schedule` is empty; write a cron expression such as \"30 2 * * *\" \
+                     or a macro such as \"@daily\""
+                        .to_string(),
+                );
+                None
+            }
+            _ => {
+                let message = format!(
+                    "`schedule` must be a string such as \"30 2 * * *\" or \"@daily\", \
+                     not {} (`{}`); quote it",
+                    node.describe(),
+                    self.text(node)
+                );
+                self.error(node, message);
+                None
+            }
+        }
     }
 
     pub(super) fn timezone(&mut self, path: &str, node: &Node) -> Option<Zone> {
