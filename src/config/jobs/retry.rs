@@ -13,16 +13,28 @@ pub(super) const RETRY_KEYS: &[&str] = &["attempts", "delay", "max_delay"];
 /// Upper bound of `retry.attempts`: beyond this a retry policy is a polling loop.
 const MAX_ATTEMPTS: u32 = 100;
 
+/// `retry` as one mapping (a job's or `defaults`') sets it; `None` means "not set here".
 #[derive(Debug, Clone, Default)]
 pub(super) struct RetrySettings {
-    pub(super) attempts: Option<u32>,
-    pub(super) delay: Option<Placed>,
-    pub(super) max_delay: Option<Placed>,
+    attempts: Option<u32>,
+    delay: Option<Placed>,
+    max_delay: Option<Placed>,
+}
+
+impl RetrySettings {
+    /// A job's own `retry` over its file's defaults, key by key.
+    pub(super) fn over(self, defaults: &RetrySettings) -> RetrySettings {
+        RetrySettings {
+            attempts: self.attempts.or(defaults.attempts),
+            delay: self.delay.or_else(|| defaults.delay.clone()),
+            max_delay: self.max_delay.or_else(|| defaults.max_delay.clone()),
+        }
+    }
 }
 
 /// A duration and where it was written, to report conflicts between two places.
 #[derive(Debug, Clone)]
-pub(super) struct Placed {
+struct Placed {
     value: Duration,
     at: SourceLocation,
     in_defaults: bool,

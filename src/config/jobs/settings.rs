@@ -47,14 +47,7 @@ impl Settings {
             env,
             timeout: self.timeout.or(defaults.timeout),
             kill_grace: self.kill_grace.or(defaults.kill_grace),
-            retry: RetrySettings {
-                attempts: self.retry.attempts.or(defaults.retry.attempts),
-                delay: self.retry.delay.or_else(|| defaults.retry.delay.clone()),
-                max_delay: self
-                    .retry
-                    .max_delay
-                    .or_else(|| defaults.retry.max_delay.clone()),
-            },
+            retry: self.retry.over(&defaults.retry),
             overlap: self.overlap.or(defaults.overlap),
             starting_deadline: self.starting_deadline.or(defaults.starting_deadline),
             enabled: self.enabled.or(defaults.enabled),
