@@ -10,15 +10,15 @@ use std::path::{Path, PathBuf};
 use super::{ConfigError, ConfigErrors, Source};
 
 /// Files larger than this are refused rather than read into memory.
-pub(crate) const MAX_FILE_BYTES: u64 = 64 * 1024 * 1024;
+pub(super) const MAX_FILE_BYTES: u64 = 64 * 1024 * 1024;
 
 /// See [`super::discover`].
-pub(crate) fn discover(paths: &[PathBuf]) -> Result<Vec<PathBuf>, ConfigErrors> {
+pub(super) fn discover(paths: &[PathBuf]) -> Result<Vec<PathBuf>, ConfigErrors> {
     into_result(discover_all(paths))
 }
 
 /// The files found, and an error for each path that could not be used.
-pub(crate) fn discover_all(paths: &[PathBuf]) -> (Vec<PathBuf>, Vec<ConfigError>) {
+pub(super) fn discover_all(paths: &[PathBuf]) -> (Vec<PathBuf>, Vec<ConfigError>) {
     let mut files = Vec::new();
     let mut errors = Vec::new();
     for path in paths {
@@ -102,7 +102,7 @@ fn into_result<T>((value, errors): (T, Vec<ConfigError>)) -> Result<T, ConfigErr
 
 /// `*.yaml` / `*.yml`, not hidden, not an editor's leftover (`#x.yaml#`, `x.yaml~`,
 /// `.x.yaml.swp` are all excluded by these two rules).
-pub(crate) fn is_schedule_file_name(name: &OsStr) -> bool {
+pub(super) fn is_schedule_file_name(name: &OsStr) -> bool {
     let bytes = name.as_encoded_bytes();
     let hidden = bytes.first().is_some_and(|b| *b == b'.' || *b == b'#');
     let yaml = [b".yaml".as_slice(), b".yml"]
@@ -112,12 +112,12 @@ pub(crate) fn is_schedule_file_name(name: &OsStr) -> bool {
 }
 
 /// See [`super::read_sources`].
-pub(crate) fn read_sources(files: &[PathBuf]) -> Result<Vec<Source>, ConfigErrors> {
+pub(super) fn read_sources(files: &[PathBuf]) -> Result<Vec<Source>, ConfigErrors> {
     into_result(read_all(files))
 }
 
 /// The files read, and an error for each that could not be.
-pub(crate) fn read_all(files: &[PathBuf]) -> (Vec<Source>, Vec<ConfigError>) {
+pub(super) fn read_all(files: &[PathBuf]) -> (Vec<Source>, Vec<ConfigError>) {
     let mut sources = Vec::with_capacity(files.len());
     let mut errors = Vec::new();
     for path in files {

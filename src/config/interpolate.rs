@@ -8,7 +8,7 @@ use std::collections::HashMap;
 
 /// What is wrong with a template. Carries no interpolated value.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Problem {
+pub(super) enum Problem {
     /// `${NAME}` where NAME is not set.
     Unset(String),
     /// `${` without a closing `}`.
@@ -19,7 +19,7 @@ pub(crate) enum Problem {
 
 impl Problem {
     /// The message for `key` (e.g. `http.url`), with how to fix it.
-    pub(crate) fn message(&self, key: &str) -> String {
+    pub(super) fn message(&self, key: &str) -> String {
         match self {
             Problem::Unset(name) => format!(
                 "`{key}` uses `${{{name}}}`, but {name} is not set in the service's \
@@ -40,7 +40,7 @@ impl Problem {
 }
 
 /// Substitutes every `${NAME}` in `template` from `env`; reports every problem.
-pub(crate) fn interpolate(
+pub(super) fn interpolate(
     template: &str,
     env: &HashMap<String, String>,
 ) -> Result<String, Vec<Problem>> {
@@ -89,7 +89,7 @@ pub(crate) fn interpolate(
 }
 
 /// A portable environment variable name: `[A-Za-z_][A-Za-z0-9_]*`.
-pub(crate) fn is_var_name(name: &str) -> bool {
+pub(super) fn is_var_name(name: &str) -> bool {
     let mut chars = name.chars();
     chars
         .next()

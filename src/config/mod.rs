@@ -24,8 +24,12 @@
 //!
 //! # Layout
 //! - [`files`]: [`discover`], [`read_sources`]. The system's zone is [`crate::zone`]'s.
-//! - [`tree`]: phase 1 (`tree::saphyr`: the serde-saphyr reading it defers to). [`jobs`]:
-//!   phase 2 (`jobs::http` for the `http:` mapping).
+//! - [`tree`]: phase 1. `tree::walk` builds the tree from parser events, `tree::plain`
+//!   resolves unquoted scalars, `tree::saphyr` is the serde-saphyr reading it defers to.
+//! - [`jobs`]: phase 2, one file's shape and each job. `jobs::loader` puts the files
+//!   together; `jobs::keys` (unknown keys, "did you mean", booleans), `jobs::schedule`,
+//!   `jobs::settings` (what `defaults` and jobs share), `jobs::retry`, `jobs::command`
+//!   and `jobs::http` each check their keys.
 //! - [`interpolate`]: `${VAR}`, `${VAR:-default}`, `$${`. [`suggest`]: "did you mean".
 
 mod files;
@@ -167,10 +171,18 @@ pub fn read_snapshot(paths: &[PathBuf]) -> Snapshot {
 /// stay in memory until the next change).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fingerprint {
-    /// Each file's path, length and hash of its bytes, in order.
-    files: Vec<(PathBuf, usize, u64)>,
+    /// Each file's, in order.
+    files: Vec<FileFingerprint>,
     /// A hash of the errors met while finding and reading the files.
     errors: u64,
+}
+
+/// One file of a [`Fingerprint`]: its path, and the length and hash of its bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct FileFingerprint {
+    path: PathBuf,
+    len: usize,
+    hash: u64,
 }
 
 fn hash_of(value: &impl Hash) -> u64 {
@@ -189,12 +201,10 @@ impl Snapshot {
             files: self
                 .sources
                 .iter()
-                .map(|source| {
-                    (
-                        source.path.clone(),
-                        source.bytes.len(),
-                        hash_of(&source.bytes),
-                    )
+                .map(|source| FileFingerprint {
+                    path: source.path.clone(),
+                    len: source.bytes.len(),
+                    hash: hash_of(&source.bytes),
                 })
                 .collect(),
             errors: hash_of(&errors),
@@ -240,7 +250,7 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
-    pub(crate) fn at(location: SourceLocation, message: String) -> ConfigError {
+    fn at(location: SourceLocation, message: String) -> ConfigError {
         ConfigError {
             location: Some(location),
             message,
@@ -248,7 +258,7 @@ impl ConfigError {
     }
 
     /// An error about a whole file.
-    pub(crate) fn in_file(file: &Path, message: String) -> ConfigError {
+    fn in_file(file: &Path, message: String) -> ConfigError {
         ConfigError::at(
             SourceLocation {
                 file: file.to_path_buf(),

@@ -2,7 +2,7 @@
 
 /// Edit distance (optimal string alignment: a swap of two neighbours costs one),
 /// ignoring ASCII case.
-pub(crate) fn distance(a: &str, b: &str) -> usize {
+pub(super) fn distance(a: &str, b: &str) -> usize {
     let a: Vec<char> = a.chars().map(|c| c.to_ascii_lowercase()).collect();
     let b: Vec<char> = b.chars().map(|c| c.to_ascii_lowercase()).collect();
     // Three rows suffice: the one before the previous is needed for swaps.
@@ -29,7 +29,7 @@ pub(crate) fn distance(a: &str, b: &str) -> usize {
 
 /// The candidate closest to `word`, if it is close enough to be a likely typo:
 /// at most `max` edits, and fewer edits than half the word's length.
-pub(crate) fn closest<'a>(
+pub(super) fn closest<'a>(
     word: &str,
     candidates: impl IntoIterator<Item = &'a str>,
     max: usize,

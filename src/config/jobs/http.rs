@@ -2,13 +2,20 @@
 //! `${VAR}` interpolated. Only templates ever appear in messages, never the values that
 //! interpolation produced.
 
-use super::{Entry, FileChecker, escaped, list};
+use super::keys::{Entry, list};
+use super::{FileChecker, escaped};
 use crate::config::interpolate::interpolate;
 use crate::config::tree::{Node, NodeKind};
 use crate::job::HttpRequest;
 
 pub(super) const HTTP_KEYS: &[&str] = &["url", "method", "headers", "body", "expect_status"];
 const METHODS: &[&str] = &["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
+
+/// `http.url` as it will be called, and as written (the only form messages may show).
+struct CheckedUrl {
+    url: String,
+    template: String,
+}
 
 impl FileChecker<'_, '_> {
     pub(super) fn http(&mut self, entry: &Entry<'_>) -> Option<HttpRequest> {
@@ -68,11 +75,11 @@ impl FileChecker<'_, '_> {
                     .to_string(),
             );
         }
-        let (url, url_template) = url?;
+        let CheckedUrl { url, template } = url?;
         Some(HttpRequest {
             method: method?,
             url,
-            url_template,
+            url_template: template,
             headers: headers?,
             body,
             expect_status: expect_status?,
@@ -80,8 +87,7 @@ impl FileChecker<'_, '_> {
         .filter(|_| ok)
     }
 
-    /// `(url, url_template)`.
-    fn url(&mut self, node: &Node) -> Option<(String, String)> {
+    fn url(&mut self, node: &Node) -> Option<CheckedUrl> {
         let NodeKind::Str(template) = &node.kind else {
             let message = format!(
                 "`http.url` must be a string such as \"https://example.com/ping\", not {}",
@@ -116,7 +122,10 @@ impl FileChecker<'_, '_> {
             self.error(node, message);
             return None;
         }
-        Some((url, template.clone()))
+        Some(CheckedUrl {
+            url,
+            template: template.clone(),
+        })
     }
 
     /// `template` with `${VAR}` substituted, or `None` after reporting each problem.

@@ -1,7 +1,13 @@
 //! Phase 2's rules, one test per rule, through `load_sources` on in-memory files.
 
+use std::time::Duration;
+
+use chrono_tz::Tz;
+
 use super::*;
-use crate::config::{Source, load_sources};
+use crate::config::{Config, ConfigErrors, Source, load_sources};
+use crate::cron::Schedule;
+use crate::job::{Overlap, RetryPolicy};
 
 fn opts() -> LoadOptions {
     LoadOptions {
