@@ -9,7 +9,7 @@
 //! fired at that second exactly once, no job fired while absent, and each run used the
 //! command in force at its instant.
 
-mod common;
+mod support;
 
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
@@ -18,8 +18,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeDelta, Utc};
-use common::{Chime, LIMIT, name, parse_event, temp_dir};
 use serde_json::Value;
+use support::{Chime, LIMIT, name, parse_event, temp_dir};
 
 /// The sequence's seed; `RELOAD_EDITS_SEED=<n>` runs another one.
 const SEED: u64 = 0x00c4_1e08_2026_1201;
