@@ -40,7 +40,7 @@ fn sigterm_lets_a_run_finish_within_the_grace() {
     write(
         dir.path(),
         "jobs.yaml",
-        &schedule_file(&[("slow", "@reboot", "echo started; sleep 1; echo done")]),
+        schedule_file(&[("slow", "@reboot", "echo started; sleep 1; echo done")]),
     );
     let mut chime = Chime::start(dir.path(), &["--shutdown-grace", "5s"]);
     chime.wait_event("service.started", LIMIT);
@@ -91,7 +91,7 @@ fn sigterm_terminates_a_run_that_outlives_the_grace() {
     write(
         dir.path(),
         "jobs.yaml",
-        &format!(
+        format!(
             "{}    kill_grace: 500ms\n",
             schedule_file(&[("stubborn", "@reboot", script)])
         ),
@@ -155,11 +155,19 @@ fn sigterm_terminates_a_run_that_outlives_the_grace() {
 /// grace, and the run's process is gone when the service has exited.
 #[test]
 fn second_sigterm_terminates_runs_at_once() {
+    second_sigterm_after(|_, _| {});
+}
+
+/// The second SIGTERM, with `interject` run after the first SIGTERM's
+/// `service.stopping`; it returns once what it did has reached the service (as far
+/// as can be seen). A reload request arriving during the drain must not make the
+/// service deaf to the second SIGTERM.
+fn second_sigterm_after(interject: impl FnOnce(&Chime, &std::path::Path)) {
     let dir = temp_dir();
     write(
         dir.path(),
         "jobs.yaml",
-        &schedule_file(&[("long", "@reboot", "echo started $$; exec sleep 300")]),
+        schedule_file(&[("long", "@reboot", "echo started $$; exec sleep 300")]),
     );
     let mut chime = Chime::start(dir.path(), &["--shutdown-grace", "60s"]);
     chime.wait_event("service.started", LIMIT);
@@ -182,6 +190,7 @@ fn second_sigterm_terminates_runs_at_once() {
 
     chime.signal(libc::SIGTERM);
     chime.wait_event("service.stopping", LIMIT);
+    interject(&chime, dir.path());
     let sent = Instant::now();
     chime.signal(libc::SIGTERM);
     let finished = chime.wait_for("run.finished of long", LIMIT, |e| {
@@ -208,42 +217,6 @@ fn second_sigterm_terminates_runs_at_once() {
     );
 }
 
-/// A reload request arriving during the drain must not make the service deaf to the
-/// second SIGTERM. Runs `interject` after the first SIGTERM's `service.stopping`; it
-/// returns once its reload request has reached the service (as far as can be seen).
-fn second_sigterm_after(interject: impl FnOnce(&Chime, &std::path::Path)) {
-    let dir = temp_dir();
-    write(
-        dir.path(),
-        "jobs.yaml",
-        &schedule_file(&[("long", "@reboot", "echo started; exec sleep 300")]),
-    );
-    let mut chime = Chime::start(dir.path(), &["--shutdown-grace", "60s"]);
-    chime.wait_event("service.started", LIMIT);
-    // `run.started` comes before the process is spawned: wait until it runs.
-    chime.wait_for("output started", LIMIT, |e| {
-        is(e, "run.output", "long") && e["line"] == "started"
-    });
-
-    chime.signal(libc::SIGTERM);
-    chime.wait_event("service.stopping", LIMIT);
-    interject(&chime, dir.path());
-    let sent = Instant::now();
-    chime.signal(libc::SIGTERM);
-    let finished = chime.wait_for("run.finished of long", LIMIT, |e| {
-        is(e, "run.finished", "long")
-    });
-    assert_eq!(finished["outcome"], "cancelled", "{finished}");
-    chime.wait_event("service.stopped", LIMIT);
-    let status = chime.wait_exit(LIMIT);
-    assert_eq!(status.code(), Some(0), "{status:?}");
-    assert!(
-        sent.elapsed() < Duration::from_secs(15),
-        "{:?}",
-        sent.elapsed()
-    );
-}
-
 #[test]
 // Regression: a reload request during the drain used to disable the wait for a second SIGTERM.
 fn second_sigterm_after_a_sighup_during_the_drain_still_terminates_at_once() {
@@ -265,7 +238,7 @@ fn second_sigterm_after_a_file_edit_during_the_drain_still_terminates_at_once() 
         write(
             dir,
             "more.yaml",
-            &schedule_file(&[("idle", NEW_YEAR, "true")]),
+            schedule_file(&[("idle", NEW_YEAR, "true")]),
         );
         // Nothing observable marks the watcher's request: neither the debounced
         // notification nor its receipt during a drain is logged. This pause (longer
@@ -283,7 +256,7 @@ fn rename_save_is_reloaded() {
     write(
         dir.path(),
         "a.yaml",
-        &schedule_file(&[("idle", NEW_YEAR, "true")]),
+        schedule_file(&[("idle", NEW_YEAR, "true")]),
     );
     let mut chime = Chime::start(dir.path(), &[]);
     chime.wait_event("service.started", LIMIT);
@@ -291,7 +264,7 @@ fn rename_save_is_reloaded() {
     let tmp = write(
         dir.path(),
         "new.yaml.tmp",
-        &schedule_file(&[("fresh", EVERY_SECOND, "echo fresh")]),
+        schedule_file(&[("fresh", EVERY_SECOND, "echo fresh")]),
     );
     std::fs::rename(&tmp, dir.path().join("new.yaml")).expect("rename into place");
     let reloaded = chime.wait_event("config.reloaded", LIMIT);
@@ -314,7 +287,7 @@ fn configmap_symlink_swap_is_reloaded() {
     write(
         &root.join("..2026_01"),
         "jobs.yaml",
-        &schedule_file(&[("tick", EVERY_SECOND, "echo v1")]),
+        schedule_file(&[("tick", EVERY_SECOND, "echo v1")]),
     );
     std::os::unix::fs::symlink("..2026_01", root.join("..data")).expect("symlink ..data");
     std::os::unix::fs::symlink("..data/jobs.yaml", root.join("jobs.yaml"))
@@ -330,7 +303,7 @@ fn configmap_symlink_swap_is_reloaded() {
     write(
         &root.join("..2026_02"),
         "jobs.yaml",
-        &schedule_file(&[
+        schedule_file(&[
             ("tick", EVERY_SECOND, "echo v2"),
             ("fresh", EVERY_SECOND, "true"),
         ]),
@@ -369,7 +342,7 @@ fn invalid_edit_is_rejected_and_the_old_schedule_keeps_firing() {
     write(
         dir.path(),
         "jobs.yaml",
-        &schedule_file(&[("tick", EVERY_SECOND, "true")]),
+        schedule_file(&[("tick", EVERY_SECOND, "true")]),
     );
     let mut chime = Chime::start(dir.path(), &[]);
     chime.wait_event("service.started", LIMIT);
@@ -438,7 +411,7 @@ fn sighup_reloads() {
     write(
         dir.path(),
         "jobs.yaml",
-        &schedule_file(&[
+        schedule_file(&[
             ("tick", EVERY_SECOND, "echo v1"),
             ("idle", NEW_YEAR, "true"),
         ]),
@@ -455,7 +428,7 @@ fn sighup_reloads() {
     write_atomic(
         dir.path(),
         "jobs.yaml",
-        &schedule_file(&[
+        schedule_file(&[
             ("tick", EVERY_SECOND, "echo v2"),
             ("idle", NEW_YEAR, "true"),
         ]),
@@ -477,7 +450,7 @@ fn reloads_neither_double_nor_skip_fires_of_an_unchanged_job() {
     write(
         dir.path(),
         "jobs.yaml",
-        &schedule_file(&[("tick", EVERY_SECOND, "true")]),
+        schedule_file(&[("tick", EVERY_SECOND, "true")]),
     );
     let mut chime = Chime::start(dir.path(), &[]);
     chime.wait_event("service.started", LIMIT);
@@ -552,7 +525,7 @@ fn sd_notify_ready_reloading_stopping() {
     write(
         dir.path(),
         "jobs.yaml",
-        &schedule_file(&[("idle", NEW_YEAR, "true")]),
+        schedule_file(&[("idle", NEW_YEAR, "true")]),
     );
     let mut notify = NotifySocket::bind_in(dir.path());
     let mut chime = service(dir.path(), &[])
@@ -602,7 +575,7 @@ fn sd_notify_to_an_abstract_socket() {
     write(
         dir.path(),
         "jobs.yaml",
-        &schedule_file(&[("idle", NEW_YEAR, "true")]),
+        schedule_file(&[("idle", NEW_YEAR, "true")]),
     );
     let mut notify = NotifySocket::bind_abstract("lifecycle");
     let mut chime = service(dir.path(), &[])
@@ -624,7 +597,7 @@ fn sd_notify_watchdog_pings() {
     write(
         dir.path(),
         "jobs.yaml",
-        &schedule_file(&[(
+        schedule_file(&[(
             "env",
             "@reboot",
             "echo \"ns=${NOTIFY_SOCKET:-unset} wd=${WATCHDOG_USEC:-unset}\"",
@@ -675,7 +648,7 @@ fn sd_notify_watchdog_honours_watchdog_pid() {
     write(
         dir.path(),
         "jobs.yaml",
-        &schedule_file(&[("idle", NEW_YEAR, "true")]),
+        schedule_file(&[("idle", NEW_YEAR, "true")]),
     );
 
     // Someone else's watchdog (pid 1's): none for us.
@@ -717,7 +690,7 @@ fn without_a_notify_socket_nothing_breaks() {
         write(
             dir.path(),
             "jobs.yaml",
-            &schedule_file(&[("tick", EVERY_SECOND, "true")]),
+            schedule_file(&[("tick", EVERY_SECOND, "true")]),
         );
         let mut command = service(dir.path(), &[]);
         command.env("WATCHDOG_USEC", "400000");
