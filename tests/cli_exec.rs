@@ -211,3 +211,45 @@ fn sigterm_cancels_the_run_and_exits_1() {
         "the job's `sleep` ({pid}) outlived the cancelled run"
     );
 }
+
+/// The harness (tests/support) starts every process with directories of its own for
+/// what the service may keep (state, runtime sockets, home), which jobs inherit:
+/// two starts never share one.
+#[test]
+fn each_start_gets_directories_of_its_own() {
+    let dir = temp_dir();
+    write(
+        dir.path(),
+        "jobs.yaml",
+        "jobs:\n  where:\n    schedule: \"@daily\"\n    \
+         command: echo \"$STATE_DIRECTORY $RUNTIME_DIRECTORY $XDG_RUNTIME_DIR $HOME\"; \
+         test -d \"$STATE_DIRECTORY\" -a -d \"$XDG_RUNTIME_DIR\"\n",
+    );
+    let path = dir.path().to_str().expect("UTF-8 temp dir").to_string();
+    let owned = || -> Vec<String> {
+        let out = run(
+            dir.path(),
+            ["--log-format", "json", "exec", "where", path.as_str()],
+            LIMIT,
+        );
+        assert_eq!(out.code, Some(0), "the directories exist: {out:#?}");
+        let events = out.events();
+        let output = named(&events, "run.output");
+        assert_eq!(output.len(), 1, "{out:#?}");
+        let line = output[0]["line"].as_str().expect("a line").to_owned();
+        line.split(' ').map(str::to_owned).collect()
+    };
+    let first = owned();
+    let second = owned();
+    assert_eq!(first.len(), 4, "{first:?}");
+    for path in first.iter().chain(&second) {
+        assert!(path.starts_with('/'), "{first:?} {second:?}");
+        assert!(
+            !path.starts_with(dir.path().to_str().expect("UTF-8")),
+            "apart from the schedules: {path}"
+        );
+    }
+    for (a, b) in first.iter().zip(&second) {
+        assert_ne!(a, b, "two starts share a directory");
+    }
+}
