@@ -335,9 +335,8 @@ fn configmap_symlink_swap_is_reloaded() {
     chime.stop();
 }
 
-/// An invalid edit is rejected with its location; the old schedule keeps running.
-#[test]
-fn invalid_edit_is_rejected_and_the_old_schedule_keeps_firing() {
+/// `chime run` on a temp dir with one every-second job, `tick`, once it has fired.
+fn start_ticking() -> (tempfile::TempDir, Chime) {
     let dir = temp_dir();
     write(
         dir.path(),
@@ -349,6 +348,13 @@ fn invalid_edit_is_rejected_and_the_old_schedule_keeps_firing() {
     chime.wait_for("run.started of tick", LIMIT, |e| {
         is(e, "run.started", "tick")
     });
+    (dir, chime)
+}
+
+/// An invalid edit is rejected with its location; the old schedule keeps running.
+#[test]
+fn invalid_edit_is_rejected_and_the_old_schedule_keeps_firing() {
+    let (dir, mut chime) = start_ticking();
 
     write_atomic(
         dir.path(),
@@ -446,17 +452,7 @@ fn sighup_reloads() {
 /// over a few seconds neither double nor skip a fire.
 #[test]
 fn reloads_neither_double_nor_skip_fires_of_an_unchanged_job() {
-    let dir = temp_dir();
-    write(
-        dir.path(),
-        "jobs.yaml",
-        schedule_file(&[("tick", EVERY_SECOND, "true")]),
-    );
-    let mut chime = Chime::start(dir.path(), &[]);
-    chime.wait_event("service.started", LIMIT);
-    chime.wait_for("run.started of tick", LIMIT, |e| {
-        is(e, "run.started", "tick")
-    });
+    let (_dir, mut chime) = start_ticking();
 
     for n in 0..10u64 {
         chime.signal(libc::SIGHUP);
@@ -513,6 +509,17 @@ fn assert_counts(event: &Value, expected: [u64; 4]) {
     );
 }
 
+/// A temp dir with one job that never fires in a test's lifetime.
+fn idle_schedules() -> tempfile::TempDir {
+    let dir = temp_dir();
+    write(
+        dir.path(),
+        "jobs.yaml",
+        schedule_file(&[("idle", NEW_YEAR, "true")]),
+    );
+    dir
+}
+
 fn only_status(line: &str) -> bool {
     line.starts_with("STATUS=")
 }
@@ -521,12 +528,7 @@ fn only_status(line: &str) -> bool {
 /// SIGHUP reload, then STOPPING=1; STATUS= lines come in between.
 #[test]
 fn sd_notify_ready_reloading_stopping() {
-    let dir = temp_dir();
-    write(
-        dir.path(),
-        "jobs.yaml",
-        schedule_file(&[("idle", NEW_YEAR, "true")]),
-    );
+    let dir = idle_schedules();
     let mut notify = NotifySocket::bind_in(dir.path());
     let mut chime = service(dir.path(), &[])
         .env("NOTIFY_SOCKET", notify.address())
@@ -571,12 +573,7 @@ fn sd_notify_ready_reloading_stopping() {
 /// `NOTIFY_SOCKET` may name an abstract socket (`@name`), as systemd sometimes does.
 #[test]
 fn sd_notify_to_an_abstract_socket() {
-    let dir = temp_dir();
-    write(
-        dir.path(),
-        "jobs.yaml",
-        schedule_file(&[("idle", NEW_YEAR, "true")]),
-    );
+    let dir = idle_schedules();
     let mut notify = NotifySocket::bind_abstract("lifecycle");
     let mut chime = service(dir.path(), &[])
         .env("NOTIFY_SOCKET", notify.address())
@@ -644,12 +641,7 @@ fn sd_notify_watchdog_pings() {
 /// pings from us; our own means pings.
 #[test]
 fn sd_notify_watchdog_honours_watchdog_pid() {
-    let dir = temp_dir();
-    write(
-        dir.path(),
-        "jobs.yaml",
-        schedule_file(&[("idle", NEW_YEAR, "true")]),
-    );
+    let dir = idle_schedules();
 
     // Someone else's watchdog (pid 1's): none for us.
     let mut notify = NotifySocket::bind(&dir.path().join("other.sock"));
