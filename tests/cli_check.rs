@@ -3,13 +3,13 @@
 //! fire; every class of bad input exits 1 with `error: file:line:column: …` on stderr,
 //! all errors of all files in one run, and nothing on stdout.
 
-mod common;
+mod support;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use chrono::{DateTime, FixedOffset, Utc};
-use common::{LIMIT, Output, run, temp_dir, write};
+use support::{LIMIT, Output, run, temp_dir, write};
 
 /// `chime check PATHS…`, run in a fresh temp dir.
 fn check(paths: &[&Path]) -> Output {
@@ -319,11 +319,11 @@ fn unset_variable_is_named_and_no_value_leaks() {
       url: "${CHIME_TEST_SECRET}"
 "#,
     );
-    let mut command = common::command(dir.path(), [Path::new("check"), &path]);
+    let mut command = support::command(dir.path(), [Path::new("check"), &path]);
     command
         .env("CHIME_TEST_SECRET", SECRET)
         .env_remove("CHIME_TEST_UNSET");
-    let out = common::run_command(command, LIMIT);
+    let out = command.run(LIMIT);
     assert_failed(&out, 2);
     let errors = out.errors();
     assert_error(
@@ -596,9 +596,9 @@ fn default_timezone_flag_and_environment_apply_to_jobs_without_one() {
     assert!(out.stdout.contains("Asia/Tokyo"), "{}", out.stdout);
     assert!(out.stdout.contains("T03:00:00+09:00"), "{}", out.stdout);
 
-    let mut command = common::command(dir.path(), ["check", path_arg]);
+    let mut command = support::command(dir.path(), ["check", path_arg]);
     command.env("CHIME_DEFAULT_TIMEZONE", "Asia/Kolkata");
-    let out = common::run_command(command, LIMIT);
+    let out = command.run(LIMIT);
     assert_eq!(out.code, Some(0), "{out:#?}");
     assert!(out.stdout.contains("Asia/Kolkata"), "{}", out.stdout);
     assert!(out.stdout.contains("T03:00:00+05:30"), "{}", out.stdout);
@@ -615,9 +615,9 @@ fn check_with_tz(tz: &str, extra: &[&str]) -> Output {
     let mut args: Vec<&str> = extra.to_vec();
     args.push("check");
     args.push(path.to_str().unwrap());
-    let mut command = common::command(dir.path(), args);
+    let mut command = support::command(dir.path(), args);
     command.env("TZ", tz);
-    common::run_command(command, LIMIT)
+    command.run(LIMIT)
 }
 
 /// Regression (issue 9 item 7): POSIX `TZ` rules, `TZ=:/path` and `TZ=garbage` fell

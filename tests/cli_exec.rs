@@ -1,12 +1,12 @@
 //! `chime exec JOB` (DESIGN.md §1, §4): one run now, in the foreground, with the job's
 //! timeout and retries, logged as JSON on stderr; exit 0 on success, 1 otherwise.
 
-mod common;
+mod support;
 
 use std::time::Duration;
 
-use common::{LIMIT, Output, assert_fields, name, run, temp_dir, write};
 use serde_json::Value;
+use support::{LIMIT, Output, assert_fields, name, run, temp_dir, write};
 
 const JOBS: &str = r#"jobs:
   hello:
@@ -137,7 +137,7 @@ fn timeout_ends_the_run_quickly_and_kills_its_process_group() {
         .and_then(|line| line.parse().ok())
         .unwrap_or_else(|| panic!("no pid logged: {out:#?}"));
     assert!(
-        common::wait_dead(pid, LIMIT),
+        support::process::wait_dead(pid, LIMIT),
         "the job's `sleep` ({pid}) outlived its timeout"
     );
 }
@@ -194,7 +194,7 @@ fn sigterm_cancels_the_run_and_exits_1() {
         JOBS.replace("timeout: 300ms", "timeout: 1h"),
     );
     let path = dir.path().to_str().unwrap().to_string();
-    let mut chime = common::Chime::spawn(
+    let mut chime = support::Chime::spawn(
         dir.path(),
         ["--log-format", "json", "exec", "slow", path.as_str()],
     );
@@ -207,7 +207,49 @@ fn sigterm_cancels_the_run_and_exits_1() {
     assert_eq!(finished["outcome"], "cancelled", "{finished}");
     assert_eq!(chime.wait_exit(LIMIT).code(), Some(1));
     assert!(
-        common::wait_dead(pid, LIMIT),
+        support::process::wait_dead(pid, LIMIT),
         "the job's `sleep` ({pid}) outlived the cancelled run"
     );
+}
+
+/// The harness (tests/support) starts every process with directories of its own for
+/// what the service may keep (state, runtime sockets, home), which jobs inherit:
+/// two starts never share one.
+#[test]
+fn each_start_gets_directories_of_its_own() {
+    let dir = temp_dir();
+    write(
+        dir.path(),
+        "jobs.yaml",
+        "jobs:\n  where:\n    schedule: \"@daily\"\n    \
+         command: echo \"$STATE_DIRECTORY $RUNTIME_DIRECTORY $XDG_RUNTIME_DIR $HOME\"; \
+         test -d \"$STATE_DIRECTORY\" -a -d \"$XDG_RUNTIME_DIR\"\n",
+    );
+    let path = dir.path().to_str().expect("UTF-8 temp dir").to_string();
+    let owned = || -> Vec<String> {
+        let out = run(
+            dir.path(),
+            ["--log-format", "json", "exec", "where", path.as_str()],
+            LIMIT,
+        );
+        assert_eq!(out.code, Some(0), "the directories exist: {out:#?}");
+        let events = out.events();
+        let output = named(&events, "run.output");
+        assert_eq!(output.len(), 1, "{out:#?}");
+        let line = output[0]["line"].as_str().expect("a line").to_owned();
+        line.split(' ').map(str::to_owned).collect()
+    };
+    let first = owned();
+    let second = owned();
+    assert_eq!(first.len(), 4, "{first:?}");
+    for path in first.iter().chain(&second) {
+        assert!(path.starts_with('/'), "{first:?} {second:?}");
+        assert!(
+            !path.starts_with(dir.path().to_str().expect("UTF-8")),
+            "apart from the schedules: {path}"
+        );
+    }
+    for (a, b) in first.iter().zip(&second) {
+        assert_ne!(a, b, "two starts share a directory");
+    }
 }

@@ -2,9 +2,9 @@
 //! RFC 3339 time a line with the zone's offset, strictly after `--from`; errors on
 //! stderr with the exit codes of §1. Expected times are computed by hand in comments.
 
-mod common;
+mod support;
 
-use common::{LIMIT, Output, run, temp_dir, write};
+use support::{LIMIT, Output, run, temp_dir, write};
 
 fn next(args: &[&str]) -> Output {
     let dir = temp_dir();
@@ -294,12 +294,9 @@ fn tz_defaults_to_the_default_timezone() {
         "-n",
         "1",
     ];
-    let mut command = common::command(dir.path(), args);
+    let mut command = support::command(dir.path(), args);
     command.env("CHIME_DEFAULT_TIMEZONE", "Asia/Tokyo");
-    assert_prints(
-        &common::run_command(command, LIMIT),
-        "2026-03-29T03:00:00+09:00\n",
-    );
+    assert_prints(&command.run(LIMIT), "2026-03-29T03:00:00+09:00\n");
     let mut with_flag = vec!["--default-timezone", "Australia/Lord_Howe"];
     with_flag.extend(args);
     // Lord Howe is on daylight saving time (+11:00) in March.

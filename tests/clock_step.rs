@@ -6,13 +6,13 @@
 //!
 //! Skipped, with a message, where libfaketime is not installed; `.ci/run` installs it.
 
-mod common;
+mod support;
 
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
-use common::{Chime, LIMIT, temp_dir, write};
 use serde_json::Value;
+use support::{LIMIT, temp_dir, write};
 
 const LIBFAKETIME: [&str; 2] = [
     "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1",
@@ -57,7 +57,7 @@ fn after_a_backward_step_wildcard_jobs_go_on_and_a_fixed_time_job_does_not_repea
     );
     let fake = dir.path().join("faketime");
     set_fake_time(&fake, at("2026-11-25T10:29:57Z"));
-    let mut command = common::command(
+    let mut command = support::command(
         dir.path(),
         ["--log-format", "json", "run", dir.path().to_str().unwrap()],
     );
@@ -67,7 +67,7 @@ fn after_a_backward_step_wildcard_jobs_go_on_and_a_fixed_time_job_does_not_repea
         .env("FAKETIME_NO_CACHE", "1")
         // The steady clock stays real, so that a step shows as a step.
         .env("DONT_FAKE_MONOTONIC", "1");
-    let mut chime = Chime::spawn_command(command);
+    let mut chime = command.spawn();
     let is_run = |event: &Value, job: &str, instant: &str| {
         event["event"] == "run.started" && event["job"] == job && scheduled(event) == at(instant)
     };
@@ -101,7 +101,7 @@ fn after_a_backward_step_wildcard_jobs_go_on_and_a_fixed_time_job_does_not_repea
     let (lines, _) = chime.finish(LIMIT);
     let fixed: Vec<Value> = lines
         .iter()
-        .filter_map(|line| common::parse_event(line))
+        .filter_map(|line| support::parse_event(line))
         .filter(|e| e["event"] == "run.started" && e["job"] == "fixed")
         .collect();
     assert_eq!(

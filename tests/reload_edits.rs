@@ -9,7 +9,7 @@
 //! fired at that second exactly once, no job fired while absent, and each run used the
 //! command in force at its instant.
 
-mod common;
+mod support;
 
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
@@ -18,8 +18,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeDelta, Utc};
-use common::{Chime, LIMIT, name, parse_event, temp_dir};
 use serde_json::Value;
+use support::{Chime, LIMIT, name, parse_event, temp_dir, write, write_atomic};
 
 /// The sequence's seed; `RELOAD_EDITS_SEED=<n>` runs another one.
 const SEED: u64 = 0x00c4_1e08_2026_1201;
@@ -101,7 +101,7 @@ fn counts(old: &Jobs, new: &Jobs) -> [u64; 4] {
 
 #[derive(Debug, Clone, Copy)]
 enum Save {
-    /// Write `.tmp-FILE` (a dotfile, which chime ignores), rename it over FILE.
+    /// Write a dotfile (which chime ignores), rename it over FILE: `write_atomic`.
     Rename,
     /// Truncate and write FILE.
     InPlace,
@@ -179,18 +179,18 @@ impl Schedules {
     fn save(&mut self, file: &str, text: &str, how: Save) {
         match how {
             Save::Rename => {
-                let temp = self.dir.join(format!(".tmp-{file}"));
-                std::fs::write(&temp, text).unwrap();
-                std::fs::rename(&temp, self.dir.join(file)).unwrap();
+                write_atomic(&self.dir, file, text);
             }
             // `fs::write` opens with O_TRUNC, then writes.
-            Save::InPlace => std::fs::write(self.dir.join(file), text).unwrap(),
+            Save::InPlace => {
+                write(&self.dir, file, text);
+            }
             Save::Swap => {
                 let old = format!("..v{}", self.version);
                 self.version += 1;
                 let new = format!("..v{}", self.version);
                 std::fs::create_dir(self.dir.join(&new)).unwrap();
-                std::fs::write(self.dir.join(&new).join(file), text).unwrap();
+                write(&self.dir.join(&new), file, text);
                 let temp = self.dir.join("..data_tmp");
                 std::os::unix::fs::symlink(&new, &temp).unwrap();
                 std::fs::rename(&temp, self.dir.join("..data")).unwrap();
@@ -203,7 +203,7 @@ impl Schedules {
     fn create_swapped(&mut self, file: &str, text: &str) {
         self.version = 1;
         std::fs::create_dir(self.dir.join("..v1")).unwrap();
-        std::fs::write(self.dir.join("..v1").join(file), text).unwrap();
+        write(&self.dir.join("..v1"), file, text);
         std::os::unix::fs::symlink("..v1", self.dir.join("..data")).unwrap();
         std::os::unix::fs::symlink(format!("..data/{file}"), self.dir.join(file)).unwrap();
     }
@@ -356,10 +356,7 @@ fn plan(rng: &mut Rng, kind: Kind, model: &Model, version: &mut u32) -> Step {
 }
 
 fn time(event: &Value) -> DateTime<Utc> {
-    let text = event["timestamp"].as_str().unwrap();
-    DateTime::parse_from_rfc3339(text)
-        .unwrap()
-        .with_timezone(&Utc)
+    support::time(event, "timestamp")
 }
 
 /// The running service, the directory, and what the test knows of both.

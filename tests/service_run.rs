@@ -1,32 +1,16 @@
 //! `chime run` as systemd runs it (DESIGN.md §4–§6): the real binary, JSON logs on
 //! stderr, signals. Every wait is for a log event or the exit, bounded by a timeout.
 
-mod common;
+mod support;
 
-use std::time::Duration;
-
-use chrono::{DateTime, Utc};
-use common::{Chime, LIMIT, assert_fields, name, parse_event, temp_dir, write};
 use serde_json::Value;
+use support::{Chime, LIMIT, assert_fields, name, parse_event, temp_dir, time, write};
 
 const TICK: &str =
     "jobs:\n  tick:\n    schedule: \"* * * * * *\"\n    command: echo hi\n    timezone: UTC\n";
 
 fn start(dir: &std::path::Path, extra: &[&str]) -> Chime {
-    let mut args: Vec<&str> = vec!["--log-format", "json"];
-    args.extend(extra);
-    args.push("run");
-    args.push(dir.to_str().expect("temp dir path is UTF-8"));
-    Chime::spawn(dir, args)
-}
-
-fn time(event: &Value, field: &str) -> DateTime<Utc> {
-    let text = event[field]
-        .as_str()
-        .unwrap_or_else(|| panic!("`{field}` is not a string: {event}"));
-    DateTime::parse_from_rfc3339(text)
-        .unwrap_or_else(|e| panic!("`{field}` {text:?} is not RFC 3339: {e}"))
-        .with_timezone(&Utc)
+    Chime::start(dir, extra)
 }
 
 #[track_caller]
@@ -307,28 +291,7 @@ fn shutdown_grace_ends_then_running_jobs_are_cancelled() {
     chime.wait_event("service.stopped", LIMIT);
     assert_eq!(chime.wait_exit(LIMIT).code(), Some(0));
     assert!(
-        common::wait_dead(pid, LIMIT),
-        "the job's `sleep` ({pid}) outlived the service"
-    );
-}
-
-#[test]
-fn second_sigterm_cancels_runs_at_once() {
-    let dir = temp_dir();
-    write(dir.path(), "sleep.yaml", SLEEPER);
-    // The default grace is 30 s: only the second signal can end this before `sleep`.
-    let mut chime = start(dir.path(), &[]);
-    let (run_id, pid) = sleeper_started(&mut chime);
-    chime.signal(libc::SIGTERM);
-    chime.wait_event("service.stopping", LIMIT);
-    chime.signal(libc::SIGTERM);
-    let finished = chime.wait_event("run.finished", Duration::from_secs(15));
-    assert_eq!(finished["run_id"], run_id, "{finished}");
-    assert_eq!(finished["outcome"], "cancelled", "{finished}");
-    chime.wait_event("service.stopped", LIMIT);
-    assert_eq!(chime.wait_exit(LIMIT).code(), Some(0));
-    assert!(
-        common::wait_dead(pid, LIMIT),
+        support::process::wait_dead(pid, LIMIT),
         "the job's `sleep` ({pid}) outlived the service"
     );
 }
@@ -390,12 +353,12 @@ fn run_reports_every_startup_error_like_check() {
 fn an_internal_failure_is_logged_and_exits_with_code_3() {
     let dir = temp_dir();
     write(dir.path(), "tick.yaml", TICK);
-    let mut command = common::command(
+    let mut command = support::command(
         dir.path(),
         ["--log-format", "json", "run", dir.path().to_str().unwrap()],
     );
     command.env("CHIME_INJECT_FAULT", "reload-panic");
-    let mut chime = Chime::spawn_command(command);
+    let mut chime = command.spawn();
     chime.wait_event("service.started", LIMIT);
     chime.signal(libc::SIGHUP);
     let failed = chime.wait_event("service.failed", LIMIT);
@@ -417,12 +380,12 @@ fn service_started_names_the_default_zone() {
     let dir = temp_dir();
     write(dir.path(), "tick.yaml", TICK);
     let rule = "CET-1CEST,M3.5.0,M10.5.0/3";
-    let mut command = common::command(
+    let mut command = support::command(
         dir.path(),
         ["--log-format", "json", "run", dir.path().to_str().unwrap()],
     );
     command.env("TZ", rule);
-    let mut chime = Chime::spawn_command(command);
+    let mut chime = command.spawn();
     let started = chime.wait_event("service.started", LIMIT);
     assert_fields(&started, &["version", "jobs", "files", "zone"]);
     assert_eq!(started["zone"], rule, "{started}");
@@ -535,11 +498,11 @@ fn a_set_over_max_jobs_does_not_start() {
         (vec!["run", "--max-jobs", "2", path], None),
         (vec!["run", path], Some("2")),
     ] {
-        let mut command = common::command(dir.path(), &args);
+        let mut command = support::command(dir.path(), &args);
         if let Some(limit) = env {
             command.env("CHIME_MAX_JOBS", limit);
         }
-        let out = common::run_command(command, LIMIT);
+        let out = command.run(LIMIT);
         assert_eq!(out.code, Some(1), "{out:#?}");
         assert!(out.stderr.contains(OVER_TWO), "{out:#?}");
     }

@@ -5,6 +5,8 @@
 //! "Dead" below means gone or a zombie: chime reaps its own child, but members
 //! re-parented to init are reaped by init, whenever it gets to it.
 
+mod support;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,6 +16,7 @@ use chime::exec::{
 };
 use chime::job::{Action, Job, ShellCommand};
 use chrono::{DateTime, Utc};
+use support::process;
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, timeout};
@@ -153,27 +156,14 @@ fn no_such(target: libc::pid_t) -> bool {
     rc != 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
 }
 
-/// State letter and process group of `pid`, from /proc.
-fn proc_stat(pid: libc::pid_t) -> Option<(char, libc::pid_t)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let (_, rest) = stat.rsplit_once(')')?;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    Some((fields[0].chars().next()?, fields[2].parse().ok()?))
-}
-
-fn dead(pid: libc::pid_t) -> bool {
-    proc_stat(pid).is_none_or(|(state, _)| state == 'Z')
-}
-
 /// Live (non-zombie) members of group `pgid`.
 fn live_members(pgid: libc::pid_t) -> Vec<libc::pid_t> {
     if no_such(-pgid) {
         return Vec::new();
     }
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-        .filter(|&pid| proc_stat(pid).is_some_and(|(state, group)| group == pgid && state != 'Z'))
+    process::live_group_members(pgid)
+        .iter()
+        .map(|stat| stat.pid)
         .collect()
 }
 
@@ -508,7 +498,10 @@ async fn a_background_grandchild_holding_stdout_does_not_hang_the_run() {
     assert_eq!(result.outcome, Outcome::Success);
     assert_eq!(stdout(&output_lines(&rest)), ["done"]);
     assert!(elapsed < PROMPT, "took {elapsed:?}");
-    assert!(dead(grandchild), "grandchild {grandchild} survives");
+    assert!(
+        process::is_dead(grandchild),
+        "grandchild {grandchild} survives"
+    );
     assert_group_gone(pgid);
 }
 
@@ -522,7 +515,10 @@ async fn a_left_behind_member_that_ignores_sigterm_is_killed_after_the_grace() {
     let (result, elapsed, _) = running.finish().await;
     assert_eq!(result.outcome, Outcome::Success);
     assert!(elapsed < PROMPT, "took {elapsed:?}");
-    assert!(dead(grandchild), "grandchild {grandchild} survives");
+    assert!(
+        process::is_dead(grandchild),
+        "grandchild {grandchild} survives"
+    );
     assert_group_gone(pgid);
 }
 
@@ -540,7 +536,7 @@ async fn an_escaped_grandchild_holding_stdout_does_not_hang_the_run() {
     assert!(elapsed < PROMPT, "took {elapsed:?}");
     assert_group_gone(pgid);
     // Out of chime's reach by design; this shows the test exercised an escape.
-    let (state, group) = proc_stat(escaped).expect("the escaped process runs on");
-    assert_ne!(state, 'Z');
-    assert_eq!(group, escaped);
+    let stat = process::stat(escaped).expect("the escaped process runs on");
+    assert_ne!(stat.state, 'Z');
+    assert_eq!(stat.pgrp, escaped);
 }
