@@ -259,61 +259,6 @@ fn invalid_schedules_exit_1_without_starting() {
     );
 }
 
-/// A job that starts `sleep 30` in its process group and prints its pid.
-const SLEEPER: &str = "jobs:\n  sleeper:\n    schedule: \"@reboot\"\n    \
-                       command: sleep 30 & echo \"$!\"; wait\n";
-
-/// Waits for the sleeper's run and returns its run id and the pid of its `sleep`.
-fn sleeper_started(chime: &mut Chime) -> (Value, i32) {
-    chime.wait_event("service.started", LIMIT);
-    let started = chime.wait_event("run.started", LIMIT);
-    let output = chime.wait_for("the sleeper's pid", LIMIT, |e| {
-        name(e) == "run.output" && e["run_id"] == started["run_id"]
-    });
-    let pid = output["line"]
-        .as_str()
-        .and_then(|line| line.parse().ok())
-        .unwrap_or_else(|| panic!("no pid in {output}"));
-    (started["run_id"].clone(), pid)
-}
-
-#[test]
-fn shutdown_grace_ends_then_running_jobs_are_cancelled() {
-    let dir = temp_dir();
-    write(dir.path(), "sleep.yaml", SLEEPER);
-    let mut chime = start(dir.path(), &["--shutdown-grace", "300ms"]);
-    let (run_id, pid) = sleeper_started(&mut chime);
-    chime.signal(libc::SIGTERM);
-    chime.wait_event("service.stopping", LIMIT);
-    let finished = chime.wait_event("run.finished", LIMIT);
-    assert_eq!(finished["run_id"], run_id, "{finished}");
-    assert_eq!(finished["outcome"], "cancelled", "{finished}");
-    chime.wait_event("service.stopped", LIMIT);
-    assert_eq!(chime.wait_exit(LIMIT).code(), Some(0));
-    assert!(
-        support::process::wait_dead(pid, LIMIT),
-        "the job's `sleep` ({pid}) outlived the service"
-    );
-}
-
-#[test]
-fn sighup_reloads_instead_of_killing_the_service() {
-    // `systemctl reload` sends SIGHUP (ExecReload=kill -HUP); its default action would
-    // kill the service.
-    let dir = temp_dir();
-    write(dir.path(), "tick.yaml", TICK);
-    let mut chime = start(dir.path(), &[]);
-    chime.wait_event("service.started", LIMIT);
-    chime.signal(libc::SIGHUP);
-    let reloaded = chime.wait_event("config.reloaded", LIMIT);
-    assert_fields(&reloaded, &["added", "changed", "removed", "unchanged"]);
-    assert_eq!(reloaded["unchanged"], 1, "{reloaded}");
-    // Still firing after the reload.
-    chime.wait_event("run.started", LIMIT);
-    let lines = stop_with(&mut chime, libc::SIGTERM, 1, 1);
-    all_events(&lines);
-}
-
 #[test]
 fn run_reports_every_startup_error_like_check() {
     // DESIGN.md §5: on start, "on any error print all of them and exit 1" — a missing
