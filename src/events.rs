@@ -4,7 +4,8 @@
 
 pub mod schema;
 
-pub use schema::{Level, Value, fields, level_of};
+pub(crate) use schema::level_of;
+pub use schema::{Level, Value, fields};
 
 use std::fmt;
 use std::sync::{Arc, Mutex};
@@ -219,7 +220,7 @@ pub enum Event {
 
 /// How many errors a `config.rejected` event lists. One event for 100,000 invalid jobs
 /// was a 17 MB log line; the first hundred show what is wrong, `chime check` lists all.
-pub const REJECTED_ERRORS_SHOWN: usize = 100;
+pub(crate) const REJECTED_ERRORS_SHOWN: usize = 100;
 
 impl Event {
     /// `config.rejected` for `errors`: the first [`REJECTED_ERRORS_SHOWN`] of them and
@@ -271,7 +272,7 @@ impl Event {
 }
 
 /// RFC 3339 with milliseconds, as every event writes times.
-pub fn rfc3339(at: DateTime<Utc>) -> String {
+pub(crate) fn rfc3339(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 

@@ -19,9 +19,9 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 /// A loop whose beat is older than this is stuck.
-pub const STALE_AFTER: Duration = Duration::from_secs(5);
+pub(crate) const STALE_AFTER: Duration = Duration::from_secs(5);
 /// How often each loop beats, at least.
-pub const BEAT_EVERY: Duration = Duration::from_secs(1);
+pub(crate) const BEAT_EVERY: Duration = Duration::from_secs(1);
 
 /// The two loops that must keep beating.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -172,14 +172,14 @@ pin_project_lite::pin_project! {
     /// A future that turns a panic while it is polled into an `Err` with the panic's
     /// payload, so that the task running it can report the failure instead of
     /// vanishing. See [`catch_panic`].
-    pub struct CatchPanic<F> {
+    pub(crate) struct CatchPanic<F> {
         #[pin]
         inner: F,
     }
 }
 
 /// Wraps a task's future: a panic inside it becomes `Err(payload)`.
-pub fn catch_panic<F: Future>(inner: F) -> CatchPanic<F> {
+pub(crate) fn catch_panic<F: Future>(inner: F) -> CatchPanic<F> {
     CatchPanic { inner }
 }
 

@@ -188,7 +188,7 @@ fn open(name: &OsStr) -> io::Result<Option<(UnixDatagram, SocketAddr)>> {
 }
 
 /// [`Notifier::watchdog_interval`] on explicit values.
-pub fn watchdog_interval_from(
+pub(crate) fn watchdog_interval_from(
     usec: Option<&str>,
     pid: Option<&str>,
     our_pid: u32,

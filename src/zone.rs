@@ -23,10 +23,10 @@ use chrono_tz::Tz;
 
 /// Where the C library looks for zone files named by `TZ` or linked from
 /// `/etc/localtime`.
-pub const ZONEINFO_DIR: &str = "/usr/share/zoneinfo";
+pub(crate) const ZONEINFO_DIR: &str = "/usr/share/zoneinfo";
 
 /// The file the C library reads when `TZ` is unset.
-pub const LOCALTIME: &str = "/etc/localtime";
+pub(crate) const LOCALTIME: &str = "/etc/localtime";
 
 /// TZif files are a few KiB; anything far larger is not one.
 const MAX_TZIF_BYTES: u64 = 1024 * 1024;
@@ -271,7 +271,7 @@ fn from_tz_var(value: &str, zoneinfo: &Path) -> SystemZone {
 /// zone file (`:/path`, `/path`, or a name of a file under `zoneinfo`), or a POSIX rule
 /// (`CET-1CEST,M3.5.0,M10.5.0/3`). The error says why not, worded to follow the text
 /// itself: "`x` is not a zone chime understands …".
-pub fn parse_zone(text: &str, zoneinfo: &Path) -> Result<Zone, String> {
+pub(crate) fn parse_zone(text: &str, zoneinfo: &Path) -> Result<Zone, String> {
     let (colon, spec) = match text.strip_prefix(':') {
         Some(rest) => (true, rest),
         None => (false, text),

@@ -26,11 +26,11 @@ use crate::job::Job;
 use crate::zone::{self, Zone};
 
 /// Where `run`, `check`, `next` and `exec` look when no PATH is given.
-pub const DEFAULT_PATH: &str = "/etc/chime/schedules.d";
+pub(crate) const DEFAULT_PATH: &str = "/etc/chime/schedules.d";
 
 #[derive(Debug, Parser)]
 #[command(name = "chime", version, about = "A cron-style scheduler service")]
-pub struct Cli {
+pub(crate) struct Cli {
     #[command(subcommand)]
     pub command: Command,
     #[command(flatten)]
@@ -39,7 +39,7 @@ pub struct Cli {
 
 /// Service-wide settings: flags with `CHIME_*` environment fallbacks.
 #[derive(Debug, Clone, Args)]
-pub struct Settings {
+pub(crate) struct Settings {
     /// Log format: auto = journald under systemd, text on a terminal, JSON otherwise.
     #[arg(long, global = true, env = "CHIME_LOG_FORMAT", value_enum, default_value_t = LogFormat::Auto)]
     pub log_format: LogFormat,
@@ -74,10 +74,10 @@ pub struct Settings {
 
 /// `--max-jobs` unless set: twice the 100,000 jobs the service is measured with (README,
 /// Performance); a set beyond it is more likely a generator gone wrong than a plan.
-pub const DEFAULT_MAX_JOBS: usize = 200_000;
+pub(crate) const DEFAULT_MAX_JOBS: usize = 200_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
+pub(crate) enum LogFormat {
     Auto,
     Text,
     Json,
@@ -85,7 +85,7 @@ pub enum LogFormat {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Run the service.
     Run {
         /// Schedule files or directories of `*.yaml` / `*.yml` files.
@@ -109,7 +109,7 @@ pub enum Command {
 }
 
 #[derive(Debug, Args)]
-pub struct NextArgs {
+pub(crate) struct NextArgs {
     /// Schedule files or directories (ignored with --cron).
     #[arg(default_value = DEFAULT_PATH)]
     pub paths: Vec<PathBuf>,
@@ -183,7 +183,7 @@ pub(crate) fn load_with(paths: &[PathBuf], options: &LoadOptions) -> Option<Conf
 }
 
 /// Prints every error, one a line, and a count.
-pub fn report_errors(errors: &ConfigErrors) {
+pub(crate) fn report_errors(errors: &ConfigErrors) {
     let mut stderr = std::io::stderr().lock();
     for error in &errors.0 {
         let _ = writeln!(stderr, "error: {error}");
@@ -197,7 +197,7 @@ pub fn report_errors(errors: &ConfigErrors) {
 }
 
 /// A fire time as `next` and `check` print it: RFC 3339 in the job's zone.
-pub fn format_fire(at: DateTime<Utc>, tz: Zone) -> String {
+pub(crate) fn format_fire(at: DateTime<Utc>, tz: Zone) -> String {
     tz.local(at).to_rfc3339_opts(SecondsFormat::AutoSi, false)
 }
 

@@ -103,7 +103,7 @@ pub fn system_timezone() -> SystemZone {
 }
 
 /// The default zone of jobs: `--default-timezone` when given, else the system's.
-pub fn default_zone(flag: Option<Zone>) -> SystemZone {
+pub(crate) fn default_zone(flag: Option<Zone>) -> SystemZone {
     match flag {
         Some(zone) => SystemZone {
             zone,
@@ -153,13 +153,13 @@ pub fn load(paths: &[PathBuf], opts: &LoadOptions) -> Result<Config, ConfigError
 /// The files behind a set of paths as read at one moment, with every problem met while
 /// finding and reading them. A reload compares snapshots to skip unchanged files.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Snapshot {
+pub(crate) struct Snapshot {
     pub sources: Vec<Source>,
     errors: Vec<ConfigError>,
 }
 
 /// Finds and reads the files behind `paths`, collecting every error on the way.
-pub fn read_snapshot(paths: &[PathBuf]) -> Snapshot {
+pub(crate) fn read_snapshot(paths: &[PathBuf]) -> Snapshot {
     let (files, mut errors) = files::discover_all(paths);
     let (sources, read_errors) = files::read_all(&files);
     errors.extend(read_errors);
@@ -170,7 +170,7 @@ pub fn read_snapshot(paths: &[PathBuf]) -> Snapshot {
 /// changed since, without keeping their contents (a rejected 100 MB set would otherwise
 /// stay in memory until the next change).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Fingerprint {
+pub(crate) struct Fingerprint {
     /// Each file's, in order.
     files: Vec<FileFingerprint>,
     /// A hash of the errors met while finding and reading the files.

@@ -20,7 +20,6 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-pub use self::reload::RELOAD_BOUND;
 pub use self::source::{ConfigSource, FileSource, Reloaded};
 use crate::clock::Clock;
 use crate::config::Config;

@@ -23,7 +23,7 @@ use crate::systemd::Notifier;
 /// How long a reload may read and validate files before the control loop gives up
 /// waiting for it (a file on a hung mount): it is reported, and the next reload starts
 /// once the stuck read returns.
-pub const RELOAD_BOUND: Duration = Duration::from_secs(60);
+pub(crate) const RELOAD_BOUND: Duration = Duration::from_secs(60);
 /// A reload asked for and not yet started. Requests that arrive while a reload runs
 /// coalesce into one.
 #[derive(Debug, Clone, Copy, Default)]

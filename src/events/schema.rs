@@ -50,7 +50,7 @@ pub enum Value {
 }
 
 /// How important an event is.
-pub fn level_of(event: &Event) -> Level {
+pub(crate) fn level_of(event: &Event) -> Level {
     match event {
         Event::ConfigRejected { .. } | Event::ServiceFailed { .. } => Level::Error,
         Event::RunFinished { outcome, .. } => match outcome {
@@ -72,7 +72,7 @@ pub fn level_of(event: &Event) -> Level {
 
 /// How many items a list field leaves out: `config.rejected` lists the first errors
 /// only, and a reader of a one-line rendering should see that it is not all of them.
-pub fn omitted_errors(event: &Event) -> usize {
+pub(crate) fn omitted_errors(event: &Event) -> usize {
     match event {
         Event::ConfigRejected {
             errors,

@@ -23,7 +23,7 @@ use crate::events::schema::{self, Level, Value};
 use crate::events::{Event, rfc3339};
 
 /// The `SYSLOG_IDENTIFIER` of every entry.
-pub const IDENTIFIER: &str = "chime";
+pub(crate) const IDENTIFIER: &str = "chime";
 
 /// Sends events to journald. Blocking: use it from the log writer thread.
 #[derive(Debug)]
