@@ -19,27 +19,47 @@
 //! ```
 //!
 //! # Layout
-//! - [`duration`]: the `90s` / `1h30m` duration syntax.
-//! - [`zone`]: time zones (IANA, TZif, POSIX rules) and the system's zone.
-//! - [`cron`]: cron expressions and the time engine (Debian cron's matching and DST rules).
-//! - [`job`]: the validated domain model of a job.
-//! - [`config`]: schedule files → validated jobs, with every error located.
-//! - [`events`]: the log events of DESIGN.md §6, their schema (levels, fields) and the
-//!   handle that carries them.
-//! - [`exec`]: executors that carry out one attempt: [`exec::shell`], [`exec::http`].
-//! - [`clock`]: the wall clock, steps of it, and a virtual clock for tests.
-//! - [`scheduler`]: next fires ordered by instant; clock steps and missed fires.
-//! - [`dispatch`]: overlap policy, concurrency limit, runs in flight.
-//! - [`run`]: one run: attempts, retry backoff, run events.
-//! - [`logging`]: the writers of the event schema: text and JSON lines, native
-//!   journal entries; the writer thread; is stderr the journal?
+//! Data flows one way: files → [`config`] → [`scheduler`] → [`dispatch`] → [`run`] →
+//! [`exec`] → [`events`] → [`logging`]. [`daemon`] owns the lifecycle; [`cli`] is the
+//! only place that knows about the command line, stderr and exit codes.
+//!
+//! The binary's edge
+//! - [`cli`]: the command line, stderr, exit codes; each command in its own file
+//!   (`check`, `next`, `run`, `exec`).
+//!
+//! The service's lifecycle
+//! - [`daemon`]: start, reloads (the control loop), drain, stop, fail — a library
+//!   function tests run in-process.
+//! - [`watch`]: the schedule directories watched for changes, replaced ones too.
 //! - [`health`]: heartbeats of the scheduling and control loops; internal failures.
 //! - [`systemd`]: sd_notify: readiness, reload, stopping, status, watchdog.
 //! - [`memory`]: handing memory freed after loading back to the OS.
-//! - [`watch`]: the schedule directories watched for changes, replaced ones too.
-//! - [`daemon`]: the service's lifecycle as a library: start, reloads, drain, stop, fail.
-//! - [`cli`]: the binary's edge: the command line, stderr, exit codes; each command in
-//!   its own file (`check`, `next`, `run`, `exec`).
+//!
+//! Schedules and time
+//! - [`config`]: schedule files → validated jobs, with every error located.
+//! - [`job`]: the validated domain model of a job.
+//! - [`cron`]: cron expressions and the time engine (Debian cron's matching and DST rules).
+//! - [`zone`]: time zones (IANA, TZif, POSIX rules) and the system's zone.
+//! - [`duration`]: the `90s` / `1h30m` duration syntax.
+//! - [`clock`]: the wall clock, steps of it, and a virtual clock for tests.
+//!
+//! Fires and runs
+//! - [`scheduler`]: next fires ordered by instant; reloads in slices; clock steps and
+//!   missed fires.
+//! - [`dispatch`]: overlap policy, concurrency limit, the queue of waiting fires.
+//! - [`run`]: one run: attempts, retry backoff, run events.
+//! - [`exec`]: executors that carry out one attempt: [`exec::shell`], [`exec::http`].
+//!
+//! The log
+//! - [`events`]: the log events of DESIGN.md §6, their schema (levels, fields) and the
+//!   handle that carries them.
+//! - [`logging`]: the writers of that schema: text and JSON lines, native journal
+//!   entries; the writer thread.
+//!
+//! Where the next features go: a state store is a new module beside [`run`] (it
+//! records runs) read by [`daemon`] at start; a control socket is a second request
+//! source for the control loop in [`daemon`]; metrics read [`events`] like the log
+//! writers, and `/health` answers from [`health`].
 
 pub mod cli;
 pub mod clock;
