@@ -265,15 +265,9 @@ impl<E: Executor, C: Clock> Dispatcher<E, C> {
         let _ = self.inner.failures.set(health.clone());
     }
 
-    /// Keeps one of the runtime's workers running until `at`, a moment away, so that
-    /// the runs due then start without waiting for a parked worker to be woken (on a
-    /// VM, waking an idle CPU took 0.1–0.3 ms). Once `at` has come the worker looks for
-    /// work, and finds the first run as the scheduler starts it.
-    pub fn warm_until(&self, at: DateTime<Utc>) {
-        let clock = Arc::clone(&self.inner.clock);
-        self.inner
-            .runtime
-            .spawn(async move { clock.settle_until(at) });
+    /// The runtime runs are started on.
+    pub fn runtime(&self) -> &tokio::runtime::Handle {
+        &self.inner.runtime
     }
 
     /// A fresh run list for a job (once per job, kept across reloads).
