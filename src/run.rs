@@ -589,3 +589,58 @@ where
         outcome: result.outcome,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn runner() -> Runner<crate::exec::Real, crate::clock::SystemClock> {
+        let executor = crate::exec::Real::new().expect("the real executor starts");
+        Runner::new(
+            executor,
+            Arc::new(crate::clock::SystemClock),
+            Events::discard(),
+            RunSettings::default(),
+        )
+    }
+
+    #[test]
+    fn replace_ends_the_runs_in_flight_and_waits_for_them() {
+        let runner = runner();
+        let mut in_flight = InFlight::default();
+        let first: Arc<str> = Arc::from("first");
+        let old = in_flight.enter(&first, true, &runner);
+        assert!(old.replaced.is_empty(), "nothing to replace yet");
+        let second: Arc<str> = Arc::from("second");
+        let new = in_flight.enter(&second, true, &runner);
+        assert!(old.cancel.is_cancelled(), "the run in flight is ended");
+        assert!(!new.cancel.is_cancelled(), "the new run gets a fresh token");
+        assert_eq!(new.replaced.len(), 1);
+        assert_eq!(in_flight.running(), 2);
+
+        in_flight.leave(&first, true);
+        assert_eq!(in_flight.running(), 1);
+        assert_eq!(in_flight.finished.len(), 1);
+        assert!(Arc::ptr_eq(&in_flight.finished[0].run_id, &second));
+    }
+
+    #[test]
+    fn allow_shares_the_jobs_token_and_waits_for_nothing() {
+        let runner = runner();
+        let mut in_flight = InFlight::default();
+        let a = in_flight.enter(&Arc::from("a"), false, &runner);
+        let b = in_flight.enter(&Arc::from("b"), false, &runner);
+        assert!(b.replaced.is_empty() && b.finished.is_none());
+        runner.cancel_all();
+        assert!(a.cancel.is_cancelled() && b.cancel.is_cancelled());
+    }
+
+    #[test]
+    fn admission_closes_at_stop_starting() {
+        let runner = runner();
+        assert!(runner.admit().is_some());
+        runner.stop_starting();
+        assert!(runner.is_stopping());
+        assert!(runner.admit().is_none());
+    }
+}
