@@ -26,10 +26,14 @@
 //! - [`config`]: schedule files → validated jobs, with every error located.
 //! - [`events`]: the log events of DESIGN.md §6 and the handle that carries them.
 //! - [`exec`]: executors that carry out one attempt: [`exec::shell`], [`exec::http`].
-//! - [`clock`]: the wall clock, steps of it, and a virtual clock for tests.
+//! - [`clock`]: the wall clock, steps of it, the early wake-up before an instant, and a
+//!   virtual clock for tests.
 //! - [`scheduler`]: next fires ordered by instant; clock steps and missed fires.
-//! - [`dispatch`]: overlap policy, concurrency limit, runs in flight.
-//! - [`run`]: one run: attempts, retry backoff, run events.
+//! - [`dispatch`]: what becomes of a fire: overlap policy, concurrency limit and queue,
+//!   deadlines; it hands the runs it starts to [`run`] and tracks their tasks.
+//! - [`run`]: one run from its hand-over to the release of its slot: its place among
+//!   the job's runs in flight, attempt admission at shutdown, attempts, retry
+//!   backoff, run events.
 //! - [`logging`]: events → text / JSON lines on a writer thread.
 //! - [`journald`]: events as native journal entries; is stderr the journal?
 //! - [`health`]: heartbeats of the scheduling and control loops; internal failures.
