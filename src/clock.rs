@@ -7,13 +7,13 @@
 //! `TFD_TIMER_CANCEL_ON_SET`: the kernel wakes it at the exact instant (no tokio
 //! millisecond rounding, no polling) and also the moment anyone sets the clock.
 //! It is armed [`SystemClock::LEAD`] early and the last moment is spun away (see
-//! [`Clock::settle_until`]), since waking a thread from an idle CPU takes a good part
-//! of a millisecond on a VM.
+//! [`sleep_until_warm`]), since waking a thread parked on an idle CPU is slow next to
+//! the lateness a fire should have (measured: benches/README.md).
 //! [`VirtualClock`] runs on tokio's virtual time so tests can step, jump and cross DST
 //! without waiting.
 
 use std::future::Future;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
@@ -46,15 +46,44 @@ pub trait Clock: Send + Sync + 'static {
     fn settle_until(&self, _at: DateTime<Utc>) {}
 }
 
+/// Sleeps until `at` as [`Clock::sleep_until`] does, but so that threads are already
+/// running when the instant comes: when `at` is more than [`Clock::lead`] away, it
+/// wakes that much early, keeps one of `workers`' threads spinning until `at` (the runs
+/// due then start on it without waiting for a parked worker to be woken; once `at`
+/// has come it looks for work and finds them) and spins to the instant itself.
+pub async fn sleep_until_warm<C: Clock>(
+    clock: &Arc<C>,
+    at: DateTime<Utc>,
+    workers: &tokio::runtime::Handle,
+) -> Wake {
+    let lead = TimeDelta::from_std(clock.lead()).unwrap_or(TimeDelta::zero());
+    // Nothing to warm when the instant is within the lead: this thread has just run (and
+    // spinning all the way there would keep two threads busy for a job firing every
+    // millisecond).
+    if lead.is_zero() || at - clock.now() <= lead {
+        return clock.sleep_until(at).await;
+    }
+    match clock.sleep_until(at - lead).await {
+        Wake::Due => {
+            let worker = Arc::clone(clock);
+            workers.spawn(async move { worker.settle_until(at) });
+            clock.settle_until(at);
+            Wake::Due
+        }
+        Wake::Stepped => Wake::Stepped,
+    }
+}
+
 /// The machine's clocks.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SystemClock;
 
 impl SystemClock {
-    /// Waking from a timer on an idle CPU of this project's VM took 0.1–0.3 ms. Spinning
-    /// away what is left costs, per instant at which something fires, up to this much
-    /// CPU on each of two threads (the scheduler's and a worker), twice this at worst:
-    /// ~0.06 % of a core for an every-second job. Nothing while nothing is due.
+    /// How early the scheduler wakes: enough to cover waking a thread from an idle CPU
+    /// (benches/README.md). Spinning away what is left costs, per instant at which
+    /// something fires, up to this much CPU on each of two threads (the scheduler's and
+    /// a worker), twice this at worst: 0.06 % of a core for an every-second job.
+    /// Nothing while nothing is due.
     pub const LEAD: Duration = Duration::from_micros(300);
 }
 

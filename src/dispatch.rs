@@ -1,6 +1,7 @@
-//! Dispatch: turns fires into runs under the overlap policy, the concurrency limit and
-//! `starting_deadline`, and keeps track of every run in flight so that shutdown can
-//! drain or terminate them.
+//! Dispatch: decides what becomes of each fire under the overlap policy, the
+//! concurrency limit and `starting_deadline` (start, queue, or skip), and hands the
+//! runs it starts over to [`crate::run`], which carries each out to the release of its
+//! slot. It tracks every run task so that shutdown can drain or terminate them.
 //!
 //! Dispatch is on the hot path of a burst (10,000 jobs due at one instant), so it
 //! shares as little as possible: each job's runs are tracked in that job's own
@@ -16,11 +17,12 @@
 //!
 //! **Shutdown.** Once [`Dispatcher::stop_accepting`] has returned no run starts, not
 //! even one that was already dispatched: every attempt is admitted just before its
-//! `run.started`, and a fire refused there is logged as skipped for shutdown. The
-//! admission is an atomic count, not a lock, so the hot path stays lock-free.
+//! `run.started` (by [`crate::run`]), and a fire refused there is logged as
+//! skipped for shutdown. The admission is an atomic count, not a lock, so the hot path
+//! stays lock-free.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
@@ -33,11 +35,14 @@ use crate::events::{Event, Events, MissReason, SkipReason, Trigger};
 use crate::exec::Executor;
 use crate::health::{Failure, Health, catch_panic};
 use crate::job::{Job, Overlap};
-use crate::run::{RunRequest, RunSettings, execute_admitted_run, new_run_id};
+use crate::run::{
+    Handover, InFlight, JobRecord, Run, RunSettings, Runner, Slot, Slots, new_run_id,
+};
 
-/// The runs in flight of one job (by name), shared by its scheduler entry and its runs.
-/// It outlives reloads that change the job, so overlap rules see runs started under an
-/// older definition.
+/// What the dispatcher keeps of one job (by name): its runs in flight and its fire
+/// waiting for a slot. Shared by the job's scheduler entry and its runs; it outlives
+/// reloads that change the job, so overlap rules see runs started under an older
+/// definition.
 #[derive(Debug, Default)]
 pub struct JobRuns {
     state: Mutex<JobState>,
@@ -45,21 +50,11 @@ pub struct JobRuns {
     stop_retries: OnceLock<CancellationToken>,
 }
 
-/// The runs of one job, as overlap rules need them.
-///
-/// Tokens are per job, not per run: creating or cloning a token locks its parent, and
-/// a burst of 10,000 runs each taking a child of one shared root contended on it. The
-/// job's runs share the job's cancel token; `replace` cancels it (ending every run in
-/// flight, which is what it asks for) and makes a fresh one for the new run.
+/// What the dispatcher keeps of one job, under the job's lock.
 #[derive(Debug, Default)]
 struct JobState {
-    /// Runs in flight.
-    running: usize,
-    /// Shared by the runs in flight; a child of the dispatcher's cancel-all token.
-    cancel: Option<CancellationToken>,
-    /// For `overlap: replace` only, the one policy that waits for runs to end: one token
-    /// per run in flight, cancelled when it has ended (process group reaped).
-    finished: Vec<(Arc<str>, CancellationToken)>,
+    /// The job's runs in flight (the run module's part).
+    in_flight: InFlight,
     /// The job's one fire waiting for a free slot (only with a limit). The dispatcher's
     /// queue holds the job's place in line; the fire itself is kept here so that a
     /// newer one replaces it without a search of the queue.
@@ -97,6 +92,12 @@ impl JobRuns {
     }
 }
 
+impl JobRecord for JobRuns {
+    fn with_in_flight<R>(&self, f: impl FnOnce(&mut InFlight) -> R) -> R {
+        f(&mut self.lock().in_flight)
+    }
+}
+
 /// One fire of a job.
 #[derive(Debug, Clone)]
 pub struct Fire {
@@ -125,26 +126,17 @@ struct Inner<E, C> {
     /// Where runs are spawned: the runtime that created the dispatcher, even when fires
     /// come from the scheduler's own thread.
     runtime: tokio::runtime::Handle,
-    executor: E,
-    clock: Arc<C>,
-    events: Events,
-    settings: RunSettings,
+    /// What every run shares, and the admission of their attempts.
+    runner: Runner<E, C>,
     /// 0 = no limit.
     max_concurrent: usize,
     /// Runs in flight, plus slots reserved for runs about to start.
     active: AtomicUsize,
-    stopping: AtomicBool,
-    /// Attempts between their admission and their `run.started` (see [`Inner::admit`]).
-    starting: AtomicUsize,
     /// Jobs with a fire waiting for a slot (only with a limit), in the order they began
     /// to wait: exactly the jobs whose [`JobState::queued`] is set. Lock order: this
     /// queue, then a job's state.
     queue: Mutex<VecDeque<Arc<JobRuns>>>,
     tracker: TaskTracker,
-    /// Parent of every run's cancel token: terminates all runs.
-    cancel_all: CancellationToken,
-    /// Parent of every job's stop-retries token: shutdown drops pending retries.
-    stop_retries: CancellationToken,
     /// Where a run that panics is reported (the service's health), once set.
     failures: OnceLock<Health>,
 }
@@ -169,18 +161,11 @@ impl<E: Executor, C: Clock> Dispatcher<E, C> {
         Dispatcher {
             inner: Arc::new(Inner {
                 runtime: tokio::runtime::Handle::current(),
-                executor,
-                clock,
-                events,
-                settings,
+                runner: Runner::new(executor, clock, events, settings),
                 max_concurrent,
                 active: AtomicUsize::new(0),
-                stopping: AtomicBool::new(false),
-                starting: AtomicUsize::new(0),
                 queue: Mutex::new(VecDeque::new()),
                 tracker: TaskTracker::new(),
-                cancel_all: CancellationToken::new(),
-                stop_retries: CancellationToken::new(),
                 failures: OnceLock::new(),
             }),
         }
@@ -189,12 +174,19 @@ impl<E: Executor, C: Clock> Dispatcher<E, C> {
     /// Starts a run for the fire, queues it, or skips it, as the job's policy says.
     pub fn fire(&self, fire: Fire) {
         let inner = &self.inner;
-        if inner.stopping.load(Ordering::Acquire) {
-            inner.skip(&fire.name, fire.scheduled_at, SkipReason::Shutdown);
+        if inner.runner.is_stopping() {
+            inner
+                .runner
+                .skip(&fire.name, fire.scheduled_at, SkipReason::Shutdown);
             return;
         }
+        // A disabled job still runs when asked by hand. Nothing sends manual fires here
+        // yet (`chime exec` runs a job on its own); the control socket's `trigger`
+        // (DESIGN.md §11) will, so that manual runs follow the overlap and limit rules.
         if !fire.job.enabled && fire.trigger != Trigger::Manual {
-            inner.skip(&fire.name, fire.scheduled_at, SkipReason::Disabled);
+            inner
+                .runner
+                .skip(&fire.name, fire.scheduled_at, SkipReason::Disabled);
             return;
         }
         if inner.max_concurrent == 0 {
@@ -219,7 +211,7 @@ impl<E: Executor, C: Clock> Dispatcher<E, C> {
             let mut queue = lock(&inner.queue);
             // Checked again under the lock: `stop_accepting` drains the queue after
             // setting the flag, so a fire queued past this point would never leave it.
-            if inner.stopping.load(Ordering::Acquire) {
+            if inner.runner.is_stopping() {
                 (fire.name, fire.scheduled_at, SkipReason::Shutdown)
             } else {
                 // Fires already waiting go first (fire order), hence a free slot alone
@@ -229,7 +221,7 @@ impl<E: Executor, C: Clock> Dispatcher<E, C> {
                     return Some(fire);
                 }
                 let mut state = fire.runs.lock();
-                if fire.job.overlap == Overlap::Skip && state.running > 0 {
+                if fire.job.overlap == Overlap::Skip && state.in_flight.running() > 0 {
                     // It would be skipped when its turn came anyway; queuing it would
                     // only let the job's fires pile up and run in a burst.
                     (fire.name, fire.scheduled_at, SkipReason::Overlap)
@@ -239,7 +231,7 @@ impl<E: Executor, C: Clock> Dispatcher<E, C> {
                         name: fire.name,
                         scheduled_at: fire.scheduled_at,
                         trigger: fire.trigger,
-                        since: inner.clock.steady(),
+                        since: inner.runner.clock().steady(),
                     };
                     // A newer fire takes the older one's place in line rather than
                     // going to the back: the job has been waiting since then, and a
@@ -256,7 +248,7 @@ impl<E: Executor, C: Clock> Dispatcher<E, C> {
                 }
             }
         };
-        inner.skip(&name, scheduled_at, reason);
+        inner.runner.skip(&name, scheduled_at, reason);
         None
     }
 
@@ -265,15 +257,9 @@ impl<E: Executor, C: Clock> Dispatcher<E, C> {
         let _ = self.inner.failures.set(health.clone());
     }
 
-    /// Keeps one of the runtime's workers running until `at`, a moment away, so that
-    /// the runs due then start without waiting for a parked worker to be woken (on a
-    /// VM, waking an idle CPU took 0.1–0.3 ms). Once `at` has come the worker looks for
-    /// work, and finds the first run as the scheduler starts it.
-    pub fn warm_until(&self, at: DateTime<Utc>) {
-        let clock = Arc::clone(&self.inner.clock);
-        self.inner
-            .runtime
-            .spawn(async move { clock.settle_until(at) });
+    /// The runtime runs are started on.
+    pub fn runtime(&self) -> &tokio::runtime::Handle {
+        &self.inner.runtime
     }
 
     /// A fresh run list for a job (once per job, kept across reloads).
@@ -298,13 +284,7 @@ impl<E: Executor, C: Clock> Dispatcher<E, C> {
     /// returns, no `run.started` follows. The daemon calls it before it logs
     /// `service.stopping`, so that no run can be seen starting after that event.
     pub fn stop_starting(&self) {
-        let inner = &self.inner;
-        inner.stopping.store(true, Ordering::SeqCst);
-        // An attempt admitted before the flag was set is emitting its `run.started`,
-        // a few instructions from done, never across an await: wait for it.
-        while inner.starting.load(Ordering::SeqCst) != 0 {
-            std::thread::yield_now();
-        }
+        self.inner.runner.stop_starting();
     }
 
     /// Stops accepting fires: queued ones are skipped, new ones too, runs dispatched
@@ -319,16 +299,18 @@ impl<E: Executor, C: Clock> Dispatcher<E, C> {
             .filter_map(|runs| runs.lock().queued.take())
             .collect();
         for waiting in queued {
-            inner.skip(&waiting.name, waiting.scheduled_at, SkipReason::Shutdown);
+            inner
+                .runner
+                .skip(&waiting.name, waiting.scheduled_at, SkipReason::Shutdown);
         }
-        self.inner.stop_retries.cancel();
-        self.inner.tracker.close();
+        inner.runner.stop_retries();
+        inner.tracker.close();
     }
 
     /// Terminates every run in flight (process groups get SIGTERM, then SIGKILL after
     /// their `kill_grace`).
     pub fn cancel_all(&self) {
-        self.inner.cancel_all.cancel();
+        self.inner.runner.cancel_all();
     }
 
     /// Waits until every run has ended. Only meaningful after [`Self::stop_accepting`].
@@ -340,97 +322,39 @@ impl<E: Executor, C: Clock> Dispatcher<E, C> {
     /// skips it: then it returns false and the slot is the caller's to release.
     /// `queued` is how long the fire waited for the slot.
     fn start(&self, fire: Fire, queued: Option<Duration>) -> bool {
+        let runner = &self.inner.runner;
         let run_id = new_run_id();
         let stop_retries = fire
             .runs
             .stop_retries
-            .get_or_init(|| self.inner.stop_retries.child_token())
+            .get_or_init(|| runner.job_stop_retries())
             .clone();
-        let replace = fire.job.overlap == Overlap::Replace;
-        let mut wait_for = Vec::new();
-        let (cancel, finished) = {
+        let entered = {
             let mut state = fire.runs.lock();
-            if state.running > 0 {
-                match fire.job.overlap {
-                    Overlap::Skip => {
-                        drop(state);
-                        self.inner
-                            .skip(&fire.name, fire.scheduled_at, SkipReason::Overlap);
-                        return false;
-                    }
-                    Overlap::Replace => {
-                        if let Some(old) = state.cancel.take() {
-                            old.cancel();
-                        }
-                        wait_for = state.finished.iter().map(|(_, f)| f.clone()).collect();
-                    }
-                    Overlap::Allow => {}
-                }
+            if fire.job.overlap == Overlap::Skip && state.in_flight.running() > 0 {
+                drop(state);
+                runner.skip(&fire.name, fire.scheduled_at, SkipReason::Overlap);
+                return false;
             }
-            state.running += 1;
-            let cancel = state
-                .cancel
-                .get_or_insert_with(|| self.inner.cancel_all.child_token())
-                .clone();
-            let finished = replace.then(|| {
-                let finished = CancellationToken::new();
-                state.finished.push((Arc::clone(&run_id), finished.clone()));
-                finished
-            });
-            (cancel, finished)
+            let replace = fire.job.overlap == Overlap::Replace;
+            state.in_flight.enter(&run_id, replace, runner)
         };
-        let runs = Arc::clone(&fire.runs);
-        let name = Arc::clone(&fire.name);
-        let scheduled_at = fire.scheduled_at;
-        let request = RunRequest {
+        let handover = Handover {
             job: fire.job,
             name: fire.name,
             run_id,
             scheduled_at: fire.scheduled_at,
             trigger: fire.trigger,
-            cancel,
             stop_retries,
+            runs: fire.runs,
+            queued,
         };
-        let this = self.clone();
-        let task = async move {
-            // `replace`: the new run starts once the old one is terminated and reaped.
-            for old in wait_for {
-                old.cancelled().await;
-            }
-            let run_id = Arc::clone(&request.run_id);
-            let inner = &this.inner;
-            let report = execute_admitted_run(
-                &inner.executor,
-                &*inner.clock,
-                &inner.events,
-                &inner.settings,
-                request,
-                queued,
-                || inner.admit(),
-            )
-            .await;
-            if report.is_none() {
-                // Shutdown began before it could start (while `replace` waited, or
-                // before the task was first polled).
-                inner.skip(&name, scheduled_at, SkipReason::Shutdown);
-            }
-            {
-                let mut state = runs.lock();
-                state.running = state.running.saturating_sub(1);
-                if finished.is_some() {
-                    state.finished.retain(|(id, _)| !Arc::ptr_eq(id, &run_id));
-                }
-            }
-            if let Some(finished) = finished {
-                finished.cancel();
-            }
-            this.release_slot();
-        };
+        let run = Run::new(handover, entered, Slot::new(self.clone()));
         // A panic in a run is a failure of chime, not of the job: it is reported, and
         // the service stops (exit code 3) rather than go on with a run unaccounted for.
         let failures = self.inner.failures.get().cloned();
         let task = async move {
-            if let Err(payload) = catch_panic(task).await
+            if let Err(payload) = catch_panic(run.run()).await
                 && let Some(health) = failures
             {
                 health.fail(Failure::from_panic("run", payload));
@@ -461,13 +385,13 @@ impl<E: Executor, C: Clock> Dispatcher<E, C> {
                     continue;
                 };
                 inner.active.fetch_add(1, Ordering::AcqRel);
-                let waited = inner.clock.steady().saturating_sub(waiting.since);
+                let waited = inner.runner.clock().steady().saturating_sub(waiting.since);
                 (waiting.into_fire(runs), waited)
             };
             if let Some(deadline) = fire.job.starting_deadline {
-                let waited = inner.clock.now() - fire.scheduled_at;
+                let waited = inner.runner.clock().now() - fire.scheduled_at;
                 if waited.to_std().is_ok_and(|waited| waited > deadline) {
-                    inner.events.emit(Event::RunMissed {
+                    inner.runner.events().emit(Event::RunMissed {
                         job: Arc::clone(&fire.name),
                         scheduled_at: fire.scheduled_at,
                         count: 1,
@@ -486,34 +410,19 @@ impl<E: Executor, C: Clock> Dispatcher<E, C> {
     }
 }
 
-/// An attempt admitted to start: shutdown waits until it has emitted its `run.started`.
-struct Admitted<'a>(&'a AtomicUsize);
+impl<E: Executor, C: Clock> Slots for Dispatcher<E, C> {
+    type Executor = E;
+    type Clock = C;
 
-impl Drop for Admitted<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
-impl<E, C> Inner<E, C> {
-    fn skip(&self, job: &Arc<str>, scheduled_at: DateTime<Utc>, reason: SkipReason) {
-        self.events.emit(Event::RunSkipped {
-            job: Arc::clone(job),
-            scheduled_at,
-            reason,
-        });
+    fn runner(&self) -> &Runner<E, C> {
+        &self.inner.runner
     }
 
-    /// Lets an attempt start unless shutdown has begun. Announcing the start before
-    /// reading the flag, while `stop_accepting` sets the flag before reading the count
-    /// (all SeqCst), means one of the two always sees the other: either the attempt is
-    /// refused, or shutdown waits for its `run.started`.
-    fn admit(&self) -> Option<Admitted<'_>> {
-        self.starting.fetch_add(1, Ordering::SeqCst);
-        let admitted = Admitted(&self.starting);
-        if self.stopping.load(Ordering::SeqCst) {
-            return None;
-        }
-        Some(admitted)
+    fn release_slot(&self) {
+        Dispatcher::release_slot(self);
+    }
+
+    fn forget_slot(&self) {
+        self.inner.active.fetch_sub(1, Ordering::AcqRel);
     }
 }

@@ -41,13 +41,17 @@
 //! - [`cron`]: cron expressions and the time engine (Debian cron's matching and DST rules).
 //! - [`zone`]: time zones (IANA, TZif, POSIX rules) and the system's zone.
 //! - [`duration`]: the `90s` / `1h30m` duration syntax.
-//! - [`clock`]: the wall clock, steps of it, and a virtual clock for tests.
+//! - [`clock`]: the wall clock, steps of it, the early wake-up before an instant, and a
+//!   virtual clock for tests.
 //!
 //! Fires and runs
 //! - [`scheduler`]: next fires ordered by instant; reloads in slices; clock steps and
 //!   missed fires.
-//! - [`dispatch`]: overlap policy, concurrency limit, the queue of waiting fires.
-//! - [`run`]: one run: attempts, retry backoff, run events.
+//! - [`dispatch`]: what becomes of a fire: overlap policy, concurrency limit and queue,
+//!   deadlines; it hands the runs it starts to [`run`] and tracks their tasks.
+//! - [`run`]: one run from its hand-over to the release of its slot: its place among
+//!   the job's runs in flight, attempt admission at shutdown, attempts, retry backoff,
+//!   run events.
 //! - [`exec`]: executors that carry out one attempt: [`exec::shell`], [`exec::http`].
 //!
 //! The log

@@ -16,10 +16,9 @@ pub fn release_freed() {
 /// Rust bindings do not name it).
 const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 /// How long freed memory is kept before it goes back to the OS. mimalloc's default,
-/// 1 s, is the period of an every-second job: each burst's memory was handed back just
-/// before the next burst faulted it in again (~10,000 page faults in 8 s of a
-/// 10,000-job every-second workload, ~3,300 with 10 s, perf stat). [`release_freed`]
-/// still hands everything back at once after loading.
+/// 1 s, is the period of an every-second job: each burst's memory would be handed back
+/// just before the next burst faults it in again (measured: benches/README.md).
+/// [`release_freed`] still hands everything back at once after loading.
 const PURGE_DELAY_MS: std::ffi::c_long = 10_000;
 
 /// Sets how mimalloc hands memory back; called first thing by the binary.

@@ -1,19 +1,28 @@
-//! One run of a job: its attempts, the retry backoff between them, and the events
-//! that report each step (`run.started` per attempt, `run.retrying`, `run.finished`).
+//! One run of a job, from the moment the dispatcher hands it over to the release of
+//! its slot: its place among the job's runs in flight (what the overlap rules look
+//! at), the wait for the runs a `replace` ends, the admission of each attempt while
+//! shutdown may be starting, its attempts and the retry backoff between them, the
+//! events that report each step (`run.started` per attempt, `run.retrying`,
+//! `run.finished`), and at its end, its slot given back to the dispatcher.
+//!
+//! The dispatcher decides whether and when a fire runs (overlap, limit, deadline,
+//! queue); this module carries the run out. It does not know the dispatcher: it sees
+//! it through `Slots` (what runs share, where a slot goes back) and a job's entry
+//! through `JobRecord`, so the module graph stays one-way.
 //!
 //! Timeouts and cancellation are enforced by the executor; this module decides
 //! whether and when to try again, and stops retrying when the run is cancelled.
 
 use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
-use crate::events::{Event, Events, Outcome, Trigger};
+use crate::events::{Event, Events, Outcome, SkipReason, Trigger};
 use crate::exec::{Attempt, AttemptResult, Executor, OutputSink};
 use crate::job::Job;
 
@@ -36,7 +45,6 @@ pub struct RunRequest {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunReport {
     pub outcome: Outcome,
-    pub attempts: u32,
 }
 
 /// Settings shared by every run.
@@ -50,6 +58,351 @@ impl Default for RunSettings {
         RunSettings {
             output_limit: crate::exec::DEFAULT_OUTPUT_LIMIT,
         }
+    }
+}
+
+/// What every run shares: where its attempts run, the clock, where its events go, its
+/// settings, the parents of its tokens, and the admission that shutdown closes. Owned
+/// by the dispatcher, which reaches it on the hot path without a lock: admission is
+/// two atomics.
+pub(crate) struct Runner<E, C> {
+    executor: E,
+    clock: Arc<C>,
+    events: Events,
+    settings: RunSettings,
+    /// Set once shutdown began: no attempt starts after it.
+    stopping: AtomicBool,
+    /// Attempts between their admission and their `run.started` (see [`Self::admit`]).
+    starting: AtomicUsize,
+    /// Parent of every job's cancel token: terminates all runs.
+    cancel_all: CancellationToken,
+    /// Parent of every job's stop-retries token: shutdown drops pending retries.
+    stop_retries: CancellationToken,
+}
+
+impl<E: Executor, C: Clock> Runner<E, C> {
+    pub(crate) fn new(executor: E, clock: Arc<C>, events: Events, settings: RunSettings) -> Self {
+        Runner {
+            executor,
+            clock,
+            events,
+            settings,
+            stopping: AtomicBool::new(false),
+            starting: AtomicUsize::new(0),
+            cancel_all: CancellationToken::new(),
+            stop_retries: CancellationToken::new(),
+        }
+    }
+}
+
+impl<E, C> Runner<E, C> {
+    pub(crate) fn clock(&self) -> &C {
+        &self.clock
+    }
+
+    pub(crate) fn events(&self) -> &Events {
+        &self.events
+    }
+
+    pub(crate) fn skip(&self, job: &Arc<str>, scheduled_at: DateTime<Utc>, reason: SkipReason) {
+        self.events.emit(Event::RunSkipped {
+            job: Arc::clone(job),
+            scheduled_at,
+            reason,
+        });
+    }
+
+    /// Whether shutdown has begun (no run starts any more).
+    pub(crate) fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::Acquire)
+    }
+
+    /// Closes the admission: once this returns, no `run.started` follows.
+    pub(crate) fn stop_starting(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        // An attempt admitted before the flag was set is emitting its `run.started`,
+        // a few instructions from done, never across an await: wait for it.
+        while self.starting.load(Ordering::SeqCst) != 0 {
+            std::thread::yield_now();
+        }
+    }
+
+    /// Lets the attempt in progress of every run finish, but drops every retry.
+    pub(crate) fn stop_retries(&self) {
+        self.stop_retries.cancel();
+    }
+
+    /// Terminates every run in flight.
+    pub(crate) fn cancel_all(&self) {
+        self.cancel_all.cancel();
+    }
+
+    /// A job's stop-retries token (one per job, made at its first run).
+    pub(crate) fn job_stop_retries(&self) -> CancellationToken {
+        self.stop_retries.child_token()
+    }
+
+    /// Lets an attempt start unless shutdown has begun. Announcing the start before
+    /// reading the flag, while [`Self::stop_starting`] sets the flag before reading the
+    /// count (all SeqCst), means one of the two always sees the other: either the
+    /// attempt is refused, or shutdown waits for its `run.started`.
+    fn admit(&self) -> Option<Admitted<'_>> {
+        self.starting.fetch_add(1, Ordering::SeqCst);
+        let admitted = Admitted(&self.starting);
+        if self.stopping.load(Ordering::SeqCst) {
+            return None;
+        }
+        Some(admitted)
+    }
+}
+
+/// An attempt admitted to start: shutdown waits until it has emitted its `run.started`.
+struct Admitted<'a>(&'a AtomicUsize);
+
+impl Drop for Admitted<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// The runs in flight of one job, as the overlap rules need them. Kept in the job's
+/// entry in the dispatcher, under the job's lock (see [`JobRecord`]).
+///
+/// Tokens are per job, not per run: creating or cloning a token locks its parent, and
+/// a burst of 10,000 runs each taking a child of one shared root contended on it. The
+/// job's runs share the job's cancel token; `replace` cancels it (ending every run in
+/// flight, which is what it asks for) and makes a fresh one for the new run.
+#[derive(Debug, Default)]
+pub(crate) struct InFlight {
+    /// Runs in flight.
+    running: usize,
+    /// Shared by the runs in flight; a child of the runner's cancel-all token.
+    cancel: Option<CancellationToken>,
+    /// For `overlap: replace` only, the one policy that waits for runs to end: one per
+    /// run in flight.
+    finished: Vec<Finished>,
+}
+
+/// The token of a `replace` run that is cancelled once the run has ended (its process
+/// group reaped): the next run waits for it.
+#[derive(Debug)]
+struct Finished {
+    run_id: Arc<str>,
+    token: CancellationToken,
+}
+
+/// A run's place among its job's runs in flight, as [`InFlight::enter`] made it.
+pub(crate) struct Entered {
+    /// The job's cancel token, shared by its runs in flight.
+    cancel: CancellationToken,
+    /// `replace`: the runs it ends, to be seen reaped before it starts.
+    replaced: Vec<CancellationToken>,
+    /// `replace`: cancelled when this run has ended.
+    finished: Option<CancellationToken>,
+}
+
+impl InFlight {
+    pub(crate) fn running(&self) -> usize {
+        self.running
+    }
+
+    /// Counts a new run in. With `replace`, the runs in flight are cancelled and the new
+    /// run will wait until they have ended.
+    pub(crate) fn enter<E, C>(
+        &mut self,
+        run_id: &Arc<str>,
+        replace: bool,
+        runner: &Runner<E, C>,
+    ) -> Entered {
+        let mut replaced = Vec::new();
+        if replace && self.running > 0 {
+            if let Some(old) = self.cancel.take() {
+                old.cancel();
+            }
+            replaced = self.finished.iter().map(|f| f.token.clone()).collect();
+        }
+        self.running += 1;
+        let cancel = self
+            .cancel
+            .get_or_insert_with(|| runner.cancel_all.child_token())
+            .clone();
+        let finished = replace.then(|| {
+            let token = CancellationToken::new();
+            self.finished.push(Finished {
+                run_id: Arc::clone(run_id),
+                token: token.clone(),
+            });
+            token
+        });
+        Entered {
+            cancel,
+            replaced,
+            finished,
+        }
+    }
+
+    /// Counts a run out (see [`InFlight::enter`]).
+    fn leave(&mut self, run_id: &Arc<str>, replace: bool) {
+        self.running = self.running.saturating_sub(1);
+        if replace {
+            self.finished.retain(|f| !Arc::ptr_eq(&f.run_id, run_id));
+        }
+    }
+}
+
+/// A job's entry in the dispatcher, which keeps the job's [`InFlight`] under its lock.
+pub(crate) trait JobRecord: Send + Sync + 'static {
+    /// Runs `f` on the job's runs in flight, under the job's lock.
+    fn with_in_flight<R>(&self, f: impl FnOnce(&mut InFlight) -> R) -> R;
+}
+
+/// The dispatcher as its runs see it: what they share, and where their slots go back.
+pub(crate) trait Slots: Send + Sync + 'static {
+    type Executor: Executor;
+    type Clock: Clock;
+    fn runner(&self) -> &Runner<Self::Executor, Self::Clock>;
+    /// A run ended: its slot goes to the fires waiting for one.
+    fn release_slot(&self);
+    /// A run's task ended without ending the run (it panicked, or its runtime dropped
+    /// it): the slot is counted free, and nothing is started from here.
+    fn forget_slot(&self);
+}
+
+/// A slot counted in the dispatcher's runs in flight, held by one run. The run gives
+/// it back at its end ([`Slot::release`]); dropped otherwise, it is only uncounted.
+pub(crate) struct Slot<S: Slots> {
+    slots: S,
+    released: bool,
+}
+
+impl<S: Slots> Slot<S> {
+    /// Takes over a slot already counted by `slots`.
+    pub(crate) fn new(slots: S) -> Self {
+        Slot {
+            slots,
+            released: false,
+        }
+    }
+
+    fn release(mut self) {
+        self.released = true;
+        self.slots.release_slot();
+    }
+}
+
+impl<S: Slots> Drop for Slot<S> {
+    fn drop(&mut self) {
+        if !self.released {
+            self.slots.forget_slot();
+        }
+    }
+}
+
+/// A run's place among its job's runs in flight, given up when it is dropped: at the
+/// run's end, or when its task ends otherwise (a panic), so that a `replace` waiting
+/// for it is not left waiting.
+struct Place<J: JobRecord> {
+    runs: Arc<J>,
+    run_id: Arc<str>,
+    finished: Option<CancellationToken>,
+}
+
+impl<J: JobRecord> Drop for Place<J> {
+    fn drop(&mut self) {
+        let replace = self.finished.is_some();
+        self.runs
+            .with_in_flight(|in_flight| in_flight.leave(&self.run_id, replace));
+        if let Some(finished) = self.finished.take() {
+            finished.cancel();
+        }
+    }
+}
+
+/// A fire the dispatcher let through, handed over with what it needs: its place among
+/// the job's runs in flight and its slot. [`Run::run`] carries it out.
+pub(crate) struct Run<S: Slots, J: JobRecord> {
+    request: RunRequest,
+    /// How long the fire waited for its slot (with a limit).
+    queued: Option<Duration>,
+    replaced: Vec<CancellationToken>,
+    place: Place<J>,
+    slot: Slot<S>,
+}
+
+/// A fire as the dispatcher hands it over (the cancel token comes from [`Entered`]).
+pub(crate) struct Handover<J> {
+    pub job: Arc<Job>,
+    pub name: Arc<str>,
+    pub run_id: Arc<str>,
+    pub scheduled_at: DateTime<Utc>,
+    pub trigger: Trigger,
+    pub stop_retries: CancellationToken,
+    /// The job's entry, where [`Entered`] was made.
+    pub runs: Arc<J>,
+    pub queued: Option<Duration>,
+}
+
+impl<S: Slots, J: JobRecord> Run<S, J> {
+    pub(crate) fn new(fire: Handover<J>, entered: Entered, slot: Slot<S>) -> Self {
+        let Entered {
+            cancel,
+            replaced,
+            finished,
+        } = entered;
+        Run {
+            place: Place {
+                runs: fire.runs,
+                run_id: Arc::clone(&fire.run_id),
+                finished,
+            },
+            request: RunRequest {
+                job: fire.job,
+                name: fire.name,
+                run_id: fire.run_id,
+                scheduled_at: fire.scheduled_at,
+                trigger: fire.trigger,
+                cancel,
+                stop_retries: fire.stop_retries,
+            },
+            queued: fire.queued,
+            replaced,
+            slot,
+        }
+    }
+
+    /// Carries the run out, from its start to the release of its slot.
+    pub(crate) async fn run(self) {
+        let Run {
+            request,
+            queued,
+            replaced,
+            place,
+            slot,
+        } = self;
+        // `replace`: the new run starts once the old one is terminated and reaped.
+        for old in replaced {
+            old.cancelled().await;
+        }
+        let runner = slot.slots.runner();
+        let name = Arc::clone(&request.name);
+        let scheduled_at = request.scheduled_at;
+        let report = execute_admitted_run(
+            &runner.executor,
+            &*runner.clock,
+            &runner.events,
+            &runner.settings,
+            request,
+            queued,
+            || runner.admit(),
+        )
+        .await;
+        if report.is_none() {
+            // Shutdown began before it could start (while `replace` waited, or before
+            // the task was first polled).
+            runner.skip(&name, scheduled_at, SkipReason::Shutdown);
+        }
+        drop(place);
+        slot.release();
     }
 }
 
@@ -234,6 +587,60 @@ where
     });
     Some(RunReport {
         outcome: result.outcome,
-        attempts: attempt,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn runner() -> Runner<crate::exec::Real, crate::clock::SystemClock> {
+        let executor = crate::exec::Real::new().expect("the real executor starts");
+        Runner::new(
+            executor,
+            Arc::new(crate::clock::SystemClock),
+            Events::discard(),
+            RunSettings::default(),
+        )
+    }
+
+    #[test]
+    fn replace_ends_the_runs_in_flight_and_waits_for_them() {
+        let runner = runner();
+        let mut in_flight = InFlight::default();
+        let first: Arc<str> = Arc::from("first");
+        let old = in_flight.enter(&first, true, &runner);
+        assert!(old.replaced.is_empty(), "nothing to replace yet");
+        let second: Arc<str> = Arc::from("second");
+        let new = in_flight.enter(&second, true, &runner);
+        assert!(old.cancel.is_cancelled(), "the run in flight is ended");
+        assert!(!new.cancel.is_cancelled(), "the new run gets a fresh token");
+        assert_eq!(new.replaced.len(), 1);
+        assert_eq!(in_flight.running(), 2);
+
+        in_flight.leave(&first, true);
+        assert_eq!(in_flight.running(), 1);
+        assert_eq!(in_flight.finished.len(), 1);
+        assert!(Arc::ptr_eq(&in_flight.finished[0].run_id, &second));
+    }
+
+    #[test]
+    fn allow_shares_the_jobs_token_and_waits_for_nothing() {
+        let runner = runner();
+        let mut in_flight = InFlight::default();
+        let a = in_flight.enter(&Arc::from("a"), false, &runner);
+        let b = in_flight.enter(&Arc::from("b"), false, &runner);
+        assert!(b.replaced.is_empty() && b.finished.is_none());
+        runner.cancel_all();
+        assert!(a.cancel.is_cancelled() && b.cancel.is_cancelled());
+    }
+
+    #[test]
+    fn admission_closes_at_stop_starting() {
+        let runner = runner();
+        assert!(runner.admit().is_some());
+        runner.stop_starting();
+        assert!(runner.is_stopping());
+        assert!(runner.admit().is_none());
+    }
 }

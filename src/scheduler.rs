@@ -22,7 +22,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use crate::clock::{Clock, Wake};
+use crate::clock::{self, Clock};
 use crate::cron::Schedule;
 use crate::dispatch::{Dispatcher, Fire, JobRuns};
 use crate::events::{Event, Events, MissReason, Trigger};
@@ -133,6 +133,9 @@ fn same_definition(a: &Job, b: &Job) -> bool {
 pub struct Scheduler<E, C> {
     clock: Arc<C>,
     dispatcher: Dispatcher<E, C>,
+    /// The runtime the dispatcher starts runs on: one of its workers is kept running
+    /// until each instant (see [`clock::sleep_until_warm`]).
+    workers: tokio::runtime::Handle,
     events: Events,
     /// Jobs by slot; a removed job leaves a hole that the next new job reuses.
     slots: Vec<Option<Entry>>,
@@ -160,6 +163,7 @@ impl<E: Executor, C: Clock> Scheduler<E, C> {
         let last_steady = clock.steady();
         Scheduler {
             clock,
+            workers: dispatcher.runtime().clone(),
             dispatcher,
             events,
             slots: Vec::new(),
@@ -501,28 +505,11 @@ impl<E: Executor, C: Clock> Scheduler<E, C> {
             }
             let earliest = self.earliest();
             let clock = Arc::clone(&self.clock);
-            let dispatcher = self.dispatcher.clone();
+            let workers = self.workers.clone();
             let sleep = async move {
                 match earliest {
-                    Some(at) => {
-                        let lead = TimeDelta::from_std(clock.lead()).unwrap_or(TimeDelta::zero());
-                        // Nothing to warm when the instant is within the lead: this
-                        // thread has just run (and spinning all the way there would
-                        // keep two threads busy for a job firing every millisecond).
-                        if lead.is_zero() || at - clock.now() <= lead {
-                            return clock.sleep_until(at).await;
-                        }
-                        // Wake a little early, get a worker running too, and spin to
-                        // the instant, so the first run starts within microseconds.
-                        match clock.sleep_until(at - lead).await {
-                            Wake::Due => {
-                                dispatcher.warm_until(at);
-                                clock.settle_until(at);
-                                Wake::Due
-                            }
-                            Wake::Stepped => Wake::Stepped,
-                        }
-                    }
+                    // The first run of the instant starts within microseconds of it.
+                    Some(at) => clock::sleep_until_warm(&clock, at, &workers).await,
                     None => std::future::pending().await,
                 }
             };
