@@ -6,7 +6,7 @@
 //!
 //! # Two readers, one meaning
 //! serde-saphyr's `Spanned<T>` visitor gives every value its line and column, but that
-//! machinery cost about 1.4 s per 100,000 jobs — most of a large load. So [`parse`] builds
+//! machinery was most of a large load's time (benches/README.md). So [`parse`] builds
 //! the tree straight from the events of granit-parser (the parser serde-saphyr itself
 //! uses, with the same options), resolving plain scalars as serde-saphyr does: YAML 1.2
 //! core schema, strict booleans (`yes`, `on` stay strings), `0x`/`0o`/`0b` integers in the
