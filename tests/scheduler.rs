@@ -121,6 +121,11 @@ impl Executor for FakeExecutor {
     }
 }
 
+/// The behaviour map for one named job; every other job succeeds at once.
+fn one_job_behaves(job: &str, takes: Duration, outcome: Outcome) -> BTreeMap<String, Behaviour> {
+    BTreeMap::from([(job.to_string(), Behaviour { takes, outcome })])
+}
+
 struct Harness {
     clock: Arc<VirtualClock>,
     calls: Arc<Mutex<Vec<Call>>>,
@@ -545,13 +550,7 @@ async fn a_backward_step_no_timer_tells_of_is_noticed_within_a_second() {
 
 #[tokio::test(start_paused = true)]
 async fn overlap_skip_drops_fires_while_running() {
-    let behaviour = BTreeMap::from([(
-        "slow".to_string(),
-        Behaviour {
-            takes: Duration::from_millis(2_500),
-            outcome: Outcome::Success,
-        },
-    )]);
+    let behaviour = one_job_behaves("slow", Duration::from_millis(2_500), Outcome::Success);
     let h = Harness::with_behaviour(
         "2026-11-25T10:00:00.500Z",
         vec![job("slow", "* * * * * *")],
@@ -591,13 +590,7 @@ async fn overlap_skip_drops_fires_while_running() {
 async fn overlap_allow_runs_side_by_side() {
     let mut j = job("slow", "* * * * * *");
     j.overlap = Overlap::Allow;
-    let behaviour = BTreeMap::from([(
-        "slow".to_string(),
-        Behaviour {
-            takes: Duration::from_millis(2_500),
-            outcome: Outcome::Success,
-        },
-    )]);
+    let behaviour = one_job_behaves("slow", Duration::from_millis(2_500), Outcome::Success);
     let h = Harness::with_behaviour("2026-11-25T10:00:00.500Z", vec![j], 0, behaviour);
     h.run_for(Duration::from_millis(3_000)).await;
     assert_eq!(h.scheduled("slow"), seconds("2026-11-25T10:00:01Z", 3));
@@ -609,13 +602,7 @@ async fn overlap_allow_runs_side_by_side() {
 async fn overlap_replace_cancels_the_running_one_first() {
     let mut j = job("slow", "* * * * * *");
     j.overlap = Overlap::Replace;
-    let behaviour = BTreeMap::from([(
-        "slow".to_string(),
-        Behaviour {
-            takes: Duration::from_millis(2_500),
-            outcome: Outcome::Success,
-        },
-    )]);
+    let behaviour = one_job_behaves("slow", Duration::from_millis(2_500), Outcome::Success);
     let h = Harness::with_behaviour("2026-11-25T10:00:00.500Z", vec![j], 0, behaviour);
     h.run_for(Duration::from_millis(3_000)).await;
     assert_eq!(h.scheduled("slow"), seconds("2026-11-25T10:00:01Z", 3));
@@ -689,13 +676,7 @@ async fn retries_back_off_exponentially_with_jitter_and_a_cap() {
         delay: Duration::from_secs(10),
         max_delay: Duration::from_secs(25),
     };
-    let behaviour = BTreeMap::from([(
-        "flaky".to_string(),
-        Behaviour {
-            takes: Duration::ZERO,
-            outcome: Outcome::Failure,
-        },
-    )]);
+    let behaviour = one_job_behaves("flaky", Duration::ZERO, Outcome::Failure);
     let h = Harness::with_behaviour("2026-11-25T23:59:59Z", vec![j], 0, behaviour);
     h.run_for(Duration::from_secs(200)).await;
     let starts: Vec<DateTime<Utc>> = h.starts().into_iter().map(|s| s.3).collect();
@@ -735,13 +716,7 @@ async fn shutdown_drops_pending_retries() {
         delay: Duration::from_secs(60),
         max_delay: Duration::from_secs(60),
     };
-    let behaviour = BTreeMap::from([(
-        "flaky".to_string(),
-        Behaviour {
-            takes: Duration::ZERO,
-            outcome: Outcome::Failure,
-        },
-    )]);
+    let behaviour = one_job_behaves("flaky", Duration::ZERO, Outcome::Failure);
     let h = Harness::with_behaviour("2026-11-25T23:59:59Z", vec![j], 0, behaviour);
     h.run_for(Duration::from_secs(5)).await; // first attempt failed, retry pending
     h.dispatcher.stop_accepting();
@@ -849,13 +824,7 @@ async fn reload_adds_changes_and_removes_by_name() {
 async fn a_changed_command_keeps_the_timer_and_runs_in_flight_keep_their_definition() {
     let mut slow = job("slow", "*/2 * * * * *");
     slow.overlap = Overlap::Allow;
-    let behaviour = BTreeMap::from([(
-        "slow".to_string(),
-        Behaviour {
-            takes: Duration::from_millis(3_000),
-            outcome: Outcome::Success,
-        },
-    )]);
+    let behaviour = one_job_behaves("slow", Duration::from_millis(3_000), Outcome::Success);
     let h = Harness::with_behaviour("2026-11-25T10:00:01.500Z", vec![slow.clone()], 0, behaviour);
     h.run_for(Duration::from_millis(1_000)).await; // 10:00:02.5: a run from :02 is in flight
     let mut edited = slow.clone();
@@ -1416,13 +1385,7 @@ fn runs_of(h: &Harness, job: &str) -> Vec<(DateTime<Utc>, DateTime<Utc>)> {
 async fn regression_queued_fires_of_a_skip_job_run_once_not_in_a_burst() {
     let hog = job("hog", "0 * * * * *");
     let tick = job("tick", "1-59 * * * * *");
-    let behaviour = BTreeMap::from([(
-        "hog".to_string(),
-        Behaviour {
-            takes: Duration::from_millis(5_500),
-            outcome: Outcome::Success,
-        },
-    )]);
+    let behaviour = one_job_behaves("hog", Duration::from_millis(5_500), Outcome::Success);
     let h = Harness::with_behaviour("2026-11-25T10:00:59.500Z", vec![hog, tick], 1, behaviour);
     h.run_for(Duration::from_secs(8)).await; // to 10:01:07.5; hog held the slot :00–:05.5
     assert_eq!(
@@ -1468,13 +1431,7 @@ fn queued_ms_of(events: &[Event], of: &str) -> Vec<Option<f64>> {
 /// skipped for overlap at once, not run one after another behind it.
 #[tokio::test(start_paused = true)]
 async fn a_running_skip_job_is_not_queued() {
-    let behaviour = BTreeMap::from([(
-        "slow".to_string(),
-        Behaviour {
-            takes: Duration::from_millis(2_500),
-            outcome: Outcome::Success,
-        },
-    )]);
+    let behaviour = one_job_behaves("slow", Duration::from_millis(2_500), Outcome::Success);
     let h = Harness::with_behaviour(
         "2026-11-25T10:00:00.500Z",
         vec![job("slow", "* * * * * *")],
@@ -1507,13 +1464,7 @@ async fn regression_a_fast_job_holds_at_most_one_queued_fire() {
     let hog = job("hog", "0 * * * * *");
     let mut fast = job("fast", "@every 1ms");
     fast.overlap = Overlap::Allow;
-    let behaviour = BTreeMap::from([(
-        "hog".to_string(),
-        Behaviour {
-            takes: Duration::from_secs(2),
-            outcome: Outcome::Success,
-        },
-    )]);
+    let behaviour = one_job_behaves("hog", Duration::from_secs(2), Outcome::Success);
     let h = Harness::with_behaviour("2026-11-25T10:00:59.500Z", vec![hog, fast], 1, behaviour);
     h.run_for(Duration::from_millis(1_500)).await; // 10:01:01, halfway through the hog
     assert_eq!(h.dispatcher.queued(), 1, "one job waits, with one fire");
@@ -1562,13 +1513,7 @@ async fn regression_a_fast_job_holds_at_most_one_queued_fire() {
 async fn regression_no_run_starts_after_stop_accepting() {
     let mut rep = job("rep", "*/10 * * * * *");
     rep.overlap = Overlap::Replace;
-    let behaviour = BTreeMap::from([(
-        "rep".to_string(),
-        Behaviour {
-            takes: Duration::from_secs(60),
-            outcome: Outcome::Success,
-        },
-    )]);
+    let behaviour = one_job_behaves("rep", Duration::from_secs(60), Outcome::Success);
     let h = Harness::with_behaviour("2026-11-25T10:00:05Z", vec![rep], 0, behaviour);
     // Cancelled, the running one takes 5 s to end, as a process group given its grace.
     h.wind_down
@@ -1598,13 +1543,7 @@ async fn regression_no_run_starts_after_stop_accepting() {
 async fn queued_fires_pending_at_shutdown_are_skipped() {
     let hog = job("hog", "0 * * * * *");
     let tick = job("tick", "1-59 * * * * *");
-    let behaviour = BTreeMap::from([(
-        "hog".to_string(),
-        Behaviour {
-            takes: Duration::from_secs(5),
-            outcome: Outcome::Success,
-        },
-    )]);
+    let behaviour = one_job_behaves("hog", Duration::from_secs(5), Outcome::Success);
     let h = Harness::with_behaviour("2026-11-25T10:00:59.500Z", vec![hog, tick], 1, behaviour);
     h.run_for(Duration::from_secs(3)).await; // 10:01:02.5: tick waits behind the hog
     h.stop.cancel();
