@@ -175,6 +175,9 @@ pub enum Event {
         /// How long the fire waited for a free slot under `--max-concurrent-runs`; `None`
         /// when it did not go through the queue (and on retries).
         queued_ms: Option<f64>,
+        /// The process spawned, for shell jobs; `None` for HTTP jobs and when the spawn
+        /// failed.
+        pid: Option<u32>,
     },
     RunOutput {
         job: Arc<str>,

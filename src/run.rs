@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
 use crate::events::{Event, Events, Outcome, SkipReason, Trigger};
-use crate::exec::{Attempt, AttemptResult, Executor, OutputSink};
+use crate::exec::{Attempt, AttemptResult, Executor, OutputSink, StartNotice};
 use crate::job::Job;
 
 /// A fire turned into a run, ready to start.
@@ -72,8 +72,9 @@ pub(crate) struct Runner<E, C> {
     settings: RunSettings,
     /// Set once shutdown began: no attempt starts after it.
     stopping: AtomicBool,
-    /// Attempts between their admission and their `run.started` (see [`Self::admit`]).
-    starting: AtomicUsize,
+    /// Attempts between their admission and their `run.started` (see [`Self::admit`]);
+    /// shared with the passes, which may end on a spawner thread.
+    starting: Arc<AtomicUsize>,
     /// Parent of every job's cancel token: terminates all runs.
     cancel_all: CancellationToken,
     /// Parent of every job's stop-retries token: shutdown drops pending retries.
@@ -88,7 +89,7 @@ impl<E: Executor, C: Clock> Runner<E, C> {
             events,
             settings,
             stopping: AtomicBool::new(false),
-            starting: AtomicUsize::new(0),
+            starting: Arc::new(AtomicUsize::new(0)),
             cancel_all: CancellationToken::new(),
             stop_retries: CancellationToken::new(),
         }
@@ -120,8 +121,9 @@ impl<E, C> Runner<E, C> {
     /// Closes the admission: once this returns, no `run.started` follows.
     pub(crate) fn stop_starting(&self) {
         self.stopping.store(true, Ordering::SeqCst);
-        // An attempt admitted before the flag was set is emitting its `run.started`,
-        // a few instructions from done, never across an await: wait for it.
+        // An attempt admitted before the flag was set is emitting its `run.started`, or
+        // its process is being spawned on a spawner thread, which emits it right after
+        // (never waiting for a runtime worker, so this cannot wait for itself): wait.
         while self.starting.load(Ordering::SeqCst) != 0 {
             std::thread::yield_now();
         }
@@ -146,9 +148,9 @@ impl<E, C> Runner<E, C> {
     /// reading the flag, while [`Self::stop_starting`] sets the flag before reading the
     /// count (all SeqCst), means one of the two always sees the other: either the
     /// attempt is refused, or shutdown waits for its `run.started`.
-    fn admit(&self) -> Option<Admitted<'_>> {
+    fn admit(&self) -> Option<Admitted> {
         self.starting.fetch_add(1, Ordering::SeqCst);
-        let admitted = Admitted(&self.starting);
+        let admitted = Admitted(Arc::clone(&self.starting));
         if self.stopping.load(Ordering::SeqCst) {
             return None;
         }
@@ -157,9 +159,9 @@ impl<E, C> Runner<E, C> {
 }
 
 /// An attempt admitted to start: shutdown waits until it has emitted its `run.started`.
-struct Admitted<'a>(&'a AtomicUsize);
+struct Admitted(Arc<AtomicUsize>);
 
-impl Drop for Admitted<'_> {
+impl Drop for Admitted {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::SeqCst);
     }
@@ -469,7 +471,9 @@ pub async fn execute_run<E: Executor, C: Clock>(
 /// emitted, or `None` once shutdown has begun: then the first attempt does not start
 /// (the result is `None`; the caller logs the fire as skipped) and a later one ends
 /// the run as cancelled, as a dropped retry does. Holding the pass across the event
-/// lets shutdown wait for a start it raced with, so none can follow it.
+/// lets shutdown wait for a start it raced with, so none can follow it. The pass goes
+/// with the attempt's [`StartNotice`] (to a spawner thread for a shell job), so it is
+/// held until the job has really started and `run.started` is out.
 pub async fn execute_admitted_run<E, C, P>(
     executor: &E,
     clock: &C,
@@ -482,6 +486,7 @@ pub async fn execute_admitted_run<E, C, P>(
 where
     E: Executor,
     C: Clock,
+    P: Send + 'static,
 {
     // Refused before anything of the run exists: nothing to report but the refusal.
     let first_pass = admit()?;
@@ -507,11 +512,11 @@ where
     let mut attempt = 1;
     let mut pass = Some(first_pass);
     let result = loop {
-        {
-            // Held while `run.started` is emitted, dropped before the attempt runs.
-            let _pass = pass.take();
-            let now = clock.now();
-            events.emit(Event::RunStarted {
+        // `run.started` goes out when the job has really started (DESIGN.md §6): the
+        // executor announces it, with the pass held until then.
+        let start = StartNotice::new(
+            events.clone(),
+            Event::RunStarted {
                 job: Arc::clone(&name),
                 run_id: Arc::clone(&run_id),
                 trigger: if attempt == 1 {
@@ -520,14 +525,19 @@ where
                     Trigger::Retry
                 },
                 scheduled_at,
-                lateness_ms: lateness_ms(due, now),
+                lateness_ms: 0.0,
                 attempt,
                 queued_ms: queued
                     .filter(|_| attempt == 1)
                     .map(|waited| waited.as_secs_f64() * 1000.0),
-            });
-        }
+                pid: None,
+            },
+            due,
+            clock.now(),
+            pass.take().map(|pass| Box::new(pass) as Box<dyn Send>),
+        );
         let result = if cancel.is_cancelled() {
+            start.now();
             AttemptResult::with_outcome(Outcome::Cancelled, Default::default())
         } else {
             let spec = Attempt {
@@ -538,7 +548,9 @@ where
                 deadline: job.timeout.map(|t| tokio::time::Instant::now() + t),
                 cancel: cancel.clone(),
             };
-            executor.execute(spec, Arc::clone(&output)).await
+            executor
+                .execute_announced(spec, Arc::clone(&output), start)
+                .await
         };
         let retry = result.outcome != Outcome::Success
             && result.retryable

@@ -164,6 +164,7 @@ pub fn fields(event: &Event) -> Vec<(&'static str, Value)> {
             lateness_ms,
             attempt,
             queued_ms,
+            pid,
         } => {
             f.push(("job", s(job)));
             f.push(("run_id", s(run_id)));
@@ -173,6 +174,9 @@ pub fn fields(event: &Event) -> Vec<(&'static str, Value)> {
             f.push(("attempt", UInt((*attempt).into())));
             if let Some(queued_ms) = queued_ms {
                 f.push(("queued_ms", Float(*queued_ms)));
+            }
+            if let Some(pid) = pid {
+                f.push(("pid", UInt((*pid).into())));
             }
         }
         Event::RunOutput {

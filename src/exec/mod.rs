@@ -10,11 +10,12 @@
 
 pub mod http;
 pub mod shell;
+pub mod spawner;
 
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -78,6 +79,124 @@ pub trait Executor: Send + Sync + 'static {
         attempt: Attempt,
         output: Arc<OutputSink>,
     ) -> impl Future<Output = AttemptResult> + Send;
+
+    /// [`Self::execute`], announcing the attempt's start through `start` once the job
+    /// has really started (its process spawned, its request handed to the client). The
+    /// default announces it at once, before the attempt runs: right for executors whose
+    /// start is the call itself.
+    fn execute_announced(
+        &self,
+        attempt: Attempt,
+        output: Arc<OutputSink>,
+        start: StartNotice,
+    ) -> impl Future<Output = AttemptResult> + Send {
+        start.now();
+        self.execute(attempt, output)
+    }
+}
+
+/// An attempt's `run.started`, emitted once: by [`Self::spawned`] when the job has
+/// started, or when it is dropped (an attempt that ended before it could start still
+/// has its `run.started`, DESIGN.md §6). It may be sent to another thread (the
+/// spawner), and it holds the shutdown's admission pass of the attempt until the event
+/// is out, so that no `run.started` can follow `service.stopping`.
+pub struct StartNotice {
+    inner: Option<StartInner>,
+}
+
+struct StartInner {
+    events: Events,
+    /// `run.started` with its `lateness_ms` and `pid` still to be filled in.
+    event: Event,
+    /// When the attempt was due.
+    due: DateTime<Utc>,
+    /// The run's clock when the notice was made, and the steady clock then: the start
+    /// instant is read on the steady clock (any thread can), then put on the run's.
+    made_at: DateTime<Utc>,
+    made: std::time::Instant,
+    _pass: Option<Box<dyn Send>>,
+}
+
+impl StartNotice {
+    /// `event` is the attempt's `run.started` (its `lateness_ms` and `pid` are filled in
+    /// when it is emitted); `now` is the run's clock at this moment.
+    pub fn new(
+        events: Events,
+        event: Event,
+        due: DateTime<Utc>,
+        now: DateTime<Utc>,
+        pass: Option<Box<dyn Send>>,
+    ) -> Self {
+        StartNotice {
+            inner: Some(StartInner {
+                events,
+                event,
+                due,
+                made_at: now,
+                made: std::time::Instant::now(),
+                _pass: pass,
+            }),
+        }
+    }
+
+    /// A notice that emits nothing (an executor driven directly, outside a run).
+    pub fn silent() -> Self {
+        StartNotice { inner: None }
+    }
+
+    /// The job has started now: its process `pid` spawned (or its spawn failed, or its
+    /// request was handed to the client, `pid` `None`).
+    pub fn spawned(mut self, pid: Option<u32>) {
+        if let Some(inner) = self.inner.take() {
+            let elapsed = TimeDelta::from_std(inner.made.elapsed()).unwrap_or(TimeDelta::zero());
+            inner.emit(pid, elapsed);
+        }
+    }
+
+    /// The attempt starts at the instant the notice was made (read on the run's clock).
+    pub fn now(mut self) {
+        if let Some(inner) = self.inner.take() {
+            inner.emit(None, TimeDelta::zero());
+        }
+    }
+}
+
+impl StartInner {
+    fn emit(self, spawned_pid: Option<u32>, elapsed: TimeDelta) {
+        let StartInner {
+            events,
+            mut event,
+            due,
+            made_at,
+            ..
+        } = self;
+        if let Event::RunStarted {
+            lateness_ms, pid, ..
+        } = &mut event
+        {
+            *lateness_ms = crate::run::lateness_ms(due, made_at + elapsed);
+            *pid = spawned_pid;
+        }
+        events.emit(event);
+        // The pass is dropped here, after the event is out.
+    }
+}
+
+impl Drop for StartNotice {
+    fn drop(&mut self) {
+        if let Some(inner) = self.inner.take() {
+            let elapsed = TimeDelta::from_std(inner.made.elapsed()).unwrap_or(TimeDelta::zero());
+            inner.emit(None, elapsed);
+        }
+    }
+}
+
+impl std::fmt::Debug for StartNotice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StartNotice")
+            .field("pending", &self.inner.is_some())
+            .finish()
+    }
 }
 
 /// The production executor: shell jobs as processes, HTTP jobs through one shared client.
@@ -96,9 +215,19 @@ impl Real {
 
 impl Executor for Real {
     async fn execute(&self, attempt: Attempt, output: Arc<OutputSink>) -> AttemptResult {
+        self.execute_announced(attempt, output, StartNotice::silent())
+            .await
+    }
+
+    async fn execute_announced(
+        &self,
+        attempt: Attempt,
+        output: Arc<OutputSink>,
+        start: StartNotice,
+    ) -> AttemptResult {
         match &attempt.job.action {
-            Action::Shell(_) => shell::execute(attempt, output).await,
-            Action::Http(_) => self.http.execute(attempt, output).await,
+            Action::Shell(_) => shell::execute_announced(attempt, output, start).await,
+            Action::Http(_) => self.http.execute_announced(attempt, output, start).await,
         }
     }
 }

@@ -23,7 +23,7 @@
 
 use std::ffi::{OsStr, OsString};
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,7 +34,7 @@ use tokio::task::JoinHandle;
 use tokio::time::{Instant, sleep, sleep_until, timeout};
 use tokio_util::sync::CancellationToken;
 
-use super::{Attempt, AttemptResult, MAX_LINE_BYTES, OutputSink};
+use super::{Attempt, AttemptResult, MAX_LINE_BYTES, OutputSink, StartNotice};
 use crate::events::{ExitDetail, Outcome, Stream, rfc3339};
 use crate::job::{Action, ShellCommand};
 
@@ -60,26 +60,39 @@ const SERVICE_ONLY_PREFIXES: &[&str] = &["WATCHDOG_", "LISTEN_"];
 
 /// Runs one attempt of a shell job to its end; see the module documentation.
 pub async fn execute(attempt: Attempt, output: Arc<OutputSink>) -> AttemptResult {
-    let Action::Shell(command) = &attempt.job.action else {
+    execute_announced(attempt, output, StartNotice::silent()).await
+}
+
+/// [`execute`], announcing the start through `start` once the process is spawned (or
+/// its spawn failed). The spawn itself happens on a spawner thread
+/// ([`super::spawner`]), never on the runtime's workers.
+pub async fn execute_announced(
+    attempt: Attempt,
+    output: Arc<OutputSink>,
+    start: StartNotice,
+) -> AttemptResult {
+    if !matches!(attempt.job.action, Action::Shell(_)) {
         return AttemptResult::failure(error_detail("not a shell job".to_owned()), false);
-    };
+    }
     // Shutdown or `replace` may have come before the process: then there is no point
     // in starting it only to terminate it.
     if attempt.cancel.is_cancelled() {
+        start.now();
         return AttemptResult::with_outcome(
             Outcome::Cancelled,
             error_detail("cancelled before start".to_owned()),
         );
     }
-    let Some((program, mut command)) = build_command(command, &attempt) else {
-        return AttemptResult::failure(error_detail("empty command".to_owned()), false);
-    };
-    let mut child = match command.spawn() {
-        Ok(child) => child,
-        Err(err) => {
-            let message = spawn_error(&program, attempt.job.workdir.as_deref(), &err);
+    let (attempt, spawned) = match spawn_off_runtime(attempt, start).await {
+        Some(done) => done,
+        None => {
+            let message = "cannot start the job: the spawner thread failed".to_owned();
             return AttemptResult::failure(error_detail(message), true);
         }
+    };
+    let (program, mut child) = match spawned {
+        Ok(spawned) => spawned,
+        Err(message) => return AttemptResult::failure(error_detail(message), true),
     };
     let pid = child
         .id()
@@ -156,9 +169,51 @@ async fn expiry(deadline: Option<Instant>) {
     }
 }
 
+/// Spawns the attempt's process on a spawner thread, in the runtime of the caller
+/// (its pipes and its exit are then watched by that runtime), and announces the start
+/// there, at the moment of the spawn. The attempt comes back with the spawned child
+/// and the program's name, or the error message. `None` if the spawner lost the task.
+async fn spawn_off_runtime(
+    attempt: Attempt,
+    start: StartNotice,
+) -> Option<(Attempt, Result<(String, Child), String>)> {
+    let runtime = tokio::runtime::Handle::current();
+    let (done, spawned) = tokio::sync::oneshot::channel();
+    super::spawner::submit(Box::new(move || {
+        let _runtime = runtime.enter();
+        let result = spawn(&attempt);
+        start.spawned(result.as_ref().ok().and_then(|(_, child)| child.id()));
+        // The run's task may be gone (its runtime shutting down): then the child is
+        // dropped, and tokio's orphan reaper reaps it when it exits.
+        let _ = done.send((attempt, result));
+    }));
+    spawned.await.ok()
+}
+
+/// Builds and spawns the attempt's process: the program's name (for messages) and the
+/// child, or why it could not start.
+fn spawn(attempt: &Attempt) -> Result<(String, Child), String> {
+    let Action::Shell(shell) = &attempt.job.action else {
+        return Err("not a shell job".to_owned());
+    };
+    let (program, mut command) = build_command(shell, attempt)?;
+    match command.spawn() {
+        Ok(child) => Ok((program, child)),
+        Err(err) => Err(spawn_error(&program, attempt.job.workdir.as_deref(), &err)),
+    }
+}
+
 /// The command for `shell`, with its environment, directory and stdio, and the name
-/// of the program for error messages. `None` for an empty argv (config rejects it).
-fn build_command(shell: &ShellCommand, attempt: &Attempt) -> Option<(String, Command)> {
+/// of the program for error messages; or why it cannot be started (an empty argv,
+/// which config rejects; a program not found in the job's `PATH`).
+///
+/// The program is always given to [`Command`] as a path (a bare name is looked up in
+/// the job's `PATH` here), and nothing needs a `pre_exec` closure: so the standard
+/// library spawns it with `posix_spawn` (clone3 with `CLONE_VM | CLONE_VFORK`), never
+/// with a `fork` that copies the page tables of a service holding 100,000 jobs.
+fn build_command(shell: &ShellCommand, attempt: &Attempt) -> Result<(String, Command), String> {
+    let env = child_env(std::env::vars_os(), attempt);
+    let workdir = attempt.job.workdir.as_deref();
     let (program, mut command) = match shell {
         ShellCommand::Script(script) => {
             let mut command = Command::new("/bin/sh");
@@ -166,23 +221,100 @@ fn build_command(shell: &ShellCommand, attempt: &Attempt) -> Option<(String, Com
             ("/bin/sh".to_owned(), command)
         }
         ShellCommand::Argv(argv) => {
-            let (first, rest) = argv.split_first()?;
-            let mut command = Command::new(first);
-            command.args(rest);
+            let Some((first, rest)) = argv.split_first() else {
+                return Err("empty command".to_owned());
+            };
+            let path = env
+                .iter()
+                .rev()
+                .find(|(key, _)| key == "PATH")
+                .map(|(_, value)| value.as_os_str());
+            let resolved = resolve_program(OsStr::new(first), path, workdir)
+                .map_err(|err| spawn_error(first, workdir, &err))?;
+            let mut command = Command::new(resolved);
+            // The program sees the name it was given as its argv[0], as with execvp.
+            command.arg0(first).args(rest);
             (first.clone(), command)
         }
     };
     command
         .env_clear()
-        .envs(child_env(std::env::vars_os(), attempt))
+        .envs(env)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0);
-    if let Some(dir) = &attempt.job.workdir {
+    if let Some(dir) = workdir {
         command.current_dir(dir);
     }
-    Some((program, command))
+    Ok((program, command))
+}
+
+/// Where `program` is, as `execvp` would find it with the job's `PATH` (`path`; the
+/// C library's default `/bin:/usr/bin` without one): a name with a `/` is used as
+/// it is, a bare name is the first executable regular file of that name in the
+/// `PATH`'s directories. Relative directories are taken from the job's `workdir`,
+/// where the job runs. Not found is `ENOENT`; found but never executable, `EACCES`.
+pub fn resolve_program(
+    program: &OsStr,
+    path: Option<&OsStr>,
+    workdir: Option<&Path>,
+) -> io::Result<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+
+    if program.is_empty() {
+        return Err(io::Error::from_raw_os_error(libc::ENOENT));
+    }
+    if program.as_encoded_bytes().contains(&b'/') {
+        return Ok(PathBuf::from(program));
+    }
+    let path = path.unwrap_or(OsStr::new("/bin:/usr/bin"));
+    let mut denied = false;
+    for dir in std::env::split_paths(path) {
+        // An empty entry is the current directory, as with execvp.
+        let dir = if dir.as_os_str().is_empty() {
+            PathBuf::from(".")
+        } else {
+            dir
+        };
+        let dir = match workdir {
+            Some(workdir) if dir.is_relative() => workdir.join(dir),
+            _ => dir,
+        };
+        let candidate = dir.join(program);
+        match std::fs::metadata(&candidate) {
+            Ok(meta) if meta.is_file() && meta.permissions().mode() & 0o111 != 0 => {
+                return Ok(candidate);
+            }
+            Ok(_) => denied = true,
+            Err(_) => {}
+        }
+    }
+    let code = if denied { libc::EACCES } else { libc::ENOENT };
+    Err(io::Error::from_raw_os_error(code))
+}
+
+/// Marks every descriptor above stderr that this process inherited as close-on-exec,
+/// so that jobs get none of them (what chime opens itself is close-on-exec already).
+/// Called once at startup, before any thread or descriptor of chime's own exists.
+pub fn close_inherited_on_exec() {
+    let Ok(entries) = std::fs::read_dir("/proc/self/fd") else {
+        return;
+    };
+    let fds: Vec<libc::c_int> = entries
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
+        .filter(|&fd| fd > 2)
+        .collect();
+    for fd in fds {
+        // SAFETY: F_GETFD/F_SETFD only read and set the descriptor's flag; a descriptor
+        // that is no longer open (the one `read_dir` used) makes them fail harmlessly.
+        unsafe {
+            let flags = libc::fcntl(fd, libc::F_GETFD);
+            if flags >= 0 && flags & libc::FD_CLOEXEC == 0 {
+                libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC);
+            }
+        }
+    }
 }
 
 /// The job's environment: the service's own (`base`) minus what systemd meant for the

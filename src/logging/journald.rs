@@ -249,6 +249,7 @@ mod tests {
             lateness_ms: 1.5,
             attempt: 1,
             queued_ms: None,
+            pid: None,
         };
         let map = as_map(&event);
         assert_eq!(map["EVENT"], "run.started");
@@ -274,6 +275,7 @@ mod tests {
             lateness_ms: 2500.25,
             attempt: 1,
             queued_ms: Some(2500.0),
+            pid: None,
         };
         let map = as_map(&event);
         assert_eq!(map["QUEUED_MS"], "2500.000");
