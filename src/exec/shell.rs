@@ -824,6 +824,45 @@ mod tests {
     }
 
     #[test]
+    fn programs_are_resolved_as_execvp_would() {
+        use std::os::unix::fs::PermissionsExt;
+
+        let dir = tempfile::tempdir().unwrap();
+        let (bin, plain, rel) = (dir.path().join("bin"), dir.path().join("plain"), "rel");
+        for sub in [&bin, &plain, &dir.path().join(rel)] {
+            std::fs::create_dir(sub).unwrap();
+        }
+        let write = |path: PathBuf, mode: u32| {
+            std::fs::write(&path, "#!/bin/sh\n").unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+            path
+        };
+        let tool = write(bin.join("tool"), 0o755);
+        write(plain.join("tool"), 0o644);
+        let noexec = write(plain.join("noexec"), 0o644);
+        let local = write(dir.path().join(rel).join("local"), 0o700);
+        let path = std::env::join_paths([&plain, &bin, Path::new(rel)]).unwrap();
+        let resolve = |program: &str| {
+            resolve_program(OsStr::new(program), Some(&path), Some(dir.path()))
+                .map_err(|e| e.raw_os_error())
+        };
+        // Not executable in the first directory: the next one's.
+        assert_eq!(resolve("tool"), Ok(tool));
+        assert_eq!(resolve("noexec"), Err(Some(libc::EACCES)));
+        assert_eq!(resolve("missing"), Err(Some(libc::ENOENT)));
+        // A relative entry is taken from the workdir.
+        assert_eq!(resolve("local"), Ok(local));
+        // A name with a slash is used as given.
+        assert_eq!(resolve("./x/y"), Ok(PathBuf::from("./x/y")));
+        assert_eq!(resolve(noexec.to_str().unwrap()), Ok(noexec));
+        // Without a PATH, the C library's default.
+        assert_eq!(
+            resolve_program(OsStr::new("sh"), None, None).ok(),
+            Some(PathBuf::from("/bin/sh"))
+        );
+    }
+
+    #[test]
     fn io_errors_lose_the_os_error_suffix() {
         let err = io::Error::from_raw_os_error(libc::ENOENT);
         assert_eq!(
