@@ -199,8 +199,7 @@ fn child(spec: &str) {
         }
         Some("e2e") => serde_json::to_string(&e2e(number(1) as usize, number(2))),
         Some("bulk") => serde_json::to_string(&bulk(number(1) as usize, number(2))),
-        other => spawn::child_json(&words)
-            .unwrap_or_else(|| panic!("unknown workload {other:?}")),
+        other => spawn::child_json(&words).unwrap_or_else(|| panic!("unknown workload {other:?}")),
     };
     println!(
         "{RESULT_PREFIX}{}",

@@ -231,3 +231,48 @@ fn no_descriptor_of_chimes_own_reaches_a_job() {
     );
     chime.stop();
 }
+
+/// SIGTERM in the middle of a burst, while processes are queued for the spawner
+/// threads: attempts admitted before the shutdown are started and announced before
+/// `service.stopping`, none after it, and every run announced also finishes.
+#[test]
+fn shutdown_mid_burst_announces_no_start_after_stopping() {
+    let dir = temp_dir();
+    let mut yaml = String::from("defaults: { timezone: UTC }\njobs:\n");
+    for i in 0..60 {
+        yaml.push_str(&format!(
+            "  burst-{i:02}:\n    schedule: \"* * * * * *\"\n    command: [\"sh\", \"-c\", \"echo $$\"]\n"
+        ));
+    }
+    write(dir.path(), "jobs.yaml", yaml);
+    let mut chime = Chime::start(dir.path(), &[]);
+    // The first started run of a burst: the rest of the burst is being spawned.
+    chime.wait_event("run.started", LIMIT);
+    chime.signal(libc::SIGTERM);
+    chime.wait_event("service.stopped", LIMIT);
+    assert_eq!(chime.wait_exit(LIMIT).code(), Some(0));
+    let (lines, _) = chime.finish(LIMIT);
+    let events: Vec<Value> = lines
+        .iter()
+        .filter_map(|line| support::parse_event(line))
+        .collect();
+    let stopping = events
+        .iter()
+        .position(|e| name(e) == "service.stopping")
+        .expect("service.stopping is logged");
+    let started: Vec<&Value> = events
+        .iter()
+        .filter(|e| name(e) == "run.started")
+        .collect();
+    assert!(!started.is_empty());
+    for (i, event) in events.iter().enumerate() {
+        if name(event) == "run.started" {
+            assert!(i < stopping, "run.started after service.stopping: {event}");
+            assert!(event["pid"].is_u64(), "{event}");
+            let finished = events[i..]
+                .iter()
+                .any(|e| name(e) == "run.finished" && e["run_id"] == event["run_id"]);
+            assert!(finished, "a started run finishes: {event}");
+        }
+    }
+}

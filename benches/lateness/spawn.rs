@@ -57,7 +57,13 @@ pub(super) fn child_json(words: &[&str]) -> Option<serde_json::Result<String>> {
         "floor" => floor(number(1) as usize, number(2), number(3) as usize),
         "spawn" => {
             let argv = words.get(1) == Some(&"argv");
-            chime_spawns(argv, number(2) as usize, number(3), number(4) as usize, false)
+            chime_spawns(
+                argv,
+                number(2) as usize,
+                number(3),
+                number(4) as usize,
+                false,
+            )
         }
         "httpburst" => chime_spawns(false, number(1) as usize, number(2), 0, true),
         _ => return None,
@@ -181,7 +187,10 @@ fn floor(jobs: usize, secs: u64, threads: usize) -> SpawnResult {
 /// each request's head has arrived.
 fn http_server() -> (u16, Arc<std::sync::Mutex<Vec<i64>>>) {
     let listener = TcpListener::bind("127.0.0.1:0").expect("a local port can be bound");
-    let port = listener.local_addr().expect("a bound socket has an address").port();
+    let port = listener
+        .local_addr()
+        .expect("a bound socket has an address")
+        .port();
     let arrivals = Arc::new(std::sync::Mutex::new(Vec::new()));
     let noted = Arc::clone(&arrivals);
     std::thread::spawn(move || {
@@ -336,9 +345,12 @@ fn chime_spawns(argv: bool, jobs: usize, secs: u64, idle: usize, http: bool) -> 
     }
 }
 
+/// One variant at one size: its label and its result (`None` if it failed).
+type Variant = (String, Option<SpawnResult>);
+
 /// The parent side: every workload of the section, one process each.
 pub(super) struct Section {
-    rows: Vec<(usize, Vec<(String, Option<SpawnResult>)>)>,
+    rows: Vec<(usize, Vec<Variant>)>,
     http: Option<SpawnResult>,
     idle: usize,
 }

@@ -92,7 +92,13 @@ pub async fn execute_announced(
     };
     let (program, mut child) = match spawned {
         Ok(spawned) => spawned,
-        Err(message) => return AttemptResult::failure(error_detail(message), true),
+        Err(Some(message)) => return AttemptResult::failure(error_detail(message), true),
+        Err(None) => {
+            return AttemptResult::with_outcome(
+                Outcome::Cancelled,
+                error_detail("cancelled before start".to_owned()),
+            );
+        }
     };
     let pid = child
         .id()
@@ -172,16 +178,18 @@ async fn expiry(deadline: Option<Instant>) {
 /// Spawns the attempt's process on a spawner thread, in the runtime of the caller
 /// (its pipes and its exit are then watched by that runtime), and announces the start
 /// there, at the moment of the spawn. The attempt comes back with the spawned child
-/// and the program's name, or the error message. `None` if the spawner lost the task.
-async fn spawn_off_runtime(
-    attempt: Attempt,
-    start: StartNotice,
-) -> Option<(Attempt, Result<(String, Child), String>)> {
+/// and the program's name, or the error message (`None`: cancelled while it waited
+/// for a spawner thread, so not started). `None` if the spawner lost the task.
+async fn spawn_off_runtime(attempt: Attempt, start: StartNotice) -> Option<(Attempt, Spawned)> {
     let runtime = tokio::runtime::Handle::current();
     let (done, spawned) = tokio::sync::oneshot::channel();
     super::spawner::submit(Box::new(move || {
         let _runtime = runtime.enter();
-        let result = spawn(&attempt);
+        let result = if attempt.cancel.is_cancelled() {
+            Err(None)
+        } else {
+            spawn(&attempt).map_err(Some)
+        };
         start.spawned(result.as_ref().ok().and_then(|(_, child)| child.id()));
         // The run's task may be gone (its runtime shutting down): then the child is
         // dropped, and tokio's orphan reaper reaps it when it exits.
@@ -189,6 +197,9 @@ async fn spawn_off_runtime(
     }));
     spawned.await.ok()
 }
+
+/// What a spawn task gives back: see [`spawn_off_runtime`].
+type Spawned = Result<(String, Child), Option<String>>;
 
 /// Builds and spawns the attempt's process: the program's name (for messages) and the
 /// child, or why it could not start.
