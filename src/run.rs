@@ -647,6 +647,72 @@ mod tests {
         assert!(a.cancel.is_cancelled() && b.cancel.is_cancelled());
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+        /// Model: a count of admitted attempts. Each admitted attempt's `run.started`
+        /// goes out through its notice, here or on a spawner thread, announced or
+        /// dropped; when `stop_starting` returns, every admitted attempt has been
+        /// announced, and no attempt is admitted after it.
+        #[test]
+        fn no_start_is_announced_after_stop_starting(
+            ops in proptest::collection::vec(0u8..4, 1..60),
+            stop_at in 0usize..60,
+        ) {
+            let (events, store) = Events::recorder();
+            let runner = Runner::new(
+                crate::exec::Real::new().expect("the real executor starts"),
+                Arc::new(crate::clock::SystemClock),
+                events.clone(),
+                RunSettings::default(),
+            );
+            let announced = || store.lock().map_or(0, |s| s.len());
+            let mut admitted = 0;
+            let mut stopped = false;
+            for (i, &op) in ops.iter().enumerate() {
+                if i == stop_at {
+                    runner.stop_starting();
+                    stopped = true;
+                    proptest::prop_assert_eq!(announced(), admitted);
+                }
+                let Some(pass) = runner.admit() else {
+                    proptest::prop_assert!(stopped);
+                    continue;
+                };
+                proptest::prop_assert!(!stopped);
+                admitted += 1;
+                let now = Utc::now();
+                let notice = StartNotice::new(
+                    events.clone(),
+                    Event::RunStarted {
+                        job: "j".into(),
+                        run_id: i.to_string().into(),
+                        trigger: Trigger::Schedule,
+                        scheduled_at: now,
+                        lateness_ms: 0.0,
+                        attempt: 1,
+                        queued_ms: None,
+                        pid: None,
+                    },
+                    now,
+                    now,
+                    Some(Box::new(pass)),
+                );
+                match op {
+                    0 => notice.now(),
+                    1 => drop(notice),
+                    2 => crate::exec::spawner::submit(Box::new(move || notice.spawned(Some(1)))),
+                    _ => crate::exec::spawner::submit(Box::new(move || {
+                        std::thread::yield_now();
+                        drop(notice);
+                    })),
+                }
+            }
+            runner.stop_starting();
+            proptest::prop_assert_eq!(announced(), admitted);
+        }
+    }
+
     #[test]
     fn admission_closes_at_stop_starting() {
         let runner = runner();

@@ -260,10 +260,7 @@ fn shutdown_mid_burst_announces_no_start_after_stopping() {
         .iter()
         .position(|e| name(e) == "service.stopping")
         .expect("service.stopping is logged");
-    let started: Vec<&Value> = events
-        .iter()
-        .filter(|e| name(e) == "run.started")
-        .collect();
+    let started: Vec<&Value> = events.iter().filter(|e| name(e) == "run.started").collect();
     assert!(!started.is_empty());
     for (i, event) in events.iter().enumerate() {
         if name(event) == "run.started" {

@@ -168,7 +168,8 @@ impl StartInner {
             mut event,
             due,
             made_at,
-            ..
+            made: _,
+            _pass: pass,
         } = self;
         if let Event::RunStarted {
             lateness_ms, pid, ..
@@ -178,7 +179,8 @@ impl StartInner {
             *pid = spawned_pid;
         }
         events.emit(event);
-        // The pass is dropped here, after the event is out.
+        // Only now that the event is out may shutdown go on.
+        drop(pass);
     }
 }
 
