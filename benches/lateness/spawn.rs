@@ -6,11 +6,11 @@
 //!   run: at each whole second, THREADS plain threads (woken early, spinning to the
 //!   instant) `posix_spawn` N `/bin/sh -c 'date "+%s.%N AT" >> f'` back to back (job
 //!   `i` on thread `i % THREADS`), stdio on /dev/null; another thread reaps them.
-//! - `spawn FORM N SECS IDLE`: chime's full path, `daemon::serve` with `exec::Real` on
+//! - `spawn FORM N SECS IDLE [THREADS]`: chime's full path, `daemon::serve` with `exec::Real` on
 //!   the system clock: N every-second jobs writing the same line, in the string form
 //!   (`"date … >> f"`, run by `/bin/sh -c`) or the argv form (`["sh", "-c", "date … >>
 //!   f"]`), with IDLE more jobs loaded that do not fire while measuring (daily, 12 h
-//!   away).
+//!   away), and THREADS spawner threads if given (else one per core).
 //! - `httpburst N SECS`: N string-form shell jobs and one HTTP job, all every second;
 //!   the HTTP request's arrival at a server on 127.0.0.1 (its head read in full),
 //!   against the whole second it was due at.
@@ -57,6 +57,10 @@ pub(super) fn child_json(words: &[&str]) -> Option<serde_json::Result<String>> {
         "floor" => floor(number(1) as usize, number(2), number(3) as usize),
         "spawn" => {
             let argv = words.get(1) == Some(&"argv");
+            // An optional sixth word: the number of spawner threads (default: per core).
+            if words.len() > 5 {
+                chime::exec::spawner::set_threads(number(5) as usize);
+            }
             chime_spawns(
                 argv,
                 number(2) as usize,
@@ -379,6 +383,10 @@ pub(super) fn run(settings: &Settings) -> Section {
             let spec = format!("spawn {form} {jobs} {secs} {loaded}");
             variants.push((label, run_child(&spec, secs)));
         }
+        variants.push((
+            "chime, string form, 1 spawner thread".to_owned(),
+            run_child(&format!("spawn string {jobs} {secs} 0 1"), secs),
+        ));
         rows.push((jobs, variants));
     }
     let http = run_child(&format!("httpburst {HTTP_BESIDE} {secs}"), secs);
