@@ -36,6 +36,7 @@
 //! - [`memory`]: handing memory freed after loading back to the OS.
 //!
 //! Schedules and time
+//! - [`account`]: users and groups from the system's databases (`user:`, `group:`).
 //! - [`config`]: schedule files → validated jobs, with every error located.
 //! - [`job`]: the validated domain model of a job.
 //! - [`cron`]: cron expressions and the time engine (Debian cron's matching and DST rules).
@@ -65,6 +66,7 @@
 //! source for the control loop in [`daemon`]; metrics read [`events`] like the log
 //! writers, and `/health` answers from [`health`].
 
+pub mod account;
 pub mod cli;
 pub mod clock;
 pub mod config;

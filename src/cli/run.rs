@@ -12,7 +12,6 @@ use tokio::sync::mpsc;
 
 use super::{LogFormat, Settings, exit, real_executor, report_errors};
 use crate::clock::SystemClock;
-use crate::config::LoadOptions;
 use crate::daemon::{ConfigSource, Control, FileSource, Reloaded, ServeOptions, World, serve};
 use crate::events::Events;
 use crate::health::Health;
@@ -116,7 +115,7 @@ async fn run_service(paths: Vec<PathBuf>, settings: &Settings) -> u8 {
         return exit::FAILED;
     }
     let options =
-        LoadOptions::from_process(settings.default_timezone).with_max_jobs(settings.max_jobs);
+        settings.load_options(settings.default_timezone).with_max_jobs(settings.max_jobs);
     let loading = tokio::task::spawn_blocking(move || FileSource::load(paths, options));
     // Loading is not awaited blindly: a shutdown asked for meanwhile is served.
     let loaded = tokio::select! {

@@ -35,8 +35,9 @@ impl FileSource {
         paths: Vec<PathBuf>,
         options: LoadOptions,
     ) -> Result<(FileSource, Config), ConfigErrors> {
-        let snapshot = config::read_snapshot(&paths);
+        let snapshot = config::read_snapshot(&paths, options.privileges);
         let config = snapshot.load(&options)?;
+        log_warnings(&config);
         Ok((
             FileSource {
                 paths,
@@ -73,16 +74,27 @@ impl FileSource {
 
 impl ConfigSource for FileSource {
     fn reload(&mut self, force: bool) -> Reloaded {
-        let snapshot = config::read_snapshot(&self.paths);
+        let snapshot = config::read_snapshot(&self.paths, self.options.privileges);
         let fingerprint = snapshot.fingerprint();
         if !force && fingerprint == self.last {
             return Reloaded::Unchanged;
         }
         let outcome = match snapshot.load(&self.options) {
-            Ok(config) => Reloaded::Loaded(config),
+            Ok(config) => {
+                log_warnings(&config);
+                Reloaded::Loaded(config)
+            }
             Err(errors) => Reloaded::Rejected(errors),
         };
         self.last = fingerprint;
         outcome
+    }
+}
+
+/// What `chime check` would print as warnings (untrusted schedule files among them)
+/// goes to the service's log too, at each load.
+fn log_warnings(config: &Config) {
+    for warning in &config.warnings {
+        tracing::warn!(warning = %warning, "schedule warning");
     }
 }

@@ -21,6 +21,7 @@ fn opts() -> LoadOptions {
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect(),
         max_jobs: None,
+        privileges: crate::config::Privileges::of_process(),
     }
 }
 
