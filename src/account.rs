@@ -207,7 +207,11 @@ mod tests {
         assert_eq!(user("0").unwrap().name, "root");
         assert_eq!(group("root").unwrap(), 0);
         assert!(user("no-such-user-chime").unwrap_err().contains("no user"));
-        assert!(group("no-such-group-chime").unwrap_err().contains("no group"));
+        assert!(
+            group("no-such-group-chime")
+                .unwrap_err()
+                .contains("no group")
+        );
         assert!(group_list("root", 0).unwrap().contains(&0));
     }
 }

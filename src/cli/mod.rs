@@ -73,11 +73,7 @@ pub(crate) struct Settings {
     /// As root, load schedule files and directories that others could change (owned by
     /// another user, or group/other-writable) with a warning instead of refusing them:
     /// for containers whose mounts' modes cannot be fixed.
-    #[arg(
-        long,
-        global = true,
-        env = "CHIME_INSECURE_ALLOW_WRITABLE_SCHEDULES"
-    )]
+    #[arg(long, global = true, env = "CHIME_INSECURE_ALLOW_WRITABLE_SCHEDULES")]
     pub insecure_allow_writable_schedules: bool,
 }
 

@@ -114,8 +114,9 @@ async fn run_service(paths: Vec<PathBuf>, settings: &Settings) -> u8 {
         eprintln!("error: cannot install signal handlers: {err}");
         return exit::FAILED;
     }
-    let options =
-        settings.load_options(settings.default_timezone).with_max_jobs(settings.max_jobs);
+    let options = settings
+        .load_options(settings.default_timezone)
+        .with_max_jobs(settings.max_jobs);
     let loading = tokio::task::spawn_blocking(move || FileSource::load(paths, options));
     // Loading is not awaited blindly: a shutdown asked for meanwhile is served.
     let loaded = tokio::select! {

@@ -44,9 +44,9 @@ impl Problem {
                  letters, digits and `_`, not starting with a digit (write `$${{` for a \
                  literal `${{`)"
             ),
-            Problem::Secret { reference, reason } => format!(
-                "`{key}` uses `${{{reference}}}`, which cannot be used: {reason}"
-            ),
+            Problem::Secret { reference, reason } => {
+                format!("`{key}` uses `${{{reference}}}`, which cannot be used: {reason}")
+            }
         }
     }
 }
@@ -72,7 +72,10 @@ fn secret(reference: &str, env: &HashMap<String, String>) -> Option<Result<Strin
                     .to_string(),
             )));
         }
-        let Some(dir) = env.get("CREDENTIALS_DIRECTORY").filter(|dir| !dir.is_empty()) else {
+        let Some(dir) = env
+            .get("CREDENTIALS_DIRECTORY")
+            .filter(|dir| !dir.is_empty())
+        else {
             return Some(Err(problem(format!(
                 "CREDENTIALS_DIRECTORY is not set; systemd sets it when the unit has \
                  `LoadCredential={name}:/path/to/secret` (see systemd/chime.service)"
@@ -90,11 +93,19 @@ fn read_secret(path: &std::path::Path) -> Result<String, String> {
     use std::io::Read;
 
     let shown = path.display();
-    let file = std::fs::File::open(path).map_err(|err| format!("cannot read `{shown}`: {err}"))?;
+    let cannot = |err: std::io::Error| {
+        let text = err.to_string();
+        let text = match err.raw_os_error() {
+            Some(code) => text.replace(&format!(" (os error {code})"), ""),
+            None => text,
+        };
+        format!("cannot read `{shown}`: {text}")
+    };
+    let file = std::fs::File::open(path).map_err(cannot)?;
     let mut bytes = Vec::new();
     file.take(MAX_SECRET_BYTES + 1)
         .read_to_end(&mut bytes)
-        .map_err(|err| format!("cannot read `{shown}`: {err}"))?;
+        .map_err(cannot)?;
     if bytes.len() as u64 > MAX_SECRET_BYTES {
         return Err(format!(
             "`{shown}` is larger than {} KiB, which no secret is; name the right file",
@@ -104,7 +115,9 @@ fn read_secret(path: &std::path::Path) -> Result<String, String> {
     let mut text = String::from_utf8(bytes)
         .map_err(|_| format!("`{shown}` is not UTF-8 text; store the secret as text"))?;
     if text.contains('\0') {
-        return Err(format!("`{shown}` contains a NUL byte, which no value can hold"));
+        return Err(format!(
+            "`{shown}` contains a NUL byte, which no value can hold"
+        ));
     }
     if text.ends_with('\n') {
         text.pop();
@@ -260,11 +273,8 @@ mod tests {
             "two|no newline"
         );
         // Missing, relative, bad names, no directory: each names the reference only.
-        let problems = interpolate(
-            "${credential:nope}${file:rel}${credential:../x}",
-            &env,
-        )
-        .unwrap_err();
+        let problems =
+            interpolate("${credential:nope}${file:rel}${credential:../x}", &env).unwrap_err();
         assert_eq!(problems.len(), 3, "{problems:?}");
         let message = problems[0].message("env.TOKEN");
         assert!(message.contains("${credential:nope}") && message.contains("No such file"));

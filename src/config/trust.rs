@@ -84,8 +84,10 @@ fn judge(path: &Path, privileges: Privileges, ancestor: bool) -> Option<String> 
     let mut problems = Vec::new();
     let mut fixes = Vec::new();
     if !owner_ok {
-        let owner = crate::account::user_by_uid(uid)
-            .map_or_else(|| format!("uid {uid}"), |a| format!("{} (uid {uid})", a.name));
+        let owner = crate::account::user_by_uid(uid).map_or_else(
+            || format!("uid {uid}"),
+            |a| format!("{} (uid {uid})", a.name),
+        );
         let allowed = if privileges.euid == 0 {
             "root".to_string()
         } else {
@@ -148,7 +150,11 @@ mod tests {
         std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
         std::os::unix::fs::chown(&file, Some(65534), None).unwrap();
         let found = check(&file, as_root());
-        assert!(found[0].message.contains("owned by nobody (uid 65534), not root"));
+        assert!(
+            found[0]
+                .message
+                .contains("owned by nobody (uid 65534), not root")
+        );
         assert!(found[0].message.contains("`chown root "));
         // As nobody, a file of nobody's is fine.
         let nobody = Privileges {
@@ -177,7 +183,11 @@ mod tests {
         let found = check(&link, as_root());
         assert_eq!(found.len(), 1, "{found:?}");
         assert!(found[0].message.contains("through a symlink"), "{found:?}");
-        assert!(found[0].message.contains("writable by group and others (mode 0777)"));
+        assert!(
+            found[0]
+                .message
+                .contains("writable by group and others (mode 0777)")
+        );
         // /tmp (sticky, root's) above the target is accepted.
         std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o755)).unwrap();
         assert_eq!(check(&link, as_root()), []);

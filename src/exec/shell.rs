@@ -193,8 +193,8 @@ fn build_command(
         command.current_dir(dir);
     }
     if let Some(run_as) = &attempt.job.run_as {
-        let switch = identity::Switch::prepare(run_as, attempt.job.workdir.as_deref())
-            .map_err(|err| {
+        let switch =
+            identity::Switch::prepare(run_as, attempt.job.workdir.as_deref()).map_err(|err| {
                 format!(
                     "cannot prepare to run as {}: {}",
                     identity::describe(run_as),

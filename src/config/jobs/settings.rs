@@ -9,12 +9,12 @@ use std::time::Duration;
 use super::keys::{Entry, JOB_KEYS, JOB_ONLY_KEYS};
 use super::retry::RetrySettings;
 use super::{FileChecker, escaped};
+use crate::account::Account;
+use crate::config::ConfigWarning;
 use crate::config::interpolate::is_var_name;
 use crate::config::suggest::closest;
 use crate::config::tree::{Node, NodeKind};
 use crate::duration::parse_duration;
-use crate::account::Account;
-use crate::config::ConfigWarning;
 use crate::job::Overlap;
 use crate::zone::Zone;
 
@@ -131,13 +131,14 @@ impl FileChecker<'_, '_> {
             "enabled" => settings.enabled = self.boolean(&path(), value),
             "env_inherit" => settings.env_inherit = self.boolean(&path(), value),
             "user" => {
-                settings.user = self
-                    .account_name(&path(), value)
-                    .and_then(|name| self.looked_up(value, crate::account::user(&name)));
+                settings.user = self.account_name(&path(), value).and_then(|name| {
+                    self.looked_up(value, crate::account::user(&name), "getent passwd")
+                });
             }
             "group" => {
                 settings.group = self.account_name(&path(), value).and_then(|name| {
-                    let gid = self.looked_up(value, crate::account::group(&name))?;
+                    let gid =
+                        self.looked_up(value, crate::account::group(&name), "getent group")?;
                     Some((name, gid))
                 });
             }
@@ -184,13 +185,12 @@ impl FileChecker<'_, '_> {
         Some(name)
     }
 
-    fn looked_up<T>(&mut self, node: &Node, found: Result<T, String>) -> Option<T> {
+    /// The account or group looked up; an error at `node` if there is none.
+    fn looked_up<T>(&mut self, node: &Node, found: Result<T, String>, list: &str) -> Option<T> {
         found
             .map_err(|reason| {
-                let message = format!(
-                    "{reason}; name an existing account (see `getent passwd` and \
-                     `getent group`) or create it first"
-                );
+                let message =
+                    format!("{reason}; name an existing one (`{list}` lists them) or create it");
                 self.error(node, message);
             })
             .ok()
