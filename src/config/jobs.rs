@@ -298,7 +298,7 @@ impl<'a> FileChecker<'a, '_> {
             workdir: settings.workdir,
             env: settings.env,
             env_inherit: settings.env_inherit.unwrap_or(false),
-            run_as: (settings.user.is_some() || settings.group.is_some()).then(|| job::RunAs {
+            run_as: (settings.user.is_some() || settings.group.is_some()).then_some(job::RunAs {
                 user: settings.user,
                 group: settings.group,
             }),
