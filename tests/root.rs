@@ -768,3 +768,61 @@ fn a_file_secret_is_read_again_at_reload() {
     let text = chime.transcript();
     assert!(!text.contains("first-secret") && !text.contains("second-secret"));
 }
+
+/// As another user (root starts chime as `nobody` here): an untrusted file is only a
+/// warning, and `user:` is refused by `run` but only a warning in `check`.
+#[test]
+fn as_non_root_untrusted_files_warn_and_user_is_refused_by_run() {
+    if !root("as_non_root_untrusted_files_warn_and_user_is_refused_by_run") {
+        return;
+    }
+    let dir = temp_dir();
+    chmod(dir.path(), 0o755);
+    let file = write(
+        dir.path(),
+        "jobs.yaml",
+        "jobs:\n  a:\n    schedule: \"@daily\"\n    command: \"true\"\n",
+    );
+    chmod(&file, 0o666);
+    let as_nobody = |args: &[&str]| {
+        let mut command = command(dir.path(), args);
+        command.via([
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+        ]);
+        command.run(LIMIT)
+    };
+    let path = dir.path().to_str().unwrap();
+    let out = as_nobody(&["check", path]);
+    assert_eq!(out.code, Some(0), "{out:#?}");
+    assert!(
+        out.stderr.contains(&format!(
+            "warning: {}: is writable by group and others (mode 0666): whoever can change \
+             it can run commands as chime's user; fix it with `chmod go-w {}`",
+            file.display(),
+            file.display()
+        )),
+        "{out:#?}"
+    );
+
+    chmod(&file, 0o644);
+    write(
+        dir.path(),
+        "jobs.yaml",
+        "jobs:\n  a:\n    schedule: \"@daily\"\n    user: root\n    command: \"true\"\n",
+    );
+    let out = as_nobody(&["check", path]);
+    assert_eq!(out.code, Some(0), "{out:#?}");
+    assert!(out.stderr.contains("warning: ") && out.stderr.contains("`chime run` refuses it"));
+    let out = as_nobody(&["run", path]);
+    assert_eq!(out.code, Some(1), "{out:#?}");
+    let errors = out.errors();
+    assert_eq!(errors.len(), 1, "{out:#?}");
+    assert!(
+        errors[0].contains("jobs.yaml:4:11: `user` needs chime to run as root")
+            && errors[0].contains("runs as uid 65534"),
+        "{errors:#?}"
+    );
+}

@@ -26,6 +26,10 @@ pub(super) fn check(path: &Path, privileges: Privileges) -> Vec<Untrusted> {
     let Ok(target) = std::fs::canonicalize(path) else {
         return found;
     };
+    // Anything but a file or a directory (a FIFO, a device) is refused as such already.
+    if !std::fs::metadata(&target).is_ok_and(|m| m.is_file() || m.is_dir()) {
+        return found;
+    }
     if let Some(message) = judge(&target, privileges, false) {
         found.push(Untrusted {
             path: path.to_path_buf(),

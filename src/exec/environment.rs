@@ -257,4 +257,93 @@ mod tests {
             ])
         );
     }
+
+    /// Names drawn from a small set, so that collisions between the service's
+    /// variables, the job's `env` and the fixed ones are common.
+    const NAMES: &[&str] = &[
+        "PATH",
+        "HOME",
+        "USER",
+        "LOGNAME",
+        "SHELL",
+        "TZ",
+        "LANG",
+        "LC_ALL",
+        "LC_TIME",
+        "NOTIFY_SOCKET",
+        "WATCHDOG_USEC",
+        "LISTEN_FDS",
+        "LISTENER",
+        "CHIME_JOB",
+        "CHIME_ATTEMPT",
+        "TOKEN",
+        "X",
+    ];
+
+    proptest::proptest! {
+        /// Against a plain model: the service's variables that a clean environment
+        /// keeps (LANG, LC_*) or an inherited one keeps (all but systemd's), then the
+        /// fixed ones, then the job's `env`, then `CHIME_*`; each name once.
+        #[test]
+        fn the_environment_matches_a_plain_model(
+            service_vars in proptest::collection::vec((0..NAMES.len(), "[a-z]{0,3}"), 0..12),
+            job_vars in proptest::collection::vec((0..NAMES.len(), "[a-z]{0,3}"), 0..6),
+            inherit: bool,
+            as_nobody: bool,
+        ) {
+            // An environment holds each name once.
+            let service_vars: BTreeMap<String, String> = service_vars
+                .into_iter()
+                .map(|(i, v)| (NAMES[i].to_string(), v))
+                .collect();
+            let job_vars: Vec<(&str, String)> =
+                job_vars.into_iter().map(|(i, v)| (NAMES[i], v)).collect();
+            let pairs: Vec<(&str, &str)> =
+                job_vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            let run_as = as_nobody.then(|| RunAs { user: Some(nobody()), group: None });
+            let attempt = attempt(&pairs, inherit, run_as);
+            let got = map(for_attempt(
+                &attempt,
+                service_vars.iter().map(|(k, v)| (k.into(), v.into())),
+            ));
+
+            let mut model: BTreeMap<String, String> = BTreeMap::new();
+            for (key, value) in &service_vars {
+                let systemd = key == "NOTIFY_SOCKET"
+                    || key.starts_with("WATCHDOG_")
+                    || key.starts_with("LISTEN_");
+                let locale = key == "LANG" || key.starts_with("LC_");
+                if (inherit && !systemd) || (!inherit && locale) {
+                    model.insert(key.clone(), value.clone());
+                }
+            }
+            if !inherit {
+                model.insert("PATH".into(), DEFAULT_PATH.into());
+                model.insert("TZ".into(), "Europe/Berlin".into());
+            }
+            let account = if as_nobody { Some(nobody()) } else if inherit { None } else {
+                own_account().cloned()
+            };
+            if let Some(account) = account {
+                model.insert("HOME".into(), account.home.display().to_string());
+                model.insert("LOGNAME".into(), account.name.clone());
+                model.insert("USER".into(), account.name.clone());
+                model.insert("SHELL".into(), account.shell.display().to_string());
+            }
+            // The job's `env` is a map: the last value given for a name is the one kept.
+            let job_env: BTreeMap<&str, &str> = pairs.iter().copied().collect();
+            for (key, value) in job_env {
+                model.insert(key.into(), value.into());
+            }
+            for (key, value) in [
+                ("CHIME_JOB", "backup"),
+                ("CHIME_RUN_ID", "r1"),
+                ("CHIME_SCHEDULED_AT", "2024-03-01T02:03:04.500Z"),
+                ("CHIME_ATTEMPT", "2"),
+            ] {
+                model.insert(key.into(), value.into());
+            }
+            proptest::prop_assert_eq!(got, model);
+        }
+    }
 }
