@@ -606,7 +606,17 @@ fn exec_without_leaks(job: &str, schedule: &str, creds: &Path) -> (Option<i32>, 
     let dir = temp_dir();
     write(dir.path(), "jobs.yaml", schedule);
     let path = dir.path().to_str().unwrap();
-    let mut command = command(dir.path(), ["--log-format", "json", "exec", job, path]);
+    // At the most detailed level: no debug line may carry it either.
+    let args = [
+        "--log-format",
+        "json",
+        "--log-level",
+        "trace",
+        "exec",
+        job,
+        path,
+    ];
+    let mut command = command(dir.path(), args);
     command.env("CREDENTIALS_DIRECTORY", creds);
     let out = command.run(LIMIT);
     for line in out.stderr.lines().chain(out.stdout.lines()) {
