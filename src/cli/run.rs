@@ -137,6 +137,10 @@ async fn run_service(paths: Vec<PathBuf>, settings: &Settings) -> u8 {
             return exit::INTERNAL;
         }
     };
+    // Before the event log starts, like the other start-up warnings.
+    for warning in &config.warnings {
+        eprintln!("warning: {warning}");
+    }
     let executor = match real_executor() {
         Ok(executor) => executor,
         Err(code) => return code,

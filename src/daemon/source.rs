@@ -37,7 +37,6 @@ impl FileSource {
     ) -> Result<(FileSource, Config), ConfigErrors> {
         let snapshot = config::read_snapshot(&paths, options.privileges);
         let config = snapshot.load(&options)?;
-        log_warnings(&config);
         Ok((
             FileSource {
                 paths,
@@ -92,7 +91,8 @@ impl ConfigSource for FileSource {
 }
 
 /// What `chime check` would print as warnings (untrusted schedule files among them)
-/// goes to the service's log too, at each load.
+/// goes to the service's log too, at each reload. (At start, before the log is up,
+/// `chime run` prints them on stderr.)
 fn log_warnings(config: &Config) {
     for warning in &config.warnings {
         tracing::warn!(warning = %warning, "schedule warning");
