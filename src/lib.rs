@@ -53,7 +53,9 @@
 //! - [`run`]: one run from its hand-over to the release of its slot: its place among
 //!   the job's runs in flight, attempt admission at shutdown, attempts, retry backoff,
 //!   run events.
-//! - [`exec`]: executors that carry out one attempt: [`exec::shell`], [`exec::http`].
+//! - [`exec`]: executors that carry out one attempt: [`exec::shell`], [`exec::http`];
+//!   a shell job's clean environment ([`exec::environment`]) and its switch to its
+//!   `user:` / `group:` ([`exec::identity`]).
 //!
 //! The log
 //! - [`events`]: the log events of DESIGN.md §6, their schema (levels, fields) and the

@@ -30,7 +30,9 @@
 //!   together; `jobs::keys` (unknown keys, "did you mean", booleans), `jobs::schedule`,
 //!   `jobs::settings` (what `defaults` and jobs share), `jobs::retry`, `jobs::command`
 //!   and `jobs::http` each check their keys.
-//! - [`interpolate`]: `${VAR}`, `${VAR:-default}`, `$${`. [`suggest`]: "did you mean".
+//! - [`interpolate`]: `${VAR}`, `${VAR:-default}`, `$${`, `${file:…}`, `${credential:…}`.
+//!   [`suggest`]: "did you mean".
+//! - [`trust`]: who may change the files (as root: only root), checked at every read.
 
 mod files;
 mod interpolate;
