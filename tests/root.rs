@@ -817,6 +817,27 @@ fn as_non_root_untrusted_files_warn_and_user_is_refused_by_run() {
         "{out:#?}"
     );
 
+    // The service loads it, and its log says what `check` said.
+    let mut service = service(dir.path(), &[]);
+    service.via([
+        "setpriv",
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+    ]);
+    let mut chime = service.spawn();
+    let warning = chime.wait_for("the warning in the log", LIMIT, |e| {
+        e["fields"]["message"] == "schedule warning"
+    });
+    assert!(
+        warning["fields"]["warning"]
+            .as_str()
+            .is_some_and(|w| w.contains("mode 0666") && w.contains("chmod go-w")),
+        "{warning}"
+    );
+    chime.wait_event("service.started", LIMIT);
+    chime.stop();
+
     chmod(&file, 0o644);
     write(
         dir.path(),

@@ -137,15 +137,12 @@ async fn run_service(paths: Vec<PathBuf>, settings: &Settings) -> u8 {
             return exit::INTERNAL;
         }
     };
-    // Before the event log starts, like the other start-up warnings.
-    for warning in &config.warnings {
-        eprintln!("warning: {warning}");
-    }
     let executor = match real_executor() {
         Ok(executor) => executor,
         Err(code) => return code,
     };
     let (events, _guard) = start_logging(settings);
+    crate::daemon::log_file_warnings(&config);
     let dirs = source.watch_dirs();
     let quiet = Duration::from_millis(250);
     if let Err(err) = crate::watch::watch(&dirs, quiet, tx, Control::ReloadIfChanged) {

@@ -80,7 +80,7 @@ impl ConfigSource for FileSource {
         }
         let outcome = match snapshot.load(&self.options) {
             Ok(config) => {
-                log_warnings(&config);
+                log_file_warnings(&config);
                 Reloaded::Loaded(config)
             }
             Err(errors) => Reloaded::Rejected(errors),
@@ -90,11 +90,11 @@ impl ConfigSource for FileSource {
     }
 }
 
-/// What `chime check` would print as warnings (untrusted schedule files among them)
-/// goes to the service's log too, at each reload. (At start, before the log is up,
-/// `chime run` prints them on stderr.)
-fn log_warnings(config: &Config) {
-    for warning in &config.warnings {
+/// Warnings about whole files (who may change them: see `config::trust`) go to the
+/// service's log at start and at each reload; the rest of `check`'s warnings are
+/// advice about the text, which `check` shows.
+pub fn log_file_warnings(config: &Config) {
+    for warning in config.warnings.iter().filter(|w| w.location.line == 0) {
         tracing::warn!(warning = %warning, "schedule warning");
     }
 }
