@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::account::Account;
 use crate::cron::Schedule;
 use crate::zone::Zone;
 
@@ -23,8 +24,9 @@ impl std::fmt::Display for SourceLocation {
     }
 }
 
-/// One job, fully validated.
-#[derive(Debug, Clone, PartialEq)]
+/// One job, fully validated. `Debug` shows `env`'s names, never its values (they may
+/// hold `${file:…}` / `${credential:…}` secrets).
+#[derive(Clone, PartialEq)]
 pub struct Job {
     pub name: String,
     /// The expression as written, for display.
@@ -33,8 +35,13 @@ pub struct Job {
     pub timezone: Zone,
     pub action: Action,
     pub workdir: Option<PathBuf>,
-    /// Extra environment for shell jobs, over the service's own.
+    /// The job's own environment variables (shell jobs), over the clean one
+    /// [`crate::exec::environment`] builds.
     pub env: BTreeMap<String, String>,
+    /// `env_inherit: true`: start from the service's environment instead of a clean one.
+    pub env_inherit: bool,
+    /// `user:` / `group:`: who the job runs as; `None` = chime's own user.
+    pub run_as: Option<RunAs>,
     /// Per attempt; `None` means no limit.
     pub timeout: Option<Duration>,
     pub kill_grace: Duration,
@@ -44,6 +51,38 @@ pub struct Job {
     pub enabled: bool,
     /// Where the job's name stands in its file.
     pub source: SourceLocation,
+}
+
+impl std::fmt::Debug for Job {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Job")
+            .field("name", &self.name)
+            .field("schedule_text", &self.schedule_text)
+            .field("schedule", &self.schedule)
+            .field("timezone", &self.timezone)
+            .field("action", &self.action)
+            .field("workdir", &self.workdir)
+            .field("env", &self.env.keys().collect::<Vec<_>>())
+            .field("env_inherit", &self.env_inherit)
+            .field("run_as", &self.run_as)
+            .field("timeout", &self.timeout)
+            .field("kill_grace", &self.kill_grace)
+            .field("retry", &self.retry)
+            .field("overlap", &self.overlap)
+            .field("starting_deadline", &self.starting_deadline)
+            .field("enabled", &self.enabled)
+            .field("source", &self.source)
+            .finish()
+    }
+}
+
+/// Who a shell job runs as (`user:` / `group:`), looked up when the files were loaded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunAs {
+    /// `user:`'s account; `None` with only `group:`, which keeps chime's own user.
+    pub user: Option<Account>,
+    /// `group:`: its name and gid, instead of the account's primary group.
+    pub group: Option<(String, u32)>,
 }
 
 pub const DEFAULT_KILL_GRACE: Duration = Duration::from_secs(10);
@@ -67,6 +106,8 @@ impl Job {
             action,
             workdir: None,
             env: BTreeMap::new(),
+            env_inherit: false,
+            run_as: None,
             timeout: None,
             kill_grace: DEFAULT_KILL_GRACE,
             retry: RetryPolicy::default(),

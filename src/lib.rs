@@ -36,6 +36,7 @@
 //! - [`memory`]: handing memory freed after loading back to the OS.
 //!
 //! Schedules and time
+//! - [`account`]: users and groups from the system's databases (`user:`, `group:`).
 //! - [`config`]: schedule files → validated jobs, with every error located.
 //! - [`job`]: the validated domain model of a job.
 //! - [`cron`]: cron expressions and the time engine (Debian cron's matching and DST rules).
@@ -52,7 +53,9 @@
 //! - [`run`]: one run from its hand-over to the release of its slot: its place among
 //!   the job's runs in flight, attempt admission at shutdown, attempts, retry backoff,
 //!   run events.
-//! - [`exec`]: executors that carry out one attempt: [`exec::shell`], [`exec::http`].
+//! - [`exec`]: executors that carry out one attempt: [`exec::shell`], [`exec::http`];
+//!   a shell job's clean environment ([`exec::environment`]) and its switch to its
+//!   `user:` / `group:` ([`exec::identity`]).
 //!
 //! The log
 //! - [`events`]: the log events of DESIGN.md §6, their schema (levels, fields) and the
@@ -65,6 +68,7 @@
 //! source for the control loop in [`daemon`]; metrics read [`events`] like the log
 //! writers, and `/health` answers from [`health`].
 
+pub mod account;
 pub mod cli;
 pub mod clock;
 pub mod config;

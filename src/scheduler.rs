@@ -106,6 +106,8 @@ fn same_definition(a: &Job, b: &Job) -> bool {
         action,
         workdir,
         env,
+        env_inherit,
+        run_as,
         timeout,
         kill_grace,
         retry,
@@ -121,6 +123,8 @@ fn same_definition(a: &Job, b: &Job) -> bool {
         && *action == b.action
         && *workdir == b.workdir
         && *env == b.env
+        && *env_inherit == b.env_inherit
+        && *run_as == b.run_as
         && *timeout == b.timeout
         && *kill_grace == b.kill_grace
         && *retry == b.retry

@@ -28,6 +28,7 @@ fn opts() -> LoadOptions {
             .map(|(name, value)| (name.to_string(), value.to_string()))
             .collect(),
         max_jobs: None,
+        privileges: chime::config::Privileges::of_process(),
     }
 }
 
@@ -858,6 +859,8 @@ jobs:
                 ("RCLONE_CONFIG", "/etc/rclone.conf"),
                 ("SHARED", "1"),
             ]),
+            env_inherit: false,
+            run_as: None,
             timeout: Some(Duration::from_secs(7200)),
             kill_grace: Duration::from_secs(30),
             retry: RetryPolicy {
@@ -881,6 +884,8 @@ jobs:
             ])),
             workdir: None,
             env: env(&[("SHARED", "1")]),
+            env_inherit: false,
+            run_as: None,
             timeout: Some(Duration::from_secs(1800)),
             kill_grace: DEFAULT_KILL_GRACE,
             retry: RetryPolicy::default(),
@@ -907,6 +912,8 @@ jobs:
             }),
             workdir: None,
             env: env(&[("SHARED", "1")]),
+            env_inherit: false,
+            run_as: None,
             timeout: Some(Duration::from_secs(10)),
             kill_grace: DEFAULT_KILL_GRACE,
             retry: RetryPolicy::default(),
@@ -930,6 +937,7 @@ fn the_example_schedules_load() {
         default_timezone: Zone::UTC,
         env: Default::default(),
         max_jobs: None,
+        privileges: chime::config::Privileges::of_process(),
     };
     let config = load(&[dir], &opts).unwrap_or_else(|errors| panic!("{errors}"));
     assert!(!config.jobs.is_empty());

@@ -379,6 +379,7 @@ mod on_virtual_time {
                 default_timezone: chime::zone::Zone::UTC,
                 env: HashMap::new(),
                 max_jobs: None,
+                privileges: chime::config::Privileges::of_process(),
             };
             let (source, config) =
                 FileSource::load(vec![dir.path().to_path_buf()], options).unwrap();

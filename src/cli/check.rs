@@ -4,7 +4,8 @@ use super::*;
 
 pub(super) fn check(paths: &[PathBuf], settings: &Settings) -> u8 {
     let default_zone = config::default_zone(settings.default_timezone);
-    let options = LoadOptions::from_process(Some(default_zone.clone().warned()));
+    let mut options = settings.load_options(Some(default_zone.clone().warned()));
+    options.privileges.check_only = true;
     let Some(config) = load_with(paths, &options) else {
         return exit::FAILED;
     };

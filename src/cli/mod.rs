@@ -70,6 +70,19 @@ pub(crate) struct Settings {
         default_value_t = DEFAULT_MAX_JOBS
     )]
     pub max_jobs: usize,
+    /// As root, load schedule files and directories that others could change (owned by
+    /// another user, or group/other-writable) with a warning instead of refusing them:
+    /// for containers whose mounts' modes cannot be fixed.
+    #[arg(long, global = true, env = "CHIME_INSECURE_ALLOW_WRITABLE_SCHEDULES")]
+    pub insecure_allow_writable_schedules: bool,
+}
+
+impl Settings {
+    /// The load options of these settings, with `default_timezone`.
+    pub(crate) fn load_options(&self, default_timezone: Option<impl Into<Zone>>) -> LoadOptions {
+        LoadOptions::from_process(default_timezone)
+            .allow_writable(self.insecure_allow_writable_schedules)
+    }
 }
 
 /// `--max-jobs` unless set: twice the 100,000 jobs the service is measured with (README,
@@ -173,7 +186,7 @@ pub fn main() -> ExitCode {
 
 /// Loads the schedules, printing every error to stderr when there are any.
 pub(crate) fn load_or_report(paths: &[PathBuf], settings: &Settings) -> Option<Config> {
-    load_with(paths, &LoadOptions::from_process(settings.default_timezone))
+    load_with(paths, &settings.load_options(settings.default_timezone))
 }
 
 pub(crate) fn load_with(paths: &[PathBuf], options: &LoadOptions) -> Option<Config> {

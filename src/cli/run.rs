@@ -12,7 +12,6 @@ use tokio::sync::mpsc;
 
 use super::{LogFormat, Settings, exit, real_executor, report_errors};
 use crate::clock::SystemClock;
-use crate::config::LoadOptions;
 use crate::daemon::{ConfigSource, Control, FileSource, Reloaded, ServeOptions, World, serve};
 use crate::events::Events;
 use crate::health::Health;
@@ -115,8 +114,9 @@ async fn run_service(paths: Vec<PathBuf>, settings: &Settings) -> u8 {
         eprintln!("error: cannot install signal handlers: {err}");
         return exit::FAILED;
     }
-    let options =
-        LoadOptions::from_process(settings.default_timezone).with_max_jobs(settings.max_jobs);
+    let options = settings
+        .load_options(settings.default_timezone)
+        .with_max_jobs(settings.max_jobs);
     let loading = tokio::task::spawn_blocking(move || FileSource::load(paths, options));
     // Loading is not awaited blindly: a shutdown asked for meanwhile is served.
     let loaded = tokio::select! {
@@ -142,6 +142,7 @@ async fn run_service(paths: Vec<PathBuf>, settings: &Settings) -> u8 {
         Err(code) => return code,
     };
     let (events, _guard) = start_logging(settings);
+    crate::daemon::log_file_warnings(&config);
     let dirs = source.watch_dirs();
     let quiet = Duration::from_millis(250);
     if let Err(err) = crate::watch::watch(&dirs, quiet, tx, Control::ReloadIfChanged) {

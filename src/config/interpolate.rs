@@ -1,8 +1,11 @@
-//! `${VAR}` substitution in `http.url`, header values and `body`.
+//! `${VAR}` substitution in `http.url`, header values, `body` and `env` values.
 //!
 //! `${NAME}` is replaced by the variable's value; `${NAME:-default}` by the default text
 //! when NAME is unset or empty; `$${` writes a literal `${`; a `$` followed by anything
-//! else is kept as it is. Errors name variables, never values.
+//! else is kept as it is. `${file:/path}` is replaced by the file's contents without its
+//! trailing newline, and `${credential:NAME}` by `$CREDENTIALS_DIRECTORY/NAME`'s (systemd's
+//! `LoadCredential=`); both are read at every load, so a reload picks up a rotated
+//! secret. Errors name variables and files, never values.
 
 use std::collections::HashMap;
 
@@ -15,7 +18,13 @@ pub(super) enum Problem {
     Unterminated,
     /// `${...}` whose content is not a variable name.
     BadName(String),
+    /// `${file:…}` or `${credential:…}` that could not be read: the reference as
+    /// written, and why (never the contents).
+    Secret { reference: String, reason: String },
 }
+
+/// Secrets are tokens and passwords; a larger file is not one.
+const MAX_SECRET_BYTES: u64 = 64 * 1024;
 
 impl Problem {
     /// The message for `key` (e.g. `http.url`), with how to fix it.
@@ -35,8 +44,88 @@ impl Problem {
                  letters, digits and `_`, not starting with a digit (write `$${{` for a \
                  literal `${{`)"
             ),
+            Problem::Secret { reference, reason } => {
+                format!("`{key}` uses `${{{reference}}}`, which cannot be used: {reason}")
+            }
         }
     }
+}
+
+/// The secret `${reference}` names, for `file:` and `credential:` references; `None`
+/// for anything else.
+fn secret(reference: &str, env: &HashMap<String, String>) -> Option<Result<String, Problem>> {
+    let problem = |reason: String| Problem::Secret {
+        reference: reference.to_string(),
+        reason,
+    };
+    let path = if let Some(path) = reference.strip_prefix("file:") {
+        if !path.starts_with('/') {
+            return Some(Err(problem(
+                "the path must be absolute; write e.g. `${file:/etc/chime/token}`".to_string(),
+            )));
+        }
+        std::path::PathBuf::from(path)
+    } else if let Some(name) = reference.strip_prefix("credential:") {
+        if name.is_empty() || name.contains('/') || name == "." || name == ".." {
+            return Some(Err(problem(
+                "a credential name is a plain file name, as in `LoadCredential=NAME:/path`"
+                    .to_string(),
+            )));
+        }
+        let Some(dir) = env
+            .get("CREDENTIALS_DIRECTORY")
+            .filter(|dir| !dir.is_empty())
+        else {
+            return Some(Err(problem(format!(
+                "CREDENTIALS_DIRECTORY is not set; systemd sets it when the unit has \
+                 `LoadCredential={name}:/path/to/secret` (see systemd/chime.service)"
+            ))));
+        };
+        std::path::Path::new(dir).join(name)
+    } else {
+        return None;
+    };
+    Some(read_secret(&path).map_err(problem))
+}
+
+/// A secret file's contents without one trailing newline (`\n` or `\r\n`).
+fn read_secret(path: &std::path::Path) -> Result<String, String> {
+    use std::io::Read;
+
+    let shown = path.display();
+    let cannot = |err: std::io::Error| {
+        let text = err.to_string();
+        let text = match err.raw_os_error() {
+            Some(code) => text.replace(&format!(" (os error {code})"), ""),
+            None => text,
+        };
+        format!("cannot read `{shown}`: {text}")
+    };
+    let file = std::fs::File::open(path).map_err(cannot)?;
+    let mut bytes = Vec::new();
+    file.take(MAX_SECRET_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(cannot)?;
+    if bytes.len() as u64 > MAX_SECRET_BYTES {
+        return Err(format!(
+            "`{shown}` is larger than {} KiB, which no secret is; name the right file",
+            MAX_SECRET_BYTES / 1024
+        ));
+    }
+    let mut text = String::from_utf8(bytes)
+        .map_err(|_| format!("`{shown}` is not UTF-8 text; store the secret as text"))?;
+    if text.contains('\0') {
+        return Err(format!(
+            "`{shown}` contains a NUL byte, which no value can hold"
+        ));
+    }
+    if text.ends_with('\n') {
+        text.pop();
+        if text.ends_with('\r') {
+            text.pop();
+        }
+    }
+    Ok(text)
 }
 
 /// Substitutes every `${NAME}` in `template` from `env`; reports every problem.
@@ -60,6 +149,14 @@ pub(super) fn interpolate(
                 break;
             };
             let inside = &tail[..close];
+            if let Some(found) = secret(inside, env) {
+                match found {
+                    Ok(value) => out.push_str(&value),
+                    Err(problem) => problems.push(problem),
+                }
+                rest = &tail[close + 1..];
+                continue;
+            }
             let (name, default) = match inside.split_once(":-") {
                 Some((name, default)) => (name, Some(default)),
                 None => (inside, None),
@@ -153,6 +250,37 @@ mod tests {
             message.contains("`${NOPE}`") && message.contains("not set"),
             "{message}"
         );
+    }
+
+    #[test]
+    fn secrets_come_from_files_and_credentials() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("token"), "s3cret-from-file\n").unwrap();
+        std::fs::write(dir.path().join("crlf"), "two\r\n").unwrap();
+        std::fs::write(dir.path().join("bare"), "no newline").unwrap();
+        let mut env = env();
+        env.insert(
+            "CREDENTIALS_DIRECTORY".into(),
+            dir.path().display().to_string(),
+        );
+        let file = format!("${{file:{}/token}}", dir.path().display());
+        assert_eq!(
+            interpolate(&format!("Bearer {file}"), &env).unwrap(),
+            "Bearer s3cret-from-file"
+        );
+        assert_eq!(
+            interpolate("${credential:crlf}|${credential:bare}", &env).unwrap(),
+            "two|no newline"
+        );
+        // Missing, relative, bad names, no directory: each names the reference only.
+        let problems =
+            interpolate("${credential:nope}${file:rel}${credential:../x}", &env).unwrap_err();
+        assert_eq!(problems.len(), 3, "{problems:?}");
+        let message = problems[0].message("env.TOKEN");
+        assert!(message.contains("${credential:nope}") && message.contains("No such file"));
+        env.remove("CREDENTIALS_DIRECTORY");
+        let problems = interpolate("${credential:bare}", &env).unwrap_err();
+        assert!(problems[0].message("x").contains("LoadCredential=bare"));
     }
 
     #[test]

@@ -297,6 +297,11 @@ impl<'a> FileChecker<'a, '_> {
             action: action?,
             workdir: settings.workdir,
             env: settings.env,
+            env_inherit: settings.env_inherit.unwrap_or(false),
+            run_as: (settings.user.is_some() || settings.group.is_some()).then_some(job::RunAs {
+                user: settings.user,
+                group: settings.group,
+            }),
             timeout: settings.timeout,
             kill_grace: settings.kill_grace.unwrap_or(job::DEFAULT_KILL_GRACE),
             retry: retry?,

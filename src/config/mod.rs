@@ -30,13 +30,16 @@
 //!   together; `jobs::keys` (unknown keys, "did you mean", booleans), `jobs::schedule`,
 //!   `jobs::settings` (what `defaults` and jobs share), `jobs::retry`, `jobs::command`
 //!   and `jobs::http` each check their keys.
-//! - [`interpolate`]: `${VAR}`, `${VAR:-default}`, `$${`. [`suggest`]: "did you mean".
+//! - [`interpolate`]: `${VAR}`, `${VAR:-default}`, `$${`, `${file:…}`, `${credential:…}`.
+//!   [`suggest`]: "did you mean".
+//! - [`trust`]: who may change the files (as root: only root), checked at every read.
 
 mod files;
 mod interpolate;
 mod jobs;
 mod suggest;
 mod tree;
+mod trust;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -56,6 +59,33 @@ pub struct LoadOptions {
     /// `--max-jobs`: a set of files that defines more jobs is refused with one error
     /// naming the flag, found before the jobs are built. `None`: no limit.
     pub max_jobs: Option<usize>,
+    /// How far files are trusted and whether `user:` / `group:` may be used: see
+    /// [`Privileges`].
+    pub privileges: Privileges,
+}
+
+/// What running as root changes when loading (README, "Running as root").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Privileges {
+    /// The uid the service runs as: 0 makes untrusted schedule files errors and allows
+    /// `user:` / `group:`.
+    pub euid: u32,
+    /// `--insecure-allow-writable-schedules`: untrusted files are warnings even as root.
+    pub allow_writable: bool,
+    /// `chime check`: `user:` as non-root is a warning, as check cannot know how the
+    /// service will run; `run` and `exec` make it an error.
+    pub check_only: bool,
+}
+
+impl Privileges {
+    /// This process's effective uid, nothing allowed beyond the rules.
+    pub fn of_process() -> Privileges {
+        Privileges {
+            euid: crate::account::effective_uid(),
+            allow_writable: false,
+            check_only: false,
+        }
+    }
 }
 
 impl LoadOptions {
@@ -73,7 +103,14 @@ impl LoadOptions {
             default_timezone: default_zone(default_timezone.map(Into::into)).warned(),
             env,
             max_jobs: None,
+            privileges: Privileges::of_process(),
         }
+    }
+
+    /// With `--insecure-allow-writable-schedules` as given.
+    pub fn allow_writable(mut self, allow: bool) -> LoadOptions {
+        self.privileges.allow_writable = allow;
+        self
     }
 
     /// With `--max-jobs limit`; 0 means no limit.
@@ -92,6 +129,7 @@ impl fmt::Debug for LoadOptions {
             .field("default_timezone", &self.default_timezone)
             .field("env", &format_args!("{} variables", self.env.len()))
             .field("max_jobs", &self.max_jobs)
+            .field("privileges", &self.privileges)
             .finish()
     }
 }
@@ -147,7 +185,7 @@ pub fn load_sources(sources: &[Source], opts: &LoadOptions) -> Result<Config, Co
 /// unreadable file does not stop the others from being checked: the errors of all of
 /// them come back together.
 pub fn load(paths: &[PathBuf], opts: &LoadOptions) -> Result<Config, ConfigErrors> {
-    read_snapshot(paths).load(opts)
+    read_snapshot(paths, opts.privileges).load(opts)
 }
 
 /// The files behind a set of paths as read at one moment, with every problem met while
@@ -156,14 +194,46 @@ pub fn load(paths: &[PathBuf], opts: &LoadOptions) -> Result<Config, ConfigError
 pub(crate) struct Snapshot {
     pub sources: Vec<Source>,
     errors: Vec<ConfigError>,
+    /// Files and directories others could change, when that is not an error
+    /// ([`trust`]).
+    warnings: Vec<ConfigWarning>,
 }
 
-/// Finds and reads the files behind `paths`, collecting every error on the way.
-pub(crate) fn read_snapshot(paths: &[PathBuf]) -> Snapshot {
+/// Finds and reads the files behind `paths`, collecting every error on the way. Each
+/// path given and each file found is checked for who may change it ([`trust`]): as
+/// root an error unless `--insecure-allow-writable-schedules`, otherwise a warning.
+pub(crate) fn read_snapshot(paths: &[PathBuf], privileges: Privileges) -> Snapshot {
     let (files, mut errors) = files::discover_all(paths);
+    let mut warnings = Vec::new();
+    let enforce = privileges.euid == 0 && !privileges.allow_writable;
+    for path in paths.iter().chain(&files) {
+        for untrusted in trust::check(path, privileges) {
+            if enforce {
+                let message = format!(
+                    "{} (or, where the modes cannot be fixed, start chime with \
+                     --insecure-allow-writable-schedules)",
+                    untrusted.message
+                );
+                errors.push(ConfigError::in_file(&untrusted.path, message));
+            } else {
+                warnings.push(ConfigWarning {
+                    location: SourceLocation {
+                        file: untrusted.path,
+                        line: 0,
+                        column: 0,
+                    },
+                    message: untrusted.message,
+                });
+            }
+        }
+    }
     let (sources, read_errors) = files::read_all(&files);
     errors.extend(read_errors);
-    Snapshot { sources, errors }
+    Snapshot {
+        sources,
+        errors,
+        warnings,
+    }
 }
 
 /// What a [`Snapshot`] was, in a few bytes a file: enough to tell whether the files
@@ -196,7 +266,12 @@ fn hash_of(value: &impl Hash) -> u64 {
 impl Snapshot {
     /// The snapshot's fingerprint, to compare with a later read.
     pub fn fingerprint(&self) -> Fingerprint {
-        let errors: Vec<String> = self.errors.iter().map(ToString::to_string).collect();
+        let errors: Vec<String> = self
+            .errors
+            .iter()
+            .map(ToString::to_string)
+            .chain(self.warnings.iter().map(ToString::to_string))
+            .collect();
         Fingerprint {
             files: self
                 .sources
@@ -215,12 +290,14 @@ impl Snapshot {
     pub fn load(&self, opts: &LoadOptions) -> Result<Config, ConfigErrors> {
         let mut loader = jobs::Loader::new(opts, self.errors.clone());
         loader.add_sources(&self.sources);
-        loader.finish(
+        let mut config = loader.finish(
             self.sources
                 .iter()
                 .map(|source| source.path.clone())
                 .collect(),
-        )
+        )?;
+        config.warnings.splice(0..0, self.warnings.iter().cloned());
+        Ok(config)
     }
 }
 
@@ -300,7 +377,11 @@ pub struct ConfigWarning {
 
 impl fmt::Display for ConfigWarning {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.location, self.message)
+        if self.location.line == 0 {
+            write!(f, "{}: {}", self.location.file.display(), self.message)
+        } else {
+            write!(f, "{}: {}", self.location, self.message)
+        }
     }
 }
 
@@ -356,6 +437,7 @@ mod tests {
             default_timezone: Zone::UTC,
             env: [("TOKEN".to_string(), "s3cret".to_string())].into(),
             max_jobs: None,
+            privileges: Privileges::of_process(),
         };
         let shown = format!("{opts:?}");
         assert!(

@@ -20,7 +20,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-pub use self::source::{ConfigSource, FileSource, Reloaded};
+pub use self::source::{ConfigSource, FileSource, Reloaded, log_file_warnings};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::dispatch::Dispatcher;

@@ -8,7 +8,9 @@
 //! token itself (terminating a process group, aborting a request), reaps what it
 //! started, and streams output through the [`OutputSink`] while the attempt runs.
 
+pub mod environment;
 pub mod http;
+pub mod identity;
 pub mod shell;
 pub mod spawner;
 

@@ -21,7 +21,7 @@
 //! is passed on in pieces, so memory stays bounded. The pipes are read to the end
 //! whatever the sink keeps, so a chatty job never blocks on a full pipe.
 
-use std::ffi::{OsStr, OsString};
+use std::ffi::OsStr;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
@@ -34,8 +34,10 @@ use tokio::task::JoinHandle;
 use tokio::time::{Instant, sleep, sleep_until, timeout};
 use tokio_util::sync::CancellationToken;
 
-use super::{Attempt, AttemptResult, MAX_LINE_BYTES, OutputSink, StartNotice};
-use crate::events::{ExitDetail, Outcome, Stream, rfc3339};
+use super::{
+    Attempt, AttemptResult, MAX_LINE_BYTES, OutputSink, StartNotice, environment, identity,
+};
+use crate::events::{ExitDetail, Outcome, Stream};
 use crate::job::{Action, ShellCommand};
 
 /// While terminating, how often to check whether the group has emptied.
@@ -52,11 +54,6 @@ const KILL_WAIT: Duration = Duration::from_secs(2);
 
 /// How much is read from a pipe at once.
 const READ_CHUNK: usize = 8 * 1024;
-
-/// The environment variables systemd hands to the service itself. A job inheriting
-/// them could notify or claim sockets on the service's behalf.
-const SERVICE_ONLY_VARS: &[&str] = &["NOTIFY_SOCKET"];
-const SERVICE_ONLY_PREFIXES: &[&str] = &["WATCHDOG_", "LISTEN_"];
 
 /// Runs one attempt of a shell job to its end; see the module documentation.
 pub async fn execute(attempt: Attempt, output: Arc<OutputSink>) -> AttemptResult {
@@ -210,20 +207,29 @@ fn spawn(attempt: &Attempt) -> Result<(String, Child), String> {
     let (program, mut command) = build_command(shell, attempt)?;
     match command.spawn() {
         Ok(child) => Ok((program, child)),
-        Err(err) => Err(spawn_error(&program, attempt.job.workdir.as_deref(), &err)),
+        Err(err) => {
+            let workdir = attempt.job.workdir.as_deref();
+            Err(attempt
+                .job
+                .run_as
+                .as_ref()
+                .and_then(|run_as| identity::spawn_error(&program, run_as, workdir, &err))
+                .unwrap_or_else(|| spawn_error(&program, workdir, &err)))
+        }
     }
 }
 
 /// The command for `shell`, with its environment, directory and stdio, and the name
-/// of the program for error messages; or why it cannot be started (an empty argv,
+/// of the program for error messages (switched to the job's `user:` / `group:` in the
+/// child before exec, issue 13); or why it cannot be started (an empty argv,
 /// which config rejects; a program not found in the job's `PATH`).
 ///
 /// The program is always given to [`Command`] as a path (a bare name is looked up in
-/// the job's `PATH` here), and nothing needs a `pre_exec` closure: so the standard
-/// library spawns it with `posix_spawn` (clone3 with `CLONE_VM | CLONE_VFORK`), never
+/// the job's `PATH` here), and only a job with `user:` / `group:` needs a `pre_exec`
+/// closure: so the standard library spawns the others with `posix_spawn` (clone3 with `CLONE_VM | CLONE_VFORK`), never
 /// with a `fork` that copies the page tables of a service holding 100,000 jobs.
 fn build_command(shell: &ShellCommand, attempt: &Attempt) -> Result<(String, Command), String> {
-    let env = child_env(std::env::vars_os(), attempt);
+    let env = environment::for_attempt(attempt, std::env::vars_os());
     let workdir = attempt.job.workdir.as_deref();
     let (program, mut command) = match shell {
         ShellCommand::Script(script) => {
@@ -248,6 +254,8 @@ fn build_command(shell: &ShellCommand, attempt: &Attempt) -> Result<(String, Com
             (first.clone(), command)
         }
     };
+    // Issue 13: a clean environment (exec::environment) and the job's `user:` /
+    // `group:` (exec::identity), switched to in the child before exec.
     command
         .env_clear()
         .envs(env)
@@ -257,6 +265,20 @@ fn build_command(shell: &ShellCommand, attempt: &Attempt) -> Result<(String, Com
         .process_group(0);
     if let Some(dir) = workdir {
         command.current_dir(dir);
+    }
+    if let Some(run_as) = &attempt.job.run_as {
+        let switch =
+            identity::Switch::prepare(run_as, attempt.job.workdir.as_deref()).map_err(|err| {
+                format!(
+                    "cannot prepare to run as {}: {}",
+                    identity::describe(run_as),
+                    describe(&err)
+                )
+            })?;
+        // SAFETY: `apply` makes only system calls on memory prepared before the fork.
+        unsafe {
+            command.pre_exec(move || switch.apply());
+        }
     }
     Ok((program, command))
 }
@@ -326,41 +348,6 @@ pub fn close_inherited_on_exec() {
             }
         }
     }
-}
-
-/// The job's environment: the service's own (`base`) minus what systemd meant for the
-/// service alone, then the job's `env`, then the `CHIME_*` values, which a job's `env`
-/// cannot override because the run's identity must be trustworthy.
-fn child_env(
-    base: impl Iterator<Item = (OsString, OsString)>,
-    attempt: &Attempt,
-) -> Vec<(OsString, OsString)> {
-    let mut env: Vec<(OsString, OsString)> = base.filter(|(key, _)| !service_only(key)).collect();
-    let job = &attempt.job;
-    let chime = [
-        ("CHIME_JOB", job.name.clone()),
-        ("CHIME_RUN_ID", attempt.run_id.to_string()),
-        ("CHIME_SCHEDULED_AT", rfc3339(attempt.scheduled_at)),
-        ("CHIME_ATTEMPT", attempt.attempt.to_string()),
-    ];
-    let overrides = job
-        .env
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.clone()))
-        .chain(chime);
-    for (key, value) in overrides {
-        env.retain(|(k, _)| k != key);
-        env.push((key.into(), value.into()));
-    }
-    env
-}
-
-fn service_only(key: &OsStr) -> bool {
-    let key = key.as_encoded_bytes();
-    SERVICE_ONLY_VARS.iter().any(|v| key == v.as_bytes())
-        || SERVICE_ONLY_PREFIXES
-            .iter()
-            .any(|p| key.starts_with(p.as_bytes()))
 }
 
 /// "cannot start `x`: No such file or directory", naming the workdir when that is
@@ -728,9 +715,6 @@ impl LineSplitter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::BTreeMap;
-
-    use crate::job::Job;
 
     fn split(chunks: &[&[u8]]) -> Vec<Vec<u8>> {
         let mut out = Vec::new();
@@ -772,66 +756,6 @@ mod tests {
         let stat = "1234 (a) b (c) S 1 777 777 0 -1 4194560";
         assert_eq!(proc_scan::parse_stat(stat), Some(('S', 777)));
         assert_eq!(proc_scan::parse_stat("garbage"), None);
-    }
-
-    fn attempt(env: &[(&str, &str)]) -> Attempt {
-        let job = Job {
-            env: env
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect::<BTreeMap<_, _>>(),
-            kill_grace: Duration::from_secs(1),
-            ..Job::new(
-                "backup",
-                "* * * * *",
-                Action::Shell(ShellCommand::Script("true".into())),
-            )
-            .unwrap()
-        };
-        Attempt {
-            job: Arc::new(job),
-            run_id: "r1".into(),
-            scheduled_at: "2024-03-01T02:03:04.5Z".parse().unwrap(),
-            attempt: 2,
-            deadline: None,
-            cancel: CancellationToken::new(),
-        }
-    }
-
-    #[test]
-    fn systemd_variables_are_dropped_and_job_env_and_chime_values_win() {
-        let base = [
-            ("PATH", "/bin"),
-            ("NOTIFY_SOCKET", "/run/notify"),
-            ("WATCHDOG_USEC", "1000"),
-            ("WATCHDOG_PID", "1"),
-            ("LISTEN_FDS", "2"),
-            ("LISTEN_PID", "1"),
-            ("LISTEN_FDNAMES", "a:b"),
-            ("LISTENER", "kept: not a systemd variable"),
-            ("HOME", "/root"),
-            ("CHIME_RUN_ID", "spoofed"),
-        ]
-        .map(|(k, v)| (OsString::from(k), OsString::from(v)));
-        let attempt = attempt(&[("HOME", "/srv"), ("CHIME_JOB", "spoofed"), ("X", "1")]);
-        let env: BTreeMap<String, String> = child_env(base.into_iter(), &attempt)
-            .into_iter()
-            .map(|(k, v)| (k.into_string().unwrap(), v.into_string().unwrap()))
-            .collect();
-        let expected: BTreeMap<String, String> = [
-            ("PATH", "/bin"),
-            ("LISTENER", "kept: not a systemd variable"),
-            ("HOME", "/srv"),
-            ("X", "1"),
-            ("CHIME_JOB", "backup"),
-            ("CHIME_RUN_ID", "r1"),
-            ("CHIME_SCHEDULED_AT", "2024-03-01T02:03:04.500Z"),
-            ("CHIME_ATTEMPT", "2"),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect();
-        assert_eq!(env, expected);
     }
 
     #[test]

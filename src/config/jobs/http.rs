@@ -129,7 +129,12 @@ impl FileChecker<'_, '_> {
     }
 
     /// `template` with `${VAR}` substituted, or `None` after reporting each problem.
-    fn interpolated(&mut self, key: &str, node: &Node, template: &str) -> Option<String> {
+    pub(super) fn interpolated(
+        &mut self,
+        key: &str,
+        node: &Node,
+        template: &str,
+    ) -> Option<String> {
         match interpolate(template, &self.opts.env) {
             Ok(value) => Some(value),
             Err(problems) => {

@@ -25,6 +25,9 @@ pub(super) const JOB_KEYS: &[&str] = &[
     "overlap",
     "starting_deadline",
     "enabled",
+    "user",
+    "group",
+    "env_inherit",
 ];
 /// Keys a job has but `defaults` cannot: they say what and when, not how.
 pub(super) const JOB_ONLY_KEYS: &[&str] = &["schedule", "command", "http"];
@@ -53,6 +56,10 @@ const KEY_ALIASES: &[(&str, &str)] = &[
     ("expected_status", "expect_status"),
     ("header", "headers"),
     ("max_attempts", "attempts"),
+    ("run_as", "user"),
+    ("uid", "user"),
+    ("gid", "group"),
+    ("inherit_env", "env_inherit"),
 ];
 
 /// A mapping entry whose key is a scalar.
