@@ -97,10 +97,12 @@ pub async fn execute_announced(
             );
         }
     };
-    let pid = child
-        .id()
-        .expect("a child that has not been waited for has a pid");
-    let pgid = libc::pid_t::try_from(pid).expect("a pid fits in pid_t");
+    // A child not yet waited for always has a pid, and a pid always fits in pid_t;
+    // should either ever fail, the attempt fails instead of the service.
+    let Some(pgid) = child.id().and_then(|pid| libc::pid_t::try_from(pid).ok()) else {
+        let message = format!("cannot start `{program}`: its process has no pid");
+        return AttemptResult::failure(error_detail(message), true);
+    };
 
     let stop_reading = CancellationToken::new();
     let readers = tokio::spawn(pump_both(
