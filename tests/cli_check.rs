@@ -162,7 +162,8 @@ fn good_file_lists_jobs_with_schedule_zone_and_next_fire() {
 
     let lines: Vec<&str> = out.stdout.lines().collect();
     let column = lines[0].find("NEXT FIRE").expect("a NEXT FIRE column");
-    let next = |row: usize| -> &str { &lines[row][column..] };
+    let meaning = lines[0].find("MEANING").expect("a MEANING column");
+    let next = |row: usize| -> &str { lines[row][column..meaning].trim_end() };
     // The next fires depend on now: check their shape, zone offset and that they lie
     // ahead, then blank them for the snapshot of the rest.
     let fire = |row: usize| -> DateTime<FixedOffset> {
@@ -191,20 +192,55 @@ fn good_file_lists_jobs_with_schedule_zone_and_next_fire() {
         .iter()
         .enumerate()
         .map(|(row, line)| match row {
-            1..=3 => format!("{}<next>", &line[..column]),
+            1..=3 => format!("{}<next>  {}", &line[..column], &line[meaning..]),
             _ => line.to_string(),
         })
         .collect();
     let expected = [
-        "JOB     SCHEDULE    ZONE          NEXT FIRE",
-        "backup  30 2 * * *  Asia/Kolkata  <next>",
-        "tokyo   @hourly     Asia/Tokyo    <next>",
-        "ping    @every 5m   Asia/Kolkata  <next>",
-        "boot    @reboot     Asia/Kolkata  at service start",
-        "off     @daily      Asia/Kolkata  disabled",
+        "JOB     SCHEDULE    ZONE          NEXT FIRE                  MEANING",
+        "backup  30 2 * * *  Asia/Kolkata  <next>  at 02:30 every day",
+        "tokyo   @hourly     Asia/Tokyo    <next>  at minute 0 of every hour",
+        "ping    @every 5m   Asia/Kolkata  <next>  every 5 minutes (epoch-aligned)",
+        "boot    @reboot     Asia/Kolkata  at service start           once, when the service starts",
+        "off     @daily      Asia/Kolkata  disabled                   at 00:00 every day",
         "5 jobs in 1 file: ok",
     ];
     assert_eq!(blanked, expected, "\n{}", out.stdout);
+}
+
+#[test]
+fn six_fields_that_look_like_five_and_question_marks_warn_but_pass() {
+    let dir = temp_dir();
+    let path = write(
+        dir.path(),
+        "habits.yaml",
+        "jobs:\n  meant-0230:\n    schedule: \"30 2 * * * *\"\n    command: echo hi\n  \
+         quartz:\n    schedule: \"0 0 12 ? * MON\"\n    command: echo hi\n",
+    );
+    let out = check(&[&path]);
+    assert_eq!(out.code, Some(0), "{out:#?}");
+    let warnings: Vec<&str> = out
+        .stderr
+        .lines()
+        .filter_map(|line| line.strip_prefix("warning: "))
+        .collect();
+    assert_eq!(warnings.len(), 2, "{out:#?}");
+    assert_error(
+        warnings[0],
+        &path,
+        "3:15",
+        &[
+            "fires at second 30 of minute 2 of every hour",
+            "drop the last `*`: \"30 2 * * *\"",
+        ],
+    );
+    assert_error(warnings[1], &path, "6:15", &["`?` is read as `*`"]);
+    assert!(
+        out.stdout
+            .contains("at second 30 of minute 2 of every hour"),
+        "{}",
+        out.stdout
+    );
 }
 
 #[test]
@@ -662,7 +698,7 @@ fn check_names_the_default_zone_it_took_from_tz() {
         assert!(
             offsets
                 .iter()
-                .any(|offset| row.ends_with(&format!("T03:00:00{offset}"))),
+                .any(|offset| row.contains(&format!("T03:00:00{offset}  "))),
             "TZ={tz}: {row}"
         );
     }

@@ -14,6 +14,7 @@
 //! - Local times repeated by a backward shift: a fixed-time job fires only at the first
 //!   occurrence; a wildcard job fires in both passes.
 
+pub mod describe;
 mod engine;
 mod expr;
 
@@ -24,6 +25,16 @@ use chrono::{DateTime, Utc};
 pub use expr::CronExpr;
 
 use crate::zone::Zone;
+
+/// The error for a schedule that parses but never fires, the same from `check` and
+/// `next --cron`.
+pub fn never_fires_message(text: &str) -> String {
+    format!(
+        "`schedule` \"{}\" never fires: no date matches it (such as February 30); \
+         fix the day-of-month, month or day-of-week field",
+        text.escape_debug()
+    )
+}
 
 /// A parsed `schedule:` value.
 #[derive(Debug, Clone, PartialEq, Eq)]
