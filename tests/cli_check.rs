@@ -243,6 +243,32 @@ fn six_fields_that_look_like_five_and_question_marks_warn_but_pass() {
     );
 }
 
+/// Regression (issue 12): unquoted `schedule: */5 * * * *` said "reference to unknown
+/// value", `schedule: @daily` "unexpected character", and neither said to quote it.
+#[test]
+fn unquoted_schedule_starting_with_a_yaml_character_says_to_quote_it() {
+    for value in ["*/5 * * * *", "@daily", "? * * * *", "*"] {
+        let text = format!("jobs:\n  a:\n    schedule: {value}\n    command: echo hi\n");
+        assert_only_error(
+            text,
+            "3:15",
+            &[
+                "invalid YAML",
+                "quote the schedule",
+                "`schedule: \"*/5 * * * *\"`",
+            ],
+        );
+    }
+    // Unquoted and fine in YAML: no error at all.
+    let dir = temp_dir();
+    let path = write(
+        dir.path(),
+        "ok.yaml",
+        "jobs:\n  a:\n    schedule: 0 0 * * *\n    command: echo hi\n",
+    );
+    assert_eq!(check(&[&path]).code, Some(0));
+}
+
 #[test]
 fn six_fields_with_star_seconds_warns_but_passes() {
     let dir = temp_dir();
