@@ -243,6 +243,27 @@ fn six_fields_that_look_like_five_and_question_marks_warn_but_pass() {
     );
 }
 
+/// Regression (issue 12): a directory holding no `*.yaml` gave "0 jobs in 0 files:
+/// ok" and nothing else.
+#[test]
+fn a_directory_without_schedule_files_is_warned_about() {
+    let dir = temp_dir();
+    write(dir.path(), "jobs.yaml.disabled", "jobs: {}\n");
+    let out = check(&[dir.path()]);
+    assert_eq!(out.code, Some(0), "{out:#?}");
+    let warning = out
+        .stderr
+        .lines()
+        .find_map(|line| line.strip_prefix("warning: "))
+        .unwrap_or_else(|| panic!("no warning: {out:#?}"));
+    assert_error(
+        warning,
+        dir.path(),
+        "",
+        &["holds no schedule files", "`*.yaml` and `*.yml`"],
+    );
+}
+
 /// Regression (issue 12): unquoted `schedule: */5 * * * *` said "reference to unknown
 /// value", `schedule: @daily` "unexpected character", and neither said to quote it.
 #[test]

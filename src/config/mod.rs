@@ -156,14 +156,20 @@ pub fn load(paths: &[PathBuf], opts: &LoadOptions) -> Result<Config, ConfigError
 pub(crate) struct Snapshot {
     pub sources: Vec<Source>,
     errors: Vec<ConfigError>,
+    /// Directories given that hold no schedule file: a warning each.
+    empty_dirs: Vec<PathBuf>,
 }
 
 /// Finds and reads the files behind `paths`, collecting every error on the way.
 pub(crate) fn read_snapshot(paths: &[PathBuf]) -> Snapshot {
-    let (files, mut errors) = files::discover_all(paths);
+    let (files, mut errors, empty_dirs) = files::discover_all(paths);
     let (sources, read_errors) = files::read_all(&files);
     errors.extend(read_errors);
-    Snapshot { sources, errors }
+    Snapshot {
+        sources,
+        errors,
+        empty_dirs,
+    }
 }
 
 /// What a [`Snapshot`] was, in a few bytes a file: enough to tell whether the files
@@ -215,14 +221,29 @@ impl Snapshot {
     pub fn load(&self, opts: &LoadOptions) -> Result<Config, ConfigErrors> {
         let mut loader = jobs::Loader::new(opts, self.errors.clone());
         loader.add_sources(&self.sources);
-        loader.finish(
+        let mut config = loader.finish(
             self.sources
                 .iter()
                 .map(|source| source.path.clone())
                 .collect(),
-        )
+        )?;
+        let empty = self.empty_dirs.iter().map(|dir| ConfigWarning {
+            location: SourceLocation {
+                file: dir.clone(),
+                line: 0,
+                column: 0,
+            },
+            message: NO_SCHEDULE_FILES.to_string(),
+        });
+        config.warnings.splice(0..0, empty);
+        Ok(config)
     }
 }
+
+/// The warning for a directory given that holds no schedule file.
+pub const NO_SCHEDULE_FILES: &str = "this directory holds no schedule files (looked for \
+     `*.yaml` and `*.yml`, not dotfiles or editor leftovers such as `*~`); nothing is \
+     scheduled from it until one is added (`chime run` keeps watching it)";
 
 /// A valid set of schedule files.
 #[derive(Debug, Clone)]
@@ -235,6 +256,22 @@ pub struct Config {
     pub files: Vec<PathBuf>,
     /// Things that are legal but rarely meant; `check` prints them.
     pub warnings: Vec<ConfigWarning>,
+}
+
+impl Config {
+    /// The warnings about whole paths (a directory holding no schedule file), which
+    /// `run` logs as `config.warning` at start and at reload; `check` prints them all.
+    pub fn path_warnings(&self) -> Vec<&ConfigWarning> {
+        path_warnings(&self.warnings)
+    }
+}
+
+/// See [`Config::path_warnings`].
+pub fn path_warnings(warnings: &[ConfigWarning]) -> Vec<&ConfigWarning> {
+    warnings
+        .iter()
+        .filter(|warning| warning.location.line == 0)
+        .collect()
 }
 
 /// One problem, and where it is.
@@ -300,7 +337,11 @@ pub struct ConfigWarning {
 
 impl fmt::Display for ConfigWarning {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.location, self.message)
+        match self.location.line {
+            // About a whole file or directory.
+            0 => write!(f, "{}: {}", self.location.file.display(), self.message),
+            _ => write!(f, "{}: {}", self.location, self.message),
+        }
     }
 }
 

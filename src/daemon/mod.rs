@@ -199,6 +199,11 @@ impl<E: Executor, C: Clock> Service<E, C> {
             files: config.files.len(),
             zone: config.default_timezone.name().to_string(),
         });
+        if let Some(warning) =
+            Event::config_warning(&crate::config::path_warnings(&config.warnings))
+        {
+            events.emit(warning);
+        }
         notifier.ready();
         notifier.status(&lock(&status).line(0));
         scheduler.fire_reboot_jobs();
