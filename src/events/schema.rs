@@ -60,7 +60,6 @@ pub(crate) fn level_of(event: &Event) -> Level {
         },
         Event::ClockJumped { .. }
         | Event::ConfigWarning { .. }
-        | Event::ServiceDraining { .. }
         | Event::RunRetrying { .. }
         | Event::RunMissed { .. }
         | Event::RunOutputTruncated { .. } => Level::Warn,
