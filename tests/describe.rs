@@ -24,7 +24,22 @@ const TABLE: &[(&str, &str)] = &[
     ("0,30 * * * *", "at minutes 0 and 30 of every hour"),
     (
         "10-50/10 * * * *",
-        "at minutes 10 through 50, every 10th of every hour",
+        "every 10 minutes from minute 10 through 50 of every hour",
+    ),
+    ("0/15 * * * * *", "every 15 seconds"),
+    ("10/20 * * * * *", "every 20 seconds from second 10"),
+    ("0 5/15 * * * *", "every 15 minutes from minute 5"),
+    (
+        "0 0 8-18/2 * * *",
+        "at minute 0 of every 2nd hour from 8 through 18 every day",
+    ),
+    (
+        "0,30 9-17/4 * * *",
+        "at minutes 0 and 30 of every 4th hour from 9 through 17 every day",
+    ),
+    (
+        "5,10-20/5 * * * *",
+        "at minutes 5 and 10 through 20, every 5th of every hour",
     ),
     ("* 2 * * *", "every minute of hour 2 every day"),
     ("*/5 * * * * *", "every 5 seconds"),
@@ -123,6 +138,7 @@ fn six_fields_that_look_like_five_are_warned_about() {
     );
     // What a six-field expression is for: no warning.
     for fine in [
+        "10/20 * * * * *",
         "0 30 2 * * *",
         "0/10 * * * * *",
         "0 */5 * * * *",

@@ -562,3 +562,53 @@ fn a_reload_over_max_jobs_is_rejected_and_the_old_set_keeps_running() {
         "job c of the rejected set ran"
     );
 }
+
+/// Regression (issue 12): `schedules/` pinged 127.0.0.1:8080, which a fresh machine
+/// does not have, and logged retries and errors. The examples run clean offline, and
+/// within the first half-minute show output, an `@reboot` job, the overlap policy and
+/// a retry that succeeds.
+#[test]
+fn the_example_schedules_run_clean_offline() {
+    let dir = temp_dir();
+    let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("schedules");
+    let mut chime = Chime::spawn(
+        dir.path(),
+        [
+            std::ffi::OsStr::new("run"),
+            std::ffi::OsStr::new("--log-format"),
+            std::ffi::OsStr::new("json"),
+            examples.as_os_str(),
+        ],
+    );
+    let wait = std::time::Duration::from_secs(45);
+    chime.wait_for("warm-cache's run.finished", wait, |e| {
+        support::is(e, "run.finished", "warm-cache") && e["outcome"] == "success"
+    });
+    chime.wait_for("overlap-demo skipped", wait, |e| {
+        support::is(e, "run.skipped", "overlap-demo") && e["reason"] == "overlap"
+    });
+    chime.wait_for("retry-demo retrying", wait, |e| {
+        support::is(e, "run.retrying", "retry-demo")
+    });
+    let retried = chime.wait_for("retry-demo's run.finished", wait, |e| {
+        support::is(e, "run.finished", "retry-demo")
+    });
+    assert_eq!(retried["outcome"], "success", "{retried}");
+    assert_eq!(retried["attempts"], 2, "{retried}");
+    chime.signal(libc::SIGTERM);
+    chime.wait_event("service.stopped", LIMIT);
+    assert_eq!(chime.wait_exit(LIMIT).code(), Some(0));
+    let (lines, _) = chime.finish(LIMIT);
+    let events: Vec<Value> = lines.iter().filter_map(|l| parse_event(l)).collect();
+    assert_eq!(events.len(), lines.len(), "only JSON events: {lines:#?}");
+    let bad: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["level"] == "error" || name(e) == "config.warning")
+        .collect();
+    assert!(bad.is_empty(), "errors on a fresh machine: {bad:#?}");
+    // Nothing of the disabled HTTP examples was tried.
+    assert!(
+        !lines.iter().any(|l| l.contains("127.0.0.1:8080")),
+        "{lines:#?}"
+    );
+}

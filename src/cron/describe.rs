@@ -77,11 +77,13 @@ pub fn warnings(text: &str) -> Vec<String> {
     let mut out = Vec::new();
     if fields.len() == 6
         && !matches!(fields[0], "0" | "*")
-        && !fields[0].starts_with("0/")
+        && !fields[0]
+            .split_once('/')
+            .is_some_and(|(base, _)| base != "*")
         && fields[5] == "*"
     {
         let five = fields[..5].join(" ");
-        // `0/n` is the way to write a seconds step on purpose: no warning for it.
+        // `A/n` (and `A-B/n`) is the way to write a seconds step on purpose: no warning.
         let silence = match fields[0].strip_prefix("*/") {
             Some(step) => {
                 format!("; if you did mean seconds, write the first field as `0/{step}` to say so")
@@ -275,6 +277,22 @@ fn lead(field: &str, unit: &Unit) -> String {
         [Item { base, step: None }] if !base.contains('-') => {
             format!("at {} {}", unit.one, show(base, Kind::Time))
         }
+        [
+            Item {
+                base,
+                step: Some(step),
+            },
+        ] if step.parse::<u32>().is_ok() => {
+            let every = match step.parse::<u32>() {
+                Ok(1) => format!("every {}", unit.one),
+                _ => format!("every {step} {}", unit.many),
+            };
+            match base.split_once('-') {
+                Some((a, b)) => format!("{every} from {} {a} through {b}", unit.one),
+                None if *base == "0" => every,
+                None => format!("{every} from {} {base}", unit.one),
+            }
+        }
         _ => format!("at {} {}", unit.many, words_of(&list, Kind::Time)),
     }
 }
@@ -302,6 +320,23 @@ fn follow(field: &str, unit: &Unit) -> String {
         [Item { base, step: None }] if !base.contains('-') => {
             format!("of {} {}", unit.one, show(base, Kind::Time))
         }
+        [
+            Item {
+                base,
+                step: Some(step),
+            },
+        ] if step.parse::<u32>().is_ok() => {
+            let every = format!(
+                "of every {} {}",
+                ordinal(step.parse().unwrap_or(1)),
+                unit.one
+            );
+            match base.split_once('-') {
+                Some((a, b)) => format!("{every} from {a} through {b}"),
+                None if *base == "0" => every,
+                None => format!("{every} from {base}"),
+            }
+        }
         _ => format!("of {} {}", unit.many, words_of(&list, Kind::Time)),
     }
 }
@@ -313,6 +348,15 @@ fn words_of(list: &[Item], kind: Kind) -> String {
             .map(|item| item_words(item, kind))
             .collect::<Vec<_>>(),
     )
+}
+
+/// Runs on to the end of its unit, so a larger `*` unit adds nothing: `*`, `*/n`, `A/n`.
+fn covers_unit(field: &str) -> bool {
+    field.starts_with('*')
+        || (!field.contains(',')
+            && field
+                .split_once('/')
+                .is_some_and(|(base, _)| !base.contains('-')))
 }
 
 /// Covers every value of its unit: `*` or `*/1`.
@@ -355,7 +399,7 @@ fn describe_fields(fields: &[&str]) -> String {
         units.push((hour, &HOUR));
         let mut parts = vec![lead(units[0].0, units[0].1)];
         // A unit covered whole (`*`, `*/n`) already spans the larger ones when they are `*`.
-        let mut spans = units[0].0.starts_with('*');
+        let mut spans = covers_unit(units[0].0);
         for (field, unit) in &units[1..] {
             if is_star(field) {
                 if !spans {
@@ -364,7 +408,7 @@ fn describe_fields(fields: &[&str]) -> String {
                 }
             } else {
                 parts.push(follow(field, unit));
-                spans = field.starts_with('*');
+                spans = covers_unit(field);
             }
         }
         parts.join(" ")
