@@ -77,9 +77,9 @@ pub fn warnings(text: &str) -> Vec<String> {
     let mut out = Vec::new();
     if fields.len() == 6
         && !matches!(fields[0], "0" | "*")
-        && !fields[0]
+        && fields[0]
             .split_once('/')
-            .is_some_and(|(base, _)| base != "*")
+            .is_none_or(|(base, _)| base == "*")
         && fields[5] == "*"
     {
         let five = fields[..5].join(" ");
