@@ -51,6 +51,14 @@ const TABLE: &[(&str, &str)] = &[
     ("0 0 1 * *", "at 00:00 on day 1 of the month"),
     ("0 0 1,15 * *", "at 00:00 on days 1 and 15 of the month"),
     ("0 0 L * *", "at 00:00 on the last day of the month"),
+    (
+        "0 0 L,15 * *",
+        "at 00:00 on day 15 and the last day of the month",
+    ),
+    (
+        "0 0 1,2,L * *",
+        "at 00:00 on days 1 and 2 and the last day of the month",
+    ),
     ("0 22 * * 5L", "at 22:00 on the last Friday of the month"),
     ("0 8 * * 1#2", "at 08:00 on the second Monday of the month"),
     ("0 0 * * 0", "at 00:00 on Sunday"),

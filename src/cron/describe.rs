@@ -481,17 +481,26 @@ fn dom_words(field: &str) -> String {
             format!("on day {base} of the month")
         }
         _ => {
-            let words: Vec<String> = list
+            let (last, days): (Vec<&Item>, Vec<&Item>) = list
                 .iter()
-                .map(|item| {
-                    if item.base.eq_ignore_ascii_case("L") {
-                        "the last".to_string()
-                    } else {
-                        item_words(item, Kind::Time)
-                    }
-                })
-                .collect();
-            format!("on days {} of the month", and_list(&words))
+                .partition(|item| item.base.eq_ignore_ascii_case("L"));
+            let mut words: Vec<String> = match days.as_slice() {
+                [] => Vec::new(),
+                [Item { base, step: None }] if !base.contains('-') => vec![format!("day {base}")],
+                _ => vec![format!(
+                    "days {}",
+                    and_list(
+                        &days
+                            .iter()
+                            .map(|i| item_words(i, Kind::Time))
+                            .collect::<Vec<_>>()
+                    )
+                )],
+            };
+            if !last.is_empty() {
+                words.push("the last day".to_string());
+            }
+            format!("on {} of the month", and_list(&words))
         }
     }
 }
