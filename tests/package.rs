@@ -95,6 +95,14 @@ fn the_debian_package_holds_the_service_and_enables_nothing() {
         );
     }
     assert!(info.contains(" postinst"), "no postinst:\n{info}");
+    let depends = info
+        .lines()
+        .find(|line| line.trim_start().starts_with("Depends: "))
+        .unwrap_or_default();
+    assert!(
+        depends.contains("libc6") && depends.contains("systemd"),
+        "{depends}"
+    );
 
     let contents = run(Command::new("dpkg-deb").arg("--contents").arg(&deb));
     let entry = |path: &str| -> Option<&str> {
@@ -103,14 +111,21 @@ fn the_debian_package_holds_the_service_and_enables_nothing() {
             .find(|line| line.ends_with(&format!(" .{path}")))
     };
     let binary = entry("/usr/bin/chime").unwrap_or_else(|| panic!("no binary:\n{contents}"));
-    assert!(binary.starts_with("-rwxr-xr-x root/root"), "{binary}");
+    let owned_by_root = |line: &str| line.contains(" root/root ") || line.contains(" 0/0 ");
+    assert!(
+        binary.starts_with("-rwxr-xr-x") && owned_by_root(binary),
+        "{binary}"
+    );
     for path in [
         "/etc/chime/schedules.d/example.yaml",
         "/usr/lib/sysusers.d/chime.conf",
         "/usr/share/doc/chime/README.md",
     ] {
         let line = entry(path).unwrap_or_else(|| panic!("no {path}:\n{contents}"));
-        assert!(line.starts_with("-rw-r--r-- root/root"), "{line}");
+        assert!(
+            line.starts_with("-rw-r--r--") && owned_by_root(line),
+            "{line}"
+        );
     }
     assert!(
         entry("/lib/systemd/system/chime.service")
