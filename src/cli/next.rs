@@ -7,7 +7,16 @@ pub(super) fn next(args: &NextArgs, settings: &Settings) -> u8 {
     let lines: Vec<String> = if let Some(expr) = &args.cron {
         // `--cron */5 * * * *` unquoted: the shell split it, clap took the rest as PATHS.
         if args.paths.len() != 1 || args.paths[0] != std::path::Path::new(DEFAULT_PATH) {
-            let extra: Vec<String> = args.paths.iter().map(|p| p.display().to_string()).collect();
+            // The shell may have expanded a `*` into every file name here: show a few.
+            let mut extra: Vec<String> = args
+                .paths
+                .iter()
+                .take(4)
+                .map(|p| p.display().to_string())
+                .collect();
+            if args.paths.len() > extra.len() {
+                extra.push(format!("… ({} words in all)", args.paths.len()));
+            }
             eprintln!(
                 "error: --cron takes the whole expression as one argument, but `{}` followed \
                  it; quote the schedule, for example --cron \"*/5 * * * *\"",
