@@ -1,7 +1,7 @@
 //! Cron expressions and the time engine: when does a job fire?
 //!
 //! Parsing lives in [`expr`]; the search for the next fire, with Debian cron's
-//! daylight-saving rules, lives in [`engine`]. The rules are ours and are tested as
+//! daylight-saving rules, lives in [`engine`]; [`describe`] puts a schedule in words. The rules are ours and are tested as
 //! such; no cron crate decides them.
 //!
 //! # The rules
