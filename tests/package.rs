@@ -193,6 +193,24 @@ fn the_debian_package_holds_the_service_and_enables_nothing() {
         "{postinst}"
     );
     assert!(!postinst.contains("#DEBHELPER#"), "{postinst}");
+    // Outside cargo-deb's generated blocks, no line runs anything but `set -e` (a
+    // marker in a comment was once replaced too, leaving a command substitution).
+    let mut generated = false;
+    for line in postinst.lines() {
+        if line.starts_with("# Automatically added by cargo-deb") {
+            generated = true;
+        } else if line.starts_with("# End automatically added section") {
+            generated = false;
+        } else if !generated {
+            assert!(
+                line.is_empty() || line.starts_with('#') || line == "set -e",
+                "{line:?} in\n{postinst}"
+            );
+        }
+    }
+    for script in ["postinst", "prerm", "postrm"] {
+        run(Command::new("sh").arg("-n").arg(control.join(script)));
+    }
     for script in ["postinst", "prerm", "postrm", "preinst"] {
         let text = std::fs::read_to_string(control.join(script)).unwrap_or_default();
         assert!(
