@@ -21,7 +21,7 @@
 //! skipped for shutdown. The admission is an atomic count, not a lock, so the hot path
 //! stays lock-free.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
@@ -137,6 +137,8 @@ struct Inner<E, C> {
     /// queue, then a job's state.
     queue: Mutex<VecDeque<Arc<JobRuns>>>,
     tracker: TaskTracker,
+    /// The runs in flight, run id → job name: what a shutdown says it waits for.
+    running: Mutex<HashMap<Arc<str>, Arc<str>>>,
     /// Where a run that panics is reported (the service's health), once set.
     failures: OnceLock<Health>,
 }
@@ -166,6 +168,7 @@ impl<E: Executor, C: Clock> Dispatcher<E, C> {
                 active: AtomicUsize::new(0),
                 queue: Mutex::new(VecDeque::new()),
                 tracker: TaskTracker::new(),
+                running: Mutex::new(HashMap::new()),
                 failures: OnceLock::new(),
             }),
         }
@@ -313,6 +316,16 @@ impl<E: Executor, C: Clock> Dispatcher<E, C> {
         self.inner.runner.cancel_all();
     }
 
+    /// The runs in flight, as `job (run_id)`, sorted.
+    pub fn running_runs(&self) -> Vec<String> {
+        let mut runs: Vec<String> = lock(&self.inner.running)
+            .iter()
+            .map(|(run_id, job)| format!("{job} ({run_id})"))
+            .collect();
+        runs.sort();
+        runs
+    }
+
     /// Waits until every run has ended. Only meaningful after [`Self::stop_accepting`].
     pub async fn wait_idle(&self) {
         self.inner.tracker.wait().await;
@@ -339,6 +352,8 @@ impl<E: Executor, C: Clock> Dispatcher<E, C> {
             let replace = fire.job.overlap == Overlap::Replace;
             state.in_flight.enter(&run_id, replace, runner)
         };
+        lock(&self.inner.running).insert(Arc::clone(&run_id), Arc::clone(&fire.name));
+        let ended = (Arc::clone(&self.inner), Arc::clone(&run_id));
         let handover = Handover {
             job: fire.job,
             name: fire.name,
@@ -354,7 +369,9 @@ impl<E: Executor, C: Clock> Dispatcher<E, C> {
         // the service stops (exit code 3) rather than go on with a run unaccounted for.
         let failures = self.inner.failures.get().cloned();
         let task = async move {
-            if let Err(payload) = catch_panic(run.run()).await
+            let outcome = catch_panic(run.run()).await;
+            lock(&ended.0.running).remove(&ended.1);
+            if let Err(payload) = outcome
                 && let Some(health) = failures
             {
                 health.fail(Failure::from_panic("run", payload));

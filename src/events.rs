@@ -160,6 +160,18 @@ pub enum Event {
         /// How many errors there were in all.
         error_count: usize,
     },
+    /// Things legal but rarely meant in the schedules loaded (at start and at each
+    /// reload), e.g. a directory holding no schedule file.
+    ConfigWarning { warnings: Vec<String> },
+    /// Repeats while a shutdown waits for runs to finish.
+    ServiceDraining {
+        /// The runs waited for, each `job (run_id)`.
+        runs: Vec<String>,
+        /// How much of the shutdown grace is left.
+        grace_left_ms: u64,
+        /// The same for people: what is waited for, and how to stop it now.
+        message: String,
+    },
     ClockJumped {
         from: DateTime<Utc>,
         to: DateTime<Utc>,
@@ -239,6 +251,18 @@ impl Event {
         }
     }
 
+    /// `config.warning` for `warnings` (the first [`REJECTED_ERRORS_SHOWN`]), or `None`
+    /// when there are none.
+    pub fn config_warning<W: ToString>(warnings: &[W]) -> Option<Event> {
+        (!warnings.is_empty()).then(|| Event::ConfigWarning {
+            warnings: warnings
+                .iter()
+                .take(REJECTED_ERRORS_SHOWN)
+                .map(ToString::to_string)
+                .collect(),
+        })
+    }
+
     /// The stable event name of DESIGN.md §6.
     pub fn name(&self) -> &'static str {
         match self {
@@ -248,6 +272,8 @@ impl Event {
             Event::ServiceFailed { .. } => "service.failed",
             Event::ConfigReloaded { .. } => "config.reloaded",
             Event::ConfigRejected { .. } => "config.rejected",
+            Event::ConfigWarning { .. } => "config.warning",
+            Event::ServiceDraining { .. } => "service.draining",
             Event::ClockJumped { .. } => "clock.jumped",
             Event::RunStarted { .. } => "run.started",
             Event::RunOutput { .. } => "run.output",

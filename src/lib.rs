@@ -39,7 +39,8 @@
 //! - [`account`]: users and groups from the system's databases (`user:`, `group:`).
 //! - [`config`]: schedule files → validated jobs, with every error located.
 //! - [`job`]: the validated domain model of a job.
-//! - [`cron`]: cron expressions and the time engine (Debian cron's matching and DST rules).
+//! - [`cron`]: cron expressions and the time engine (Debian cron's matching and DST rules);
+//!   `cron::describe` puts a schedule in words (`check`, `next --cron`).
 //! - [`zone`]: time zones (IANA, TZif, POSIX rules) and the system's zone.
 //! - [`duration`]: the `90s` / `1h30m` duration syntax.
 //! - [`clock`]: the wall clock, steps of it, the early wake-up before an instant, and a

@@ -33,47 +33,115 @@ pub(crate) const DEFAULT_PATH: &str = "/etc/chime/schedules.d";
 pub(crate) struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// The subcommands' flags written before the subcommand (`chime --log-format json
+    /// run`), as earlier versions took them; hidden, so each `--help` lists its own.
     #[command(flatten)]
-    pub settings: Settings,
+    pub before: FlagsBefore,
 }
 
-/// Service-wide settings: flags with `CHIME_*` environment fallbacks.
+/// The subcommands. Each takes flattened flag groups ([`ZoneFlags`], [`LogFlags`],
+/// [`ServiceFlags`]), so `--help` shows only its own (DESIGN.md §1's table); a new
+/// flag goes into the group, or the subcommand's struct, it belongs to.
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Run the service.
+    Run(RunArgs),
+    /// Validate schedule files and list every job with its next fire time.
+    Check(CheckArgs),
+    /// Print upcoming fire times, one RFC 3339 time a line.
+    Next(NextArgs),
+    /// Run one job now, in the foreground, with its timeout and retries.
+    Exec(ExecArgs),
+}
+
+/// Schedule files or directories: a directory means every `*.yaml` / `*.yml` in it.
 #[derive(Debug, Clone, Args)]
-pub(crate) struct Settings {
-    /// Log format: auto = journald under systemd, text on a terminal, JSON otherwise.
-    #[arg(long, global = true, env = "CHIME_LOG_FORMAT", value_enum, default_value_t = LogFormat::Auto)]
-    pub log_format: LogFormat,
-    /// Log level (error, warn, info, debug, trace); RUST_LOG overrides it.
-    #[arg(long, global = true, env = "CHIME_LOG_LEVEL", default_value = "info")]
-    pub log_level: String,
+pub(crate) struct PathArgs {
+    /// Schedule files, or directories of `*.yaml` / `*.yml` files (not recursive).
+    #[arg(default_value = DEFAULT_PATH)]
+    pub paths: Vec<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct RunArgs {
+    #[command(flatten)]
+    pub paths: PathArgs,
+    #[command(flatten)]
+    pub log: LogFlags,
+    #[command(flatten)]
+    pub zone: ZoneFlags,
+    #[command(flatten)]
+    pub service: ServiceFlags,
+    #[command(flatten)]
+    pub trust: TrustFlags,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct CheckArgs {
+    #[command(flatten)]
+    pub paths: PathArgs,
+    #[command(flatten)]
+    pub zone: ZoneFlags,
+    #[command(flatten)]
+    pub trust: TrustFlags,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ExecArgs {
+    /// The job's name, as `chime check` lists it.
+    pub job: String,
+    #[command(flatten)]
+    pub paths: PathArgs,
+    #[command(flatten)]
+    pub log: LogFlags,
+    #[command(flatten)]
+    pub zone: ZoneFlags,
+    #[command(flatten)]
+    pub trust: TrustFlags,
+}
+
+/// `--default-timezone`: every subcommand that evaluates schedules.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct ZoneFlags {
     /// Zone for jobs that name none (default: the system's zone): an IANA name, or
     /// as `TZ` takes it, a `:/path` to a zone file or a POSIX rule.
-    #[arg(long, global = true, env = "CHIME_DEFAULT_TIMEZONE", value_parser = parse_zone)]
+    #[arg(long, env = "CHIME_DEFAULT_TIMEZONE", value_parser = parse_zone)]
     pub default_timezone: Option<Zone>,
+}
+
+/// The event log's flags: `run` and `exec`.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct LogFlags {
+    /// Log format: auto = journald under systemd, text on a terminal, JSON otherwise.
+    #[arg(long, env = "CHIME_LOG_FORMAT", value_enum, default_value_t = LogFormat::Auto)]
+    pub log_format: LogFormat,
+    /// Log level (error, warn, info, debug, trace); RUST_LOG overrides it.
+    #[arg(long, env = "CHIME_LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+}
+
+/// The service's own flags: `run` only.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct ServiceFlags {
     /// How long running jobs may finish after SIGTERM before they are terminated.
-    #[arg(long, global = true, env = "CHIME_SHUTDOWN_GRACE", value_parser = parse_duration_arg, default_value = "30s")]
+    #[arg(long, env = "CHIME_SHUTDOWN_GRACE", value_parser = parse_duration_arg, default_value = "30s")]
     pub shutdown_grace: Duration,
     /// At most this many runs at once; further fires wait in order (0 = no limit).
-    #[arg(
-        long,
-        global = true,
-        env = "CHIME_MAX_CONCURRENT_RUNS",
-        default_value_t = 0
-    )]
+    #[arg(long, env = "CHIME_MAX_CONCURRENT_RUNS", default_value_t = 0)]
     pub max_concurrent_runs: usize,
-    /// `run` refuses a set of schedules with more jobs, at start and at reload (0 = no
-    /// limit).
-    #[arg(
-        long,
-        global = true,
-        env = "CHIME_MAX_JOBS",
-        default_value_t = DEFAULT_MAX_JOBS
-    )]
+    /// Refuse a set of schedules with more jobs, at start and at reload (0 = no limit).
+    #[arg(long, env = "CHIME_MAX_JOBS", default_value_t = DEFAULT_MAX_JOBS)]
     pub max_jobs: usize,
+}
+
+/// Who may change the schedule files: `run`, `check` and `exec`, which all load them
+/// under the same rule.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct TrustFlags {
     /// As root, load schedule files and directories that others could change (owned by
     /// another user, or group/other-writable) with a warning instead of refusing them:
     /// for containers whose mounts' modes cannot be fixed.
-    #[arg(long, global = true, env = "CHIME_INSECURE_ALLOW_WRITABLE_SCHEDULES")]
+    #[arg(long, env = "CHIME_INSECURE_ALLOW_WRITABLE_SCHEDULES")]
     pub insecure_allow_writable_schedules: bool,
 }
 
@@ -82,6 +150,76 @@ impl Settings {
     pub(crate) fn load_options(&self, default_timezone: Option<impl Into<Zone>>) -> LoadOptions {
         LoadOptions::from_process(default_timezone)
             .allow_writable(self.insecure_allow_writable_schedules)
+    }
+}
+
+/// The same flags before the subcommand. Given there, they win over the
+/// subcommand's defaults and environment; a subcommand without the flag ignores it.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct FlagsBefore {
+    #[arg(long = "log-format", value_enum, hide = true)]
+    log_format: Option<LogFormat>,
+    #[arg(long = "log-level", hide = true)]
+    log_level: Option<String>,
+    #[arg(long = "default-timezone", value_parser = parse_zone, hide = true)]
+    default_timezone: Option<Zone>,
+    #[arg(long = "shutdown-grace", value_parser = parse_duration_arg, hide = true)]
+    shutdown_grace: Option<Duration>,
+    #[arg(long = "max-concurrent-runs", hide = true)]
+    max_concurrent_runs: Option<usize>,
+    #[arg(long = "max-jobs", hide = true)]
+    max_jobs: Option<usize>,
+    #[arg(long = "insecure-allow-writable-schedules", hide = true)]
+    insecure_allow_writable_schedules: bool,
+}
+
+/// Every setting a command may read, resolved from its flag groups (a group the
+/// subcommand lacks gives its defaults).
+#[derive(Debug, Clone)]
+pub(crate) struct Settings {
+    pub log_format: LogFormat,
+    pub log_level: String,
+    pub default_timezone: Option<Zone>,
+    pub shutdown_grace: Duration,
+    pub max_concurrent_runs: usize,
+    pub max_jobs: usize,
+    pub insecure_allow_writable_schedules: bool,
+}
+
+impl Settings {
+    fn resolve(
+        before: &FlagsBefore,
+        zone: &ZoneFlags,
+        log: Option<&LogFlags>,
+        service: Option<&ServiceFlags>,
+        trust: Option<&TrustFlags>,
+    ) -> Settings {
+        Settings {
+            log_format: before
+                .log_format
+                .or(log.map(|l| l.log_format))
+                .unwrap_or(LogFormat::Auto),
+            log_level: before
+                .log_level
+                .clone()
+                .or(log.map(|l| l.log_level.clone()))
+                .unwrap_or_else(|| "info".to_string()),
+            default_timezone: before.default_timezone.or(zone.default_timezone),
+            shutdown_grace: before
+                .shutdown_grace
+                .or(service.map(|s| s.shutdown_grace))
+                .unwrap_or(Duration::from_secs(30)),
+            max_concurrent_runs: before
+                .max_concurrent_runs
+                .or(service.map(|s| s.max_concurrent_runs))
+                .unwrap_or(0),
+            max_jobs: before
+                .max_jobs
+                .or(service.map(|s| s.max_jobs))
+                .unwrap_or(DEFAULT_MAX_JOBS),
+            insecure_allow_writable_schedules: before.insecure_allow_writable_schedules
+                || trust.is_some_and(|t| t.insecure_allow_writable_schedules),
+        }
     }
 }
 
@@ -97,39 +235,16 @@ pub(crate) enum LogFormat {
     Journald,
 }
 
-#[derive(Debug, Subcommand)]
-pub(crate) enum Command {
-    /// Run the service.
-    Run {
-        /// Schedule files or directories of `*.yaml` / `*.yml` files.
-        #[arg(default_value = DEFAULT_PATH)]
-        paths: Vec<PathBuf>,
-    },
-    /// Validate schedule files and list every job with its next fire time.
-    Check {
-        #[arg(default_value = DEFAULT_PATH)]
-        paths: Vec<PathBuf>,
-    },
-    /// Print upcoming fire times, one RFC 3339 time a line.
-    Next(NextArgs),
-    /// Run one job now, in the foreground, with its timeout and retries.
-    Exec {
-        /// The job's name.
-        job: String,
-        #[arg(default_value = DEFAULT_PATH)]
-        paths: Vec<PathBuf>,
-    },
-}
-
 #[derive(Debug, Args)]
 pub(crate) struct NextArgs {
-    /// Schedule files or directories (ignored with --cron).
+    /// Schedule files or directories of `*.yaml` / `*.yml` files (ignored with --cron).
     #[arg(default_value = DEFAULT_PATH)]
     pub paths: Vec<PathBuf>,
     /// Only this job's fires.
     #[arg(long, conflicts_with = "cron")]
     pub job: Option<String>,
-    /// An expression to evaluate instead of schedule files.
+    /// An expression to evaluate instead of schedule files; quote it as one word,
+    /// e.g. --cron "*/5 * * * *". Its meaning in words goes to stderr.
     #[arg(long)]
     pub cron: Option<String>,
     /// The zone for --cron (default: the service's default zone).
@@ -141,6 +256,8 @@ pub(crate) struct NextArgs {
     /// Count from this instant (RFC 3339, e.g. 2026-03-28T12:00:00Z; default: now).
     #[arg(long, value_parser = parse_instant)]
     pub from: Option<DateTime<Utc>>,
+    #[command(flatten)]
+    pub zone: ZoneFlags,
 }
 
 fn parse_zone(text: &str) -> Result<Zone, String> {
@@ -175,11 +292,27 @@ pub mod exit {
 /// Parses the command line and runs the command.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let code = match cli.command {
-        Command::Check { paths } => check::check(&paths, &cli.settings),
-        Command::Next(args) => next::next(&args, &cli.settings),
-        Command::Run { paths } => run::run(&paths, &cli.settings),
-        Command::Exec { job, paths } => exec::exec(&job, &paths, &cli.settings),
+    let before = &cli.before;
+    let code = match &cli.command {
+        Command::Check(args) => {
+            let settings = Settings::resolve(before, &args.zone, None, None, Some(&args.trust));
+            check::check(&args.paths.paths, &settings)
+        }
+        Command::Next(args) => {
+            let settings = Settings::resolve(before, &args.zone, None, None, None);
+            next::next(args, &settings)
+        }
+        Command::Run(args) => {
+            let service = Some(&args.service);
+            let trust = Some(&args.trust);
+            let settings = Settings::resolve(before, &args.zone, Some(&args.log), service, trust);
+            run::run(&args.paths.paths, &settings)
+        }
+        Command::Exec(args) => {
+            let trust = Some(&args.trust);
+            let settings = Settings::resolve(before, &args.zone, Some(&args.log), None, trust);
+            exec::exec(&args.job, &args.paths.paths, &settings)
+        }
     };
     ExitCode::from(code)
 }

@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use super::{LogFormat, Settings, exit, real_executor, report_errors};
 use crate::clock::SystemClock;
 use crate::daemon::{ConfigSource, Control, FileSource, Reloaded, ServeOptions, World, serve};
-use crate::events::Events;
+use crate::events::{Event, Events};
 use crate::health::Health;
 use crate::logging::{self, Format, Level};
 use crate::systemd::Notifier;
@@ -129,7 +129,14 @@ async fn run_service(paths: Vec<PathBuf>, settings: &Settings) -> u8 {
     let (source, config) = match loaded {
         Ok(Ok(pair)) => pair,
         Ok(Err(errors)) => {
-            report_errors(&errors);
+            // In the log's format: a JSON or journal log gets `config.rejected`, as at
+            // reload, so that one reader sees both; a person on a terminal, lines.
+            if resolve_format(settings.log_format) == Format::Text {
+                report_errors(&errors);
+            } else {
+                let (events, _guard) = start_logging(settings);
+                events.emit(Event::config_rejected(&errors.0));
+            }
             return exit::FAILED;
         }
         Err(err) => {

@@ -196,6 +196,7 @@ pub(crate) struct Snapshot {
     errors: Vec<ConfigError>,
     /// Files and directories others could change, when that is not an error
     /// ([`trust`]).
+    /// (Also directories given that hold no schedule file: a warning each.)
     warnings: Vec<ConfigWarning>,
 }
 
@@ -203,8 +204,18 @@ pub(crate) struct Snapshot {
 /// path given and each file found is checked for who may change it ([`trust`]): as
 /// root an error unless `--insecure-allow-writable-schedules`, otherwise a warning.
 pub(crate) fn read_snapshot(paths: &[PathBuf], privileges: Privileges) -> Snapshot {
-    let (files, mut errors) = files::discover_all(paths);
-    let mut warnings = Vec::new();
+    let (files, mut errors, empty_dirs) = files::discover_all(paths);
+    let mut warnings: Vec<ConfigWarning> = empty_dirs
+        .into_iter()
+        .map(|dir| ConfigWarning {
+            location: SourceLocation {
+                file: dir,
+                line: 0,
+                column: 0,
+            },
+            message: NO_SCHEDULE_FILES.to_string(),
+        })
+        .collect();
     let enforce = privileges.euid == 0 && !privileges.allow_writable;
     for path in paths.iter().chain(&files) {
         for untrusted in trust::check(path, privileges) {
@@ -301,6 +312,11 @@ impl Snapshot {
     }
 }
 
+/// The warning for a directory given that holds no schedule file.
+pub const NO_SCHEDULE_FILES: &str = "this directory holds no schedule files (looked for \
+     `*.yaml` and `*.yml`, not dotfiles or editor leftovers such as `*~`); nothing is \
+     scheduled from it until one is added (`chime run` keeps watching it)";
+
 /// A valid set of schedule files.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -312,6 +328,22 @@ pub struct Config {
     pub files: Vec<PathBuf>,
     /// Things that are legal but rarely meant; `check` prints them.
     pub warnings: Vec<ConfigWarning>,
+}
+
+impl Config {
+    /// The warnings about whole paths (a directory holding no schedule file), which
+    /// `run` logs as `config.warning` at start and at reload; `check` prints them all.
+    pub fn path_warnings(&self) -> Vec<&ConfigWarning> {
+        path_warnings(&self.warnings)
+    }
+}
+
+/// See [`Config::path_warnings`].
+pub fn path_warnings(warnings: &[ConfigWarning]) -> Vec<&ConfigWarning> {
+    warnings
+        .iter()
+        .filter(|warning| warning.location.line == 0)
+        .collect()
 }
 
 /// One problem, and where it is.
@@ -377,10 +409,10 @@ pub struct ConfigWarning {
 
 impl fmt::Display for ConfigWarning {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.location.line == 0 {
-            write!(f, "{}: {}", self.location.file.display(), self.message)
-        } else {
-            write!(f, "{}: {}", self.location, self.message)
+        match self.location.line {
+            // About a whole file or directory.
+            0 => write!(f, "{}: {}", self.location.file.display(), self.message),
+            _ => write!(f, "{}: {}", self.location, self.message),
         }
     }
 }

@@ -35,6 +35,29 @@ use crate::systemd::Notifier;
 /// huge reload) before going on without it.
 const SCHEDULER_STOP_BOUND: Duration = Duration::from_secs(10);
 
+/// How often a shutdown that waits for runs says so again (`service.draining`).
+pub const DRAIN_REPORT_EVERY: Duration = Duration::from_secs(5);
+
+/// "waiting for 1 run (backup (r-1)) to finish, up to 27s more; press Ctrl-C again
+/// (or send SIGTERM again) to stop it now".
+fn draining_message(runs: &[String], left: Duration) -> String {
+    let shown: Vec<&str> = runs.iter().take(5).map(String::as_str).collect();
+    let more = match runs.len().saturating_sub(shown.len()) {
+        0 => String::new(),
+        n => format!(" and {n} more"),
+    };
+    let (count, them) = match runs.len() {
+        1 => ("1 run".to_string(), "it"),
+        n => (format!("{n} runs"), "them"),
+    };
+    format!(
+        "waiting for {count} ({}{more}) to finish, up to {}s more; press Ctrl-C again (or \
+         send SIGTERM again) to stop {them} now",
+        shown.join(", "),
+        left.as_secs_f64().ceil() as u64,
+    )
+}
+
 /// What the outside world can ask of a running service.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Control {
@@ -199,6 +222,11 @@ impl<E: Executor, C: Clock> Service<E, C> {
             files: config.files.len(),
             zone: config.default_timezone.name().to_string(),
         });
+        if let Some(warning) =
+            Event::config_warning(&crate::config::path_warnings(&config.warnings))
+        {
+            events.emit(warning);
+        }
         notifier.ready();
         notifier.status(&lock(&status).line(0));
         scheduler.fire_reboot_jobs();
@@ -331,6 +359,28 @@ impl<E: Executor, C: Clock> Service<E, C> {
             () = self.dispatcher.wait_idle() => {}
             () = tokio::time::sleep(self.options.shutdown_grace) => {}
             () = second_shutdown => {}
+            () = self.report_draining() => {}
+        }
+    }
+
+    /// `service.draining` now and every [`DRAIN_REPORT_EVERY`] while runs are waited
+    /// for: which, how much grace is left, and that a second signal stops them now.
+    /// Never returns; the drain ends it.
+    async fn report_draining(&self) {
+        let deadline = tokio::time::Instant::now() + self.options.shutdown_grace;
+        loop {
+            let runs = self.dispatcher.running_runs();
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if !runs.is_empty() {
+                let message = draining_message(&runs, left);
+                self.notifier.status(&message);
+                self.events.emit(Event::ServiceDraining {
+                    runs,
+                    grace_left_ms: u64::try_from(left.as_millis()).unwrap_or(u64::MAX),
+                    message,
+                });
+            }
+            tokio::time::sleep(DRAIN_REPORT_EVERY).await;
         }
     }
 

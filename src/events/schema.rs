@@ -59,6 +59,7 @@ pub(crate) fn level_of(event: &Event) -> Level {
             Outcome::Failure | Outcome::Timeout | Outcome::Killed => Level::Error,
         },
         Event::ClockJumped { .. }
+        | Event::ConfigWarning { .. }
         | Event::RunRetrying { .. }
         | Event::RunMissed { .. }
         | Event::RunOutputTruncated { .. } => Level::Warn,
@@ -150,6 +151,18 @@ pub fn fields(event: &Event) -> Vec<(&'static str, Value)> {
         } => {
             f.push(("errors", List(errors.clone())));
             f.push(("error_count", UInt(*error_count as u64)));
+        }
+        Event::ConfigWarning { warnings } => {
+            f.push(("warnings", List(warnings.clone())));
+        }
+        Event::ServiceDraining {
+            runs,
+            grace_left_ms,
+            message,
+        } => {
+            f.push(("runs", List(runs.clone())));
+            f.push(("grace_left_ms", UInt(*grace_left_ms)));
+            f.push(("message", s(message)));
         }
         Event::ClockJumped { from, to, delta_ms } => {
             f.push(("from", t(from)));

@@ -327,6 +327,14 @@ mod tests {
                 to: at(),
                 delta_ms: -5000,
             },
+            Event::ConfigWarning {
+                warnings: vec!["/etc/chime/schedules.d: holds no schedule files".into()],
+            },
+            Event::ServiceDraining {
+                runs: vec!["backup (r1)".into()],
+                grace_left_ms: 25_000,
+                message: "waiting for 1 run".into(),
+            },
             Event::RunRetrying {
                 job: "j".into(),
                 run_id: "r".into(),
