@@ -40,10 +40,12 @@ fn chown(path: &Path, uid: u32) {
 const NOBODY: u32 = 65534;
 
 /// Every `run.output` line of `job` among `events`.
+/// The job's stdout lines, in order (stderr is read by a pump of its own, so its
+/// lines may come before or after them).
 fn output_lines(events: &[Value], job: &str) -> Vec<String> {
     events
         .iter()
-        .filter(|e| is(e, "run.output", job))
+        .filter(|e| is(e, "run.output", job) && e["stream"] == "stdout")
         .map(|e| e["line"].as_str().unwrap_or_default().to_string())
         .collect()
 }
@@ -847,7 +849,9 @@ fn as_non_root_untrusted_files_warn_and_user_is_refused_by_run() {
     let out = as_nobody(&["check", path]);
     assert_eq!(out.code, Some(0), "{out:#?}");
     assert!(out.stderr.contains("warning: ") && out.stderr.contains("`chime run` refuses it"));
-    let out = as_nobody(&["run", path]);
+    // A text log: start-up errors as plain `error:` lines (a JSON log has them as one
+    // config.rejected event).
+    let out = as_nobody(&["run", "--log-format", "text", path]);
     assert_eq!(out.code, Some(1), "{out:#?}");
     let errors = out.errors();
     assert_eq!(errors.len(), 1, "{out:#?}");
