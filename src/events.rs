@@ -103,6 +103,8 @@ pub enum MissReason {
     Deadline,
     ClockJump,
     LateWakeup,
+    /// Fell while chime was not running (`catch_up: latest`).
+    Downtime,
 }
 
 impl MissReason {
@@ -111,6 +113,7 @@ impl MissReason {
             MissReason::Deadline => "deadline",
             MissReason::ClockJump => "clock-jump",
             MissReason::LateWakeup => "late-wakeup",
+            MissReason::Downtime => "downtime",
         }
     }
 }
@@ -216,6 +219,23 @@ pub enum Event {
         count: u64,
         reason: MissReason,
     },
+    /// A run the state store still had as running at start: chime was killed or the
+    /// machine lost power. `still_running`: its process group is provably still alive.
+    RunInterrupted {
+        job: Arc<str>,
+        run_id: Arc<str>,
+        scheduled_at: DateTime<Utc>,
+        still_running: bool,
+        pid: Option<u32>,
+    },
+    /// The state store could not be written (or opened): what happened, how to fix it,
+    /// and how many queued writes were dropped so far. Firing goes on.
+    StateFailed {
+        what: String,
+        error: String,
+        fix: String,
+        dropped: u64,
+    },
 }
 
 /// How many errors a `config.rejected` event lists. One event for 100,000 invalid jobs
@@ -253,6 +273,8 @@ impl Event {
             Event::RunFinished { .. } => "run.finished",
             Event::RunSkipped { .. } => "run.skipped",
             Event::RunMissed { .. } => "run.missed",
+            Event::RunInterrupted { .. } => "run.interrupted",
+            Event::StateFailed { .. } => "state.failed",
         }
     }
 
@@ -265,7 +287,8 @@ impl Event {
             | Event::RunRetrying { job, .. }
             | Event::RunFinished { job, .. }
             | Event::RunSkipped { job, .. }
-            | Event::RunMissed { job, .. } => Some(job),
+            | Event::RunMissed { job, .. }
+            | Event::RunInterrupted { job, .. } => Some(job),
             _ => None,
         }
     }

@@ -80,6 +80,7 @@ pub mod logging;
 pub mod memory;
 pub mod run;
 pub mod scheduler;
+pub mod state;
 pub mod systemd;
 pub mod watch;
 pub mod zone;

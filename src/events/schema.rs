@@ -52,7 +52,9 @@ pub enum Value {
 /// How important an event is.
 pub(crate) fn level_of(event: &Event) -> Level {
     match event {
-        Event::ConfigRejected { .. } | Event::ServiceFailed { .. } => Level::Error,
+        Event::ConfigRejected { .. } | Event::ServiceFailed { .. } | Event::StateFailed { .. } => {
+            Level::Error
+        }
         Event::RunFinished { outcome, .. } => match outcome {
             Outcome::Success => Level::Info,
             Outcome::Cancelled => Level::Warn,
@@ -61,7 +63,8 @@ pub(crate) fn level_of(event: &Event) -> Level {
         Event::ClockJumped { .. }
         | Event::RunRetrying { .. }
         | Event::RunMissed { .. }
-        | Event::RunOutputTruncated { .. } => Level::Warn,
+        | Event::RunOutputTruncated { .. }
+        | Event::RunInterrupted { .. } => Level::Warn,
         Event::RunSkipped {
             reason: SkipReason::Disabled,
             ..
@@ -248,6 +251,32 @@ pub fn fields(event: &Event) -> Vec<(&'static str, Value)> {
             f.push(("scheduled_at", t(scheduled_at)));
             f.push(("count", UInt(*count)));
             f.push(("reason", s(reason.as_str())));
+        }
+        Event::RunInterrupted {
+            job,
+            run_id,
+            scheduled_at,
+            still_running,
+            pid,
+        } => {
+            f.push(("job", s(job)));
+            f.push(("run_id", s(run_id)));
+            f.push(("scheduled_at", t(scheduled_at)));
+            f.push(("still_running", Bool(*still_running)));
+            if let Some(pid) = pid {
+                f.push(("pid", UInt((*pid).into())));
+            }
+        }
+        Event::StateFailed {
+            what,
+            error,
+            fix,
+            dropped,
+        } => {
+            f.push(("what", s(what)));
+            f.push(("error", s(error)));
+            f.push(("fix", s(fix)));
+            f.push(("dropped", UInt(*dropped)));
         }
     }
     f
