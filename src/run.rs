@@ -241,6 +241,16 @@ impl InFlight {
         }
     }
 
+    /// Counts in a run an earlier chime left behind, whose process group still runs;
+    /// [`InFlight::disown`] when that group has ended.
+    pub(crate) fn adopt(&mut self) {
+        self.running += 1;
+    }
+
+    pub(crate) fn disown(&mut self) {
+        self.running = self.running.saturating_sub(1);
+    }
+
     /// Counts a run out (see [`InFlight::enter`]).
     fn leave(&mut self, run_id: &Arc<str>, replace: bool) {
         self.running = self.running.saturating_sub(1);

@@ -27,7 +27,8 @@ use crate::cron::Schedule;
 use crate::dispatch::{Dispatcher, Fire, JobRuns};
 use crate::events::{Event, Events, MissReason, Trigger};
 use crate::exec::Executor;
-use crate::job::Job;
+use crate::job::{CatchUp, Job};
+use crate::run::JobRecord;
 
 /// A wall-clock difference at least this large counts as a step of the clock.
 const STEP_THRESHOLD: TimeDelta = TimeDelta::milliseconds(100);
@@ -111,6 +112,7 @@ fn same_definition(a: &Job, b: &Job) -> bool {
         retry,
         overlap,
         starting_deadline,
+        catch_up,
         enabled,
         source: _,
     } = a;
@@ -126,6 +128,7 @@ fn same_definition(a: &Job, b: &Job) -> bool {
         && *retry == b.retry
         && *overlap == b.overlap
         && *starting_deadline == b.starting_deadline
+        && *catch_up == b.catch_up
         && *enabled == b.enabled
 }
 
@@ -254,6 +257,60 @@ impl<E: Executor, C: Clock> Scheduler<E, C> {
                 self.dispatcher
                     .fire(Self::fire_of(entry, now, Trigger::Reboot));
             }
+        }
+    }
+
+    /// Fires missed while chime was down (`handled`: each job's last fire handled, from
+    /// the state store): a `catch_up: latest` job runs once for its latest missed fire,
+    /// by the rule of a forward clock step (`run.missed reason: downtime`).
+    pub fn catch_up(&mut self, handled: &HashMap<String, DateTime<Utc>>) {
+        let now = self.clock.now();
+        let due: Vec<(DateTime<Utc>, usize)> = self
+            .by_name
+            .iter()
+            .filter_map(|(name, &slot)| {
+                let job = &self.slots[slot].as_ref()?.job;
+                if job.catch_up != CatchUp::Latest || !job.enabled {
+                    return None;
+                }
+                let first = job
+                    .schedule
+                    .next_after(job.timezone, *handled.get(&**name)?)?;
+                (first <= now).then_some((first, slot))
+            })
+            .collect();
+        for (at, slot) in due {
+            self.fire_late(at, slot, now, MissReason::Downtime);
+        }
+    }
+
+    /// Runs of an earlier chime whose process groups still live count as running for
+    /// their jobs' overlap policies until the groups end (watched once a second).
+    pub fn adopt_leftovers(&self, leftovers: &[(String, crate::state::leftover::Group)]) {
+        for (name, group) in leftovers {
+            let Some(entry) = self
+                .by_name
+                .get(name.as_str())
+                .and_then(|&slot| self.slots[slot].as_ref())
+            else {
+                continue;
+            };
+            let runs = Arc::clone(&entry.runs);
+            runs.with_in_flight(|in_flight| in_flight.adopt());
+            let group = *group;
+            self.workers.spawn(async move {
+                loop {
+                    let alive =
+                        tokio::task::spawn_blocking(move || crate::state::leftover::alive(group))
+                            .await
+                            .unwrap_or(false);
+                    if !alive {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                runs.with_in_flight(|in_flight| in_flight.disown());
+            });
         }
     }
 

@@ -10,6 +10,7 @@ mod check;
 mod exec;
 mod next;
 mod run;
+mod state;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -70,6 +71,21 @@ pub(crate) struct Settings {
         default_value_t = DEFAULT_MAX_JOBS
     )]
     pub max_jobs: usize,
+    /// Where run history and catch-up state live (`none`: no state). Default:
+    /// $STATE_DIRECTORY, else /var/lib/chime as root, else $XDG_STATE_HOME/chime.
+    #[arg(long, global = true, env = "CHIME_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Runs older than this are pruned from the history.
+    #[arg(long, global = true, env = "CHIME_HISTORY_KEEP", value_parser = parse_duration_arg, default_value = "30d")]
+    pub history_keep: Duration,
+    /// At most this many runs are kept per job.
+    #[arg(
+        long,
+        global = true,
+        env = "CHIME_HISTORY_KEEP_RUNS",
+        default_value_t = 1000
+    )]
+    pub history_keep_runs: usize,
 }
 
 /// `--max-jobs` unless set: twice the 100,000 jobs the service is measured with (README,
@@ -106,6 +122,16 @@ pub(crate) enum Command {
         #[arg(default_value = DEFAULT_PATH)]
         paths: Vec<PathBuf>,
     },
+    /// Every job: schedule, next fire, last run and its outcome, running now.
+    Status {
+        #[arg(default_value = DEFAULT_PATH)]
+        paths: Vec<PathBuf>,
+        /// One JSON object per job, one a line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Past runs, newest first: a job's, or one run's attempts, outcome and output.
+    History(state::HistoryArgs),
 }
 
 #[derive(Debug, Args)]
@@ -167,6 +193,8 @@ pub fn main() -> ExitCode {
         Command::Next(args) => next::next(&args, &cli.settings),
         Command::Run { paths } => run::run(&paths, &cli.settings),
         Command::Exec { job, paths } => exec::exec(&job, &paths, &cli.settings),
+        Command::Status { paths, json } => state::status(&paths, json, &cli.settings),
+        Command::History(args) => state::history(&args, &cli.settings),
     };
     ExitCode::from(code)
 }

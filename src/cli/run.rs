@@ -141,7 +141,8 @@ async fn run_service(paths: Vec<PathBuf>, settings: &Settings) -> u8 {
         Ok(executor) => executor,
         Err(code) => return code,
     };
-    let (events, _guard) = start_logging(settings);
+    let (mut events, _guard) = start_logging(settings);
+    let (state, resume) = super::state::start(settings, &mut events);
     let dirs = source.watch_dirs();
     let quiet = Duration::from_millis(250);
     if let Err(err) = crate::watch::watch(&dirs, quiet, tx, Control::ReloadIfChanged) {
@@ -151,6 +152,7 @@ async fn run_service(paths: Vec<PathBuf>, settings: &Settings) -> u8 {
         shutdown_grace: settings.shutdown_grace,
         max_concurrent_runs: settings.max_concurrent_runs,
         watchdog: Notifier::watchdog_interval(),
+        resume,
         ..ServeOptions::default()
     };
     let world = World {
@@ -161,7 +163,12 @@ async fn run_service(paths: Vec<PathBuf>, settings: &Settings) -> u8 {
         health: Health::new(),
     };
     let source = InjectedFault::from_env(source);
-    match serve(config, source, options, world, rx).await {
+    let served = serve(config, source, options, world, rx).await;
+    if let Some(state) = state {
+        // What is queued is written before the exit (one last try if the disk fails).
+        let _ = tokio::task::spawn_blocking(move || state.thread.close()).await;
+    }
+    match served {
         Ok(()) => exit::OK,
         Err(_) => exit::INTERNAL,
     }

@@ -302,6 +302,7 @@ impl<'a> FileChecker<'a, '_> {
             retry: retry?,
             overlap: settings.overlap.unwrap_or_default(),
             starting_deadline: settings.starting_deadline,
+            catch_up: settings.catch_up.unwrap_or_default(),
             enabled: settings.enabled.unwrap_or(true),
             source: here,
         })

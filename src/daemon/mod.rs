@@ -13,7 +13,10 @@
 mod reload;
 mod source;
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, Utc};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -63,6 +66,17 @@ pub struct ServeOptions {
     /// systemd's watchdog interval (`WATCHDOG_USEC`): pinged at half of it while both
     /// loops are alive. `None`: no watchdog.
     pub watchdog: Option<Duration>,
+    /// What the state store remembered from before this start.
+    pub resume: Resume,
+}
+
+/// What a start takes over from the chime before it (DESIGN.md §10).
+#[derive(Debug, Clone, Default)]
+pub struct Resume {
+    /// Each job's last fire handled: `catch_up: latest` jobs run their latest missed.
+    pub last_handled: HashMap<String, DateTime<Utc>>,
+    /// Interrupted runs whose process groups still live, by job.
+    pub leftovers: Vec<(String, crate::state::leftover::Group)>,
 }
 
 impl Default for ServeOptions {
@@ -74,6 +88,7 @@ impl Default for ServeOptions {
             recheck_every: Some(Duration::from_secs(60)),
             timer_thread: true,
             watchdog: None,
+            resume: Resume::default(),
         }
     }
 }
@@ -202,6 +217,8 @@ impl<E: Executor, C: Clock> Service<E, C> {
         notifier.ready();
         notifier.status(&lock(&status).line(0));
         scheduler.fire_reboot_jobs();
+        scheduler.adopt_leftovers(&options.resume.leftovers);
+        scheduler.catch_up(&options.resume.last_handled);
 
         let stop = CancellationToken::new();
         let (commands, command_rx) = mpsc::channel(4);

@@ -13,7 +13,7 @@ use crate::config::interpolate::is_var_name;
 use crate::config::suggest::closest;
 use crate::config::tree::{Node, NodeKind};
 use crate::duration::parse_duration;
-use crate::job::Overlap;
+use crate::job::{CatchUp, Overlap};
 use crate::zone::Zone;
 
 const OVERLAPS: &[(&str, Overlap)] = &[
@@ -33,6 +33,7 @@ pub(super) struct Settings {
     pub(super) retry: RetrySettings,
     pub(super) overlap: Option<Overlap>,
     pub(super) starting_deadline: Option<Duration>,
+    pub(super) catch_up: Option<CatchUp>,
     pub(super) enabled: Option<bool>,
 }
 
@@ -50,6 +51,7 @@ impl Settings {
             retry: self.retry.over(&defaults.retry),
             overlap: self.overlap.or(defaults.overlap),
             starting_deadline: self.starting_deadline.or(defaults.starting_deadline),
+            catch_up: self.catch_up.or(defaults.catch_up),
             enabled: self.enabled.or(defaults.enabled),
         }
     }
@@ -118,6 +120,7 @@ impl FileChecker<'_, '_> {
             }
             "retry" => settings.retry = self.retry(&path(), value, !prefix.is_empty()),
             "overlap" => settings.overlap = self.overlap(&path(), value),
+            "catch_up" => settings.catch_up = self.catch_up(&path(), value),
             "enabled" => settings.enabled = self.boolean(&path(), value),
             _ => return false,
         }
@@ -229,6 +232,22 @@ impl FileChecker<'_, '_> {
         };
         self.error(node, message);
         None
+    }
+
+    fn catch_up(&mut self, path: &str, node: &Node) -> Option<CatchUp> {
+        match &node.kind {
+            NodeKind::Str(text) if text == "none" => Some(CatchUp::None),
+            NodeKind::Str(text) if text == "latest" => Some(CatchUp::Latest),
+            _ => {
+                let text = self.text(node);
+                let message = format!(
+                    "`{path}` must be none or latest, not `{}`; latest runs the latest fire missed while chime was down, once",
+                    escaped(&text)
+                );
+                self.error(node, message);
+                None
+            }
+        }
     }
 
     fn overlap(&mut self, path: &str, node: &Node) -> Option<Overlap> {
