@@ -97,7 +97,7 @@ impl Model {
 
     fn ordered(&self) -> Vec<&ModelRun> {
         let mut all: Vec<&ModelRun> = self.runs.values().collect();
-        all.sort_by(|a, b| (b.record.started, b.seq).cmp(&(a.record.started, a.seq)));
+        all.sort_by_key(|r| std::cmp::Reverse((r.record.started, r.seq)));
         all
     }
 

@@ -298,7 +298,7 @@ impl Sink {
                 loop {
                     let now = Instant::now();
                     let retry_due = retry_at.is_none_or(|at| at <= now);
-                    if (queue.closed || !queue.items.is_empty()) && (retry_due || queue.closed) {
+                    if queue.closed || (!queue.items.is_empty() && retry_due) {
                         break;
                     }
                     if next_prune <= now && retry_due {
@@ -394,6 +394,15 @@ impl Sink {
                         end.output_tail = tail;
                     }
                     writes.push(Write::Finished(end));
+                }
+                Item::Write(Write::Started(mut start)) => {
+                    // The process's start time goes with its pid, read here rather
+                    // than on the run's path: a later chime tells a live leftover group
+                    // from a process that reused the pid by it.
+                    if let (Some(pid), None) = (start.pid, start.pid_start) {
+                        start.pid_start = super::leftover::start_time(pid);
+                    }
+                    writes.push(Write::Started(start));
                 }
                 Item::Write(write) => writes.push(write),
             }
