@@ -11,6 +11,8 @@
 //! - `CHIME_BENCH_SECS`: measured seconds per workload (default 10; 2 in quick mode).
 //! - `CHIME_BENCH_QUICK=1`: a smoke run: short windows, 10,000 instead of 100,000
 //!   jobs in the idle workload. Its figures are not the benchmark's.
+//! - `CHIME_BENCH_STATE`: `only` runs only the state store's section (`state_bench`),
+//!   `0` leaves it out.
 //!
 //! # How lateness is measured
 //! - chime: the wall clock (`Utc::now()`) when the bench executor's `execute` is
@@ -52,6 +54,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 /// Names the workload a child process runs.
+mod state_bench;
+
 const CHILD_ENV: &str = "CHIME_BENCH_CHILD";
 /// Marks the child's result line on its stdout.
 const RESULT_PREFIX: &str = "CHIME_BENCH_RESULT ";
@@ -194,6 +198,7 @@ fn child(spec: &str) {
         }
         Some("e2e") => serde_json::to_string(&e2e(number(1) as usize, number(2))),
         Some("bulk") => serde_json::to_string(&bulk(number(1) as usize, number(2))),
+        Some(w) if w.starts_with("state-") => state_bench::child(&words).expect("a state workload"),
         other => panic!("unknown workload {other:?}"),
     };
     println!(
@@ -547,6 +552,12 @@ fn every_second_job(i: usize) -> String {
 }
 
 fn sched_chime(jobs: usize, secs: u64) -> SchedResult {
+    sched_chime_with(jobs, secs, |events| events)
+}
+
+/// [`sched_chime`] with the service's events passed through `wrap` (the state store's
+/// recorder, for its section).
+fn sched_chime_with(jobs: usize, secs: u64, wrap: impl FnOnce(Events) -> Events) -> SchedResult {
     let fires = Recorder::new(capacity(jobs, secs));
     let started = Recorder::new(capacity(jobs, secs));
     let failed = Arc::new(AtomicU64::new(0));
@@ -562,7 +573,7 @@ fn sched_chime(jobs: usize, secs: u64) -> SchedResult {
     let executor = Stamp {
         fires: Arc::clone(&fires),
     };
-    let events = recording_events(Arc::clone(&started), failed);
+    let events = wrap(recording_events(Arc::clone(&started), failed));
     let window = Window::after(now_nanos(), secs);
     let cpu = runtime.block_on(async {
         let (control, rx) = mpsc::channel(1);
@@ -985,6 +996,11 @@ fn parent() {
     let machine = machine();
     let load_before = loadavg();
     let started = Instant::now();
+    let state_section = std::env::var("CHIME_BENCH_STATE").unwrap_or_default();
+    if state_section == "only" {
+        print!("{}", state_bench::section(secs, settings.quick));
+        return;
+    }
 
     // The baseline's window is split over its start phases, whole seconds each.
     let phases = BASELINE_PHASES.min(secs);
@@ -1020,6 +1036,9 @@ fn parent() {
         bulk: bulk.as_ref(),
     };
     print!("{}", report.render());
+    if state_section != "0" {
+        print!("{}", state_bench::section(secs, settings.quick));
+    }
 }
 
 struct Report<'a> {
