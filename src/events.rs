@@ -85,6 +85,8 @@ pub enum SkipReason {
     Shutdown,
     /// A newer fire of the job took this one's place in the queue for a free slot.
     Superseded,
+    /// The job is paused (`chime pause`).
+    Paused,
 }
 
 impl SkipReason {
@@ -94,6 +96,27 @@ impl SkipReason {
             SkipReason::Disabled => "disabled",
             SkipReason::Shutdown => "shutdown",
             SkipReason::Superseded => "superseded",
+            SkipReason::Paused => "paused",
+        }
+    }
+}
+
+/// Who cancelled a run (`run.finished` with `outcome: cancelled`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CancelledBy {
+    Shutdown,
+    /// `overlap: replace`: a newer run of the job took its place.
+    Replace,
+    /// `chime kill`.
+    Operator,
+}
+
+impl CancelledBy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CancelledBy::Shutdown => "shutdown",
+            CancelledBy::Replace => "replace",
+            CancelledBy::Operator => "operator",
         }
     }
 }
@@ -178,6 +201,8 @@ pub enum Event {
         /// How long the fire waited for a free slot under `--max-concurrent-runs`; `None`
         /// when it did not go through the queue (and on retries).
         queued_ms: Option<f64>,
+        /// Who asked for a manual run (`chime trigger`), by uid.
+        caller_uid: Option<u32>,
     },
     RunOutput {
         job: Arc<str>,
@@ -207,6 +232,10 @@ pub enum Event {
         duration_ms: u64,
         output_bytes: u64,
         truncated: bool,
+        /// With `outcome: cancelled`: who cancelled it.
+        by: Option<CancelledBy>,
+        /// With `by: operator`: the uid of who asked (`chime kill`).
+        caller_uid: Option<u32>,
     },
     RunSkipped {
         job: Arc<str>,
@@ -235,6 +264,15 @@ pub enum Event {
         error: String,
         fix: String,
         dropped: u64,
+    },
+    /// A request on the control socket (`chime trigger`, `pause`, …) and what came of it.
+    ControlRequest {
+        command: String,
+        /// The job, run id or `--all` it named (empty when none).
+        target: String,
+        caller_uid: Option<u32>,
+        /// `ok`, or what went wrong.
+        result: String,
     },
 }
 
@@ -275,6 +313,7 @@ impl Event {
             Event::RunMissed { .. } => "run.missed",
             Event::RunInterrupted { .. } => "run.interrupted",
             Event::StateFailed { .. } => "state.failed",
+            Event::ControlRequest { .. } => "control.request",
         }
     }
 
@@ -289,6 +328,19 @@ impl Event {
             | Event::RunSkipped { job, .. }
             | Event::RunMissed { job, .. }
             | Event::RunInterrupted { job, .. } => Some(job),
+            _ => None,
+        }
+    }
+
+    /// The run this event is about, if any.
+    pub fn run_id(&self) -> Option<&Arc<str>> {
+        match self {
+            Event::RunStarted { run_id, .. }
+            | Event::RunOutput { run_id, .. }
+            | Event::RunOutputTruncated { run_id, .. }
+            | Event::RunRetrying { run_id, .. }
+            | Event::RunFinished { run_id, .. }
+            | Event::RunInterrupted { run_id, .. } => Some(run_id),
             _ => None,
         }
     }

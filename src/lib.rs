@@ -68,6 +68,7 @@
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod control;
 pub mod cron;
 pub mod daemon;
 pub mod dispatch;

@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::{self, Clock};
 use crate::cron::Schedule;
-use crate::dispatch::{Dispatcher, Fire, JobRuns};
+use crate::dispatch::{Dispatched, Dispatcher, Fire, JobRuns, Manual};
 use crate::events::{Event, Events, MissReason, Trigger};
 use crate::exec::Executor;
 use crate::job::{CatchUp, Job};
@@ -85,6 +85,16 @@ pub enum Command {
     Replace {
         jobs: Vec<Job>,
         reply: oneshot::Sender<ReloadCounts>,
+    },
+    /// Run a job now (`chime trigger`); the reply is `None` when no job has the name.
+    Trigger {
+        job: String,
+        manual: Manual,
+        reply: oneshot::Sender<Option<Dispatched>>,
+    },
+    /// The names of the jobs loaded (`chime pause`, `resume`).
+    Names {
+        reply: oneshot::Sender<Vec<Arc<str>>>,
     },
 }
 
@@ -247,6 +257,16 @@ impl<E: Executor, C: Clock> Scheduler<E, C> {
             scheduled_at,
             trigger,
         }
+    }
+
+    /// Runs a job now, by hand, through the dispatcher's rules; `None`: no such job.
+    pub fn trigger(&self, job: &str, manual: Manual) -> Option<Dispatched> {
+        let entry = self
+            .by_name
+            .get(job)
+            .and_then(|&slot| self.slots[slot].as_ref())?;
+        let fire = Self::fire_of(entry, self.clock.now(), Trigger::Manual);
+        Some(self.dispatcher.fire_manual(fire, manual))
     }
 
     /// Starts every enabled `@reboot` job once.
@@ -582,6 +602,12 @@ impl<E: Executor, C: Clock> Scheduler<E, C> {
                 command = commands.recv(), if commands_open => match command {
                     Some(Command::Replace { jobs, reply }) => {
                         replacing = Some((self.start_replace(jobs), reply));
+                    }
+                    Some(Command::Trigger { job, manual, reply }) => {
+                        let _ = reply.send(self.trigger(&job, manual));
+                    }
+                    Some(Command::Names { reply }) => {
+                        let _ = reply.send(self.by_name.keys().cloned().collect());
                     }
                     None => commands_open = false,
                 },

@@ -7,6 +7,7 @@
 //!   service: signals, watcher, logging, the process's runtime); `exec.rs`: `chime exec`.
 
 mod check;
+mod control;
 mod exec;
 mod next;
 mod run;
@@ -86,6 +87,10 @@ pub(crate) struct Settings {
         default_value_t = 1000
     )]
     pub history_keep_runs: usize,
+    /// The control socket (`none`: no socket). Default: $RUNTIME_DIRECTORY/chime.sock,
+    /// else /run/chime/chime.sock as root, else $XDG_RUNTIME_DIR/chime/chime.sock.
+    #[arg(long, global = true, env = "CHIME_CONTROL_SOCKET")]
+    pub control_socket: Option<PathBuf>,
 }
 
 /// `--max-jobs` unless set: twice the 100,000 jobs the service is measured with (README,
@@ -132,6 +137,25 @@ pub(crate) enum Command {
     },
     /// Past runs, newest first: a job's, or one run's attempts, outcome and output.
     History(state::HistoryArgs),
+    /// Run a job now, on the running service (overlap, limit, timeout and retries apply).
+    Trigger {
+        /// The job's name.
+        job: String,
+        /// Stream the run's output; exit 0 if it succeeded, 1 otherwise.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Pause jobs: their scheduled fires are skipped until `chime resume`.
+    Pause(control::Targets),
+    /// Resume paused jobs; what was missed meanwhile is not replayed.
+    Resume(control::Targets),
+    /// End a running run (by run id) or every run of a job, as a timeout does.
+    Kill {
+        /// A run id, or a job's name.
+        target: String,
+    },
+    /// Print the JSON Schema of the schedule file format.
+    Schema,
 }
 
 #[derive(Debug, Args)]
@@ -195,6 +219,11 @@ pub fn main() -> ExitCode {
         Command::Exec { job, paths } => exec::exec(&job, &paths, &cli.settings),
         Command::Status { paths, json } => state::status(&paths, json, &cli.settings),
         Command::History(args) => state::history(&args, &cli.settings),
+        Command::Trigger { job, wait } => control::trigger(&job, wait, &cli.settings),
+        Command::Pause(targets) => control::pause(&targets, true, &cli.settings),
+        Command::Resume(targets) => control::pause(&targets, false, &cli.settings),
+        Command::Kill { target } => control::kill(&target, &cli.settings),
+        Command::Schema => control::schema(),
     };
     ExitCode::from(code)
 }

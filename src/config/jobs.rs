@@ -31,6 +31,7 @@ mod keys;
 mod loader;
 mod retry;
 mod schedule;
+mod schema;
 mod settings;
 #[cfg(test)]
 mod tests;
@@ -39,6 +40,7 @@ use keys::{Entry, JOB_KEYS};
 pub(super) use loader::Loader;
 use loader::{FileOutcome, JobBudget, NameUse};
 use schedule::ParsedSchedule;
+pub use schema::{json_schema, schema_keys};
 use settings::Settings;
 
 /// Checks one file's tree.

@@ -167,6 +167,7 @@ pub fn fields(event: &Event) -> Vec<(&'static str, Value)> {
             lateness_ms,
             attempt,
             queued_ms,
+            caller_uid,
         } => {
             f.push(("job", s(job)));
             f.push(("run_id", s(run_id)));
@@ -176,6 +177,9 @@ pub fn fields(event: &Event) -> Vec<(&'static str, Value)> {
             f.push(("attempt", UInt((*attempt).into())));
             if let Some(queued_ms) = queued_ms {
                 f.push(("queued_ms", Float(*queued_ms)));
+            }
+            if let Some(uid) = caller_uid {
+                f.push(("caller_uid", UInt((*uid).into())));
             }
         }
         Event::RunOutput {
@@ -222,6 +226,8 @@ pub fn fields(event: &Event) -> Vec<(&'static str, Value)> {
             duration_ms,
             output_bytes,
             truncated,
+            by,
+            caller_uid,
         } => {
             f.push(("job", s(job)));
             f.push(("run_id", s(run_id)));
@@ -231,6 +237,12 @@ pub fn fields(event: &Event) -> Vec<(&'static str, Value)> {
             f.push(("duration_ms", UInt(*duration_ms)));
             f.push(("output_bytes", UInt(*output_bytes)));
             f.push(("truncated", Bool(*truncated)));
+            if let Some(by) = by {
+                f.push(("by", s(by.as_str())));
+            }
+            if let Some(uid) = caller_uid {
+                f.push(("caller_uid", UInt((*uid).into())));
+            }
         }
         Event::RunSkipped {
             job,
@@ -277,6 +289,19 @@ pub fn fields(event: &Event) -> Vec<(&'static str, Value)> {
             f.push(("error", s(error)));
             f.push(("fix", s(fix)));
             f.push(("dropped", UInt(*dropped)));
+        }
+        Event::ControlRequest {
+            command,
+            target,
+            caller_uid,
+            result,
+        } => {
+            f.push(("command", s(command)));
+            f.push(("target", s(target)));
+            if let Some(uid) = caller_uid {
+                f.push(("caller_uid", UInt((*uid).into())));
+            }
+            f.push(("result", s(result)));
         }
     }
     f

@@ -85,6 +85,7 @@ pub async fn execute(attempt: Attempt, output: Arc<OutputSink>) -> AttemptResult
         .id()
         .expect("a child that has not been waited for has a pid");
     let pgid = libc::pid_t::try_from(pid).expect("a pid fits in pid_t");
+    output.set_pid(pid);
 
     let stop_reading = CancellationToken::new();
     let readers = tokio::spawn(pump_both(

@@ -195,6 +195,8 @@ mod tests {
             duration_ms: 1234,
             output_bytes: 99,
             truncated: false,
+            by: None,
+            caller_uid: None,
         }
     }
 
@@ -249,6 +251,7 @@ mod tests {
             lateness_ms: 1.5,
             attempt: 1,
             queued_ms: None,
+            caller_uid: None,
         };
         let map = as_map(&event);
         assert_eq!(map["EVENT"], "run.started");
@@ -274,6 +277,7 @@ mod tests {
             lateness_ms: 2500.25,
             attempt: 1,
             queued_ms: Some(2500.0),
+            caller_uid: None,
         };
         let map = as_map(&event);
         assert_eq!(map["QUEUED_MS"], "2500.000");
