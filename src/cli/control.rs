@@ -42,7 +42,13 @@ fn socket(settings: &Settings) -> Result<PathBuf, u8> {
 fn send(settings: &Settings, request: &Request) -> Result<(Connection, Map<String, Value>), u8> {
     let path = socket(settings)?;
     Connection::send(&path, request).map_err(|err| {
-        print_error(&err);
+        // Said so, so that `trigger --wait` tells a refused request from a failed run.
+        eprintln!("error: the request failed: {err}");
+        let mut cause = std::error::Error::source(&err);
+        while let Some(inner) = cause {
+            eprintln!("  caused by: {inner}");
+            cause = inner.source();
+        }
         exit::FAILED
     })
 }
@@ -99,7 +105,7 @@ pub(super) fn trigger(job: &str, wait: bool, settings: &Settings) -> u8 {
 fn follow(connection: &mut Connection, job: &str, run_id: &str) -> u8 {
     let mut stdout = std::io::stdout().lock();
     loop {
-        let line = match connection.next() {
+        let line = match connection.next_line() {
             Ok(Some(line)) => line,
             Ok(None) => {
                 eprintln!(

@@ -99,7 +99,7 @@ impl Connection {
             path: path.to_path_buf(),
             reader: BufReader::new(stream),
         };
-        let answer = connection.next()?.ok_or_else(|| {
+        let answer = connection.next_line()?.ok_or_else(|| {
             ClientError::Protocol("the service closed the connection without an answer".into())
         })?;
         if answer.get("ok") != Some(&Value::Bool(true)) {
@@ -116,7 +116,7 @@ impl Connection {
     }
 
     /// The next line of the answer, or `None` when the service closed the connection.
-    pub fn next(&mut self) -> Result<Option<Map<String, Value>>, ClientError> {
+    pub fn next_line(&mut self) -> Result<Option<Map<String, Value>>, ClientError> {
         let mut line = String::new();
         let read = self
             .reader

@@ -38,9 +38,12 @@ pub const MAX_CONNECTIONS: usize = 32;
 /// How long a request waits for the scheduling loop (it may be applying a reload).
 const SCHEDULER_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Keeps (or forgets, with false) a job's pause.
+type KeepPause = dyn Fn(&str, bool) + Send + Sync;
+
 /// Where pauses are kept across restarts (the state store's writer), if anywhere.
 #[derive(Clone)]
-pub struct PauseStore(Arc<dyn Fn(&str, bool) + Send + Sync>);
+pub struct PauseStore(Arc<KeepPause>);
 
 impl PauseStore {
     pub fn new(store: impl Fn(&str, bool) + Send + Sync + 'static) -> Self {
@@ -365,6 +368,24 @@ async fn read_request(stream: &mut UnixStream) -> Result<Request, String> {
     Ok(request)
 }
 
+/// After an error answer: what the peer still sends is read and dropped (a little,
+/// briefly), so that closing with unread data does not reset the connection before
+/// the peer has read the answer.
+async fn drain(mut stream: UnixStream) {
+    let _ = stream.shutdown().await;
+    let mut sink = [0u8; 8192];
+    let mut left = 4 * MAX_LINE;
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        while left > 0 {
+            match stream.read(&mut sink).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => left = left.saturating_sub(n),
+            }
+        }
+    })
+    .await;
+}
+
 async fn write(stream: &mut UnixStream, text: &str) -> bool {
     matches!(
         tokio::time::timeout(WRITE_TIMEOUT, stream.write_all(text.as_bytes())).await,
@@ -417,6 +438,7 @@ impl<E: Executor, C: Clock> Server<E, C> {
                 if let Err(error) = answer {
                     write(&mut stream, &error_line(&error)).await;
                 }
+                drain(stream).await;
                 return;
             }
         };
@@ -561,7 +583,7 @@ impl<E: Executor, C: Clock> Server<E, C> {
 
     async fn pause(&self, request: &Request, pause: bool) -> Answer {
         let verb = if pause { "pause" } else { "resume" };
-        if request.all == !request.jobs.is_empty() {
+        if request.all != request.jobs.is_empty() {
             return Err(format!(
                 "{verb} needs job names or all: {{\"v\":1,\"cmd\":\"{verb}\",\"jobs\":[\"NAME\"]}} or {{\"v\":1,\"cmd\":\"{verb}\",\"all\":true}}"
             ));

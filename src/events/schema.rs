@@ -69,6 +69,7 @@ pub(crate) fn level_of(event: &Event) -> Level {
             reason: SkipReason::Disabled,
             ..
         } => Level::Debug,
+        Event::ControlRequest { result, .. } if result != "ok" => Level::Warn,
         _ => Level::Info,
     }
 }

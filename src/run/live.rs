@@ -96,10 +96,13 @@ impl LiveRun {
     }
 }
 
+/// One shard of the registry.
+type Shard = Mutex<HashMap<Arc<str>, Arc<LiveRun>>>;
+
 /// Runs in flight by run id.
 #[derive(Debug)]
 pub struct LiveRuns {
-    shards: Box<[Mutex<HashMap<Arc<str>, Arc<LiveRun>>>]>,
+    shards: Box<[Shard]>,
 }
 
 impl Default for LiveRuns {
@@ -117,7 +120,7 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl LiveRuns {
-    fn shard(&self, run_id: &str) -> &Mutex<HashMap<Arc<str>, Arc<LiveRun>>> {
+    fn shard(&self, run_id: &str) -> &Shard {
         // Run ids end in a random hex digit; any byte spreads well enough.
         let byte = run_id.as_bytes().last().copied().unwrap_or(0);
         &self.shards[usize::from(byte) % SHARDS]
@@ -142,7 +145,7 @@ impl LiveRuns {
             .iter()
             .flat_map(|shard| lock(shard).values().cloned().collect::<Vec<_>>())
             .collect();
-        runs.sort_by(|a, b| a.started_steady.cmp(&b.started_steady));
+        runs.sort_by_key(|run| run.started_steady);
         runs
     }
 
