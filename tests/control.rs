@@ -720,3 +720,126 @@ fn a_peer_that_is_not_allowed_is_refused() {
     service.chime.stop();
     assert!(!service.socket.exists(), "the socket is removed at stop");
 }
+
+/// A pause or resume request, as the model-based test sends it.
+#[derive(Debug, Clone)]
+enum Op {
+    Pause(Vec<usize>),
+    Resume(Vec<usize>),
+    PauseAll,
+    ResumeAll,
+}
+
+/// Random sequences of pauses and resumes (some naming a job that does not exist),
+/// sent to one service, checked against a plain set: every answer says what changed,
+/// a request naming an unknown job changes nothing, and `status` lists the model.
+#[test]
+fn pauses_and_resumes_follow_a_plain_set() {
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, TestRunner};
+    use std::collections::BTreeSet;
+
+    const NAMES: [&str; 4] = ["a", "b", "c", "ghost"];
+    let dir = support::temp_dir();
+    let place = support::temp_dir();
+    schedules(
+        dir.path(),
+        &["a", "b", "c"].map(|job| manual_job(job, "true", "")),
+    );
+    let mut service = start(dir.path(), place.path(), &[]);
+    let names = || proptest::collection::vec(0..NAMES.len(), 1..4);
+    let op = prop_oneof![
+        names().prop_map(Op::Pause),
+        names().prop_map(Op::Resume),
+        Just(Op::PauseAll),
+        Just(Op::ResumeAll),
+    ];
+    let request = |op: &Op| -> String {
+        let (cmd, jobs, all) = match op {
+            Op::Pause(jobs) => ("pause", jobs.clone(), false),
+            Op::Resume(jobs) => ("resume", jobs.clone(), false),
+            Op::PauseAll => ("pause", Vec::new(), true),
+            Op::ResumeAll => ("resume", Vec::new(), true),
+        };
+        let jobs: Vec<&str> = jobs.iter().map(|&i| NAMES[i]).collect();
+        let mut line = if all {
+            serde_json::json!({"v": 1, "cmd": cmd, "all": true})
+        } else {
+            serde_json::json!({"v": 1, "cmd": cmd, "jobs": jobs})
+        }
+        .to_string();
+        line.push('\n');
+        line
+    };
+    let strings = |value: &Value| -> Vec<String> {
+        value
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|s| s.as_str().expect("a name").to_string())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let mut runner = TestRunner::new(Config {
+        cases: 12,
+        failure_persistence: None,
+        ..Config::default()
+    });
+    let result = runner.run(&proptest::collection::vec(op, 1..16), |ops| {
+        // Each case starts with nothing paused.
+        let reset = service.raw(b"{\"v\":1,\"cmd\":\"resume\",\"all\":true}\n");
+        prop_assert_eq!(&reset[0]["ok"], &Value::Bool(true));
+        let mut model: BTreeSet<&str> = BTreeSet::new();
+        for op in &ops {
+            let answer = service.raw(request(op).as_bytes());
+            let answer = &answer[0];
+            let (pause, targets): (bool, Vec<&str>) = match op {
+                Op::Pause(jobs) => (true, jobs.iter().map(|&i| NAMES[i]).collect()),
+                Op::Resume(jobs) => (false, jobs.iter().map(|&i| NAMES[i]).collect()),
+                Op::PauseAll => (true, vec!["a", "b", "c"]),
+                Op::ResumeAll => (false, model.iter().copied().collect()),
+            };
+            if targets.contains(&"ghost") {
+                prop_assert_eq!(&answer["ok"], &Value::Bool(false), "{:?}: {}", op, answer);
+                prop_assert!(
+                    answer["error"]
+                        .as_str()
+                        .is_some_and(|e| e.contains("`ghost`"))
+                );
+            } else {
+                prop_assert_eq!(&answer["ok"], &Value::Bool(true), "{:?}: {}", op, answer);
+                let mut changed = Vec::new();
+                let mut unchanged = Vec::new();
+                for job in targets {
+                    let did = if pause {
+                        model.insert(job)
+                    } else {
+                        model.remove(job)
+                    };
+                    if did {
+                        changed.push(job)
+                    } else {
+                        unchanged.push(job)
+                    }
+                }
+                let (done, already) = if pause {
+                    ("paused", "already_paused")
+                } else {
+                    ("resumed", "not_paused")
+                };
+                prop_assert_eq!(strings(&answer[done]), changed, "{:?}: {}", op, answer);
+                prop_assert_eq!(strings(&answer[already]), unchanged, "{:?}: {}", op, answer);
+            }
+            let status = service.raw(b"{\"v\":1,\"cmd\":\"status\"}\n");
+            let listed = strings(&status[0]["paused"]);
+            let expected: Vec<String> = model.iter().map(|s| s.to_string()).collect();
+            prop_assert_eq!(listed, expected, "after {:?}", op);
+        }
+        Ok(())
+    });
+    if let Err(failure) = result {
+        panic!("{failure}");
+    }
+    service.chime.stop();
+}

@@ -401,10 +401,7 @@ pub(super) fn status(paths: &[PathBuf], json_out: bool, settings: &Settings) -> 
     }
     if !json_out {
         if live.is_none() {
-            let _ = writeln!(
-                out,
-                "(the service does not answer on its control socket: stored facts only)"
-            );
+            eprintln!("(the service does not answer on its control socket: stored facts only)");
         } else if !live_runs.is_empty() {
             let _ = writeln!(out, "\nRUNS IN FLIGHT");
             for run in &live_runs {

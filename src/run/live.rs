@@ -186,6 +186,38 @@ mod tests {
         assert!(live.of_job("b").is_empty());
     }
 
+    proptest::proptest! {
+        /// Inserts and removals in any order, against a plain map of id → job.
+        #[test]
+        fn the_registry_matches_a_plain_map(
+            ops in proptest::collection::vec((proptest::bool::ANY, 0u8..40, 0u8..3), 0..120)
+        ) {
+            let live = LiveRuns::default();
+            let mut model: std::collections::BTreeMap<String, String> = Default::default();
+            for (insert, id, job) in ops {
+                let id = format!("{id:016x}");
+                let job = format!("job{job}");
+                if insert && !model.contains_key(&id) {
+                    live.insert(run(&id, &job));
+                    model.insert(id, job);
+                } else if !insert {
+                    live.remove(&id);
+                    model.remove(&id);
+                }
+                let all: std::collections::BTreeMap<String, String> = live
+                    .all()
+                    .iter()
+                    .map(|r| (r.run_id.to_string(), r.job.to_string()))
+                    .collect();
+                proptest::prop_assert_eq!(&all, &model);
+                for job in ["job0", "job1", "job2"] {
+                    let of_job = live.of_job(job).len();
+                    proptest::prop_assert_eq!(of_job, model.values().filter(|j| *j == job).count());
+                }
+            }
+        }
+    }
+
     #[test]
     fn the_first_kill_is_the_one_reported() {
         let one = run("x", "a");
