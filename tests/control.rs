@@ -66,6 +66,22 @@ impl Service {
         self.chime
             .wait_for("control.request", LIMIT, |e| name(e) == "control.request")
     }
+
+    /// The `control.request` of `command`, logged already or still to come (a run it
+    /// started may be logged on either side of it).
+    fn request_of(&mut self, command: &str) -> Value {
+        let seen = self
+            .chime
+            .events()
+            .iter()
+            .find(|e| name(e) == "control.request" && e["command"] == command)
+            .cloned();
+        seen.unwrap_or_else(|| {
+            self.chime.wait_for(command, LIMIT, |e| {
+                name(e) == "control.request" && e["command"] == command
+            })
+        })
+    }
 }
 
 fn read_answer(mut stream: UnixStream) -> Vec<Value> {
@@ -116,11 +132,10 @@ fn trigger_runs_a_job_now_and_wait_streams_its_output_and_outcome() {
     assert_eq!(out.stdout, "one\nthree\n");
     assert!(out.stderr.contains("two\n"), "{out:#?}");
     assert!(out.stderr.contains("succeeded"), "{out:#?}");
-    // The run starts as the request is answered: `control.request` follows it.
     let started = service.chime.wait_for("run.started of hello", LIMIT, |e| {
         is(e, "run.started", "hello")
     });
-    let logged = service.request_logged();
+    let logged = service.request_of("trigger");
     assert_eq!(logged["command"], "trigger");
     assert_eq!(logged["target"], "hello");
     assert_eq!(logged["result"], "ok");
@@ -320,6 +335,20 @@ fn pause_survives_a_restart_and_resume_never_replays() {
     let out = service.client(&["pause", "other", "nope"]);
     assert_eq!(out.code, Some(1), "{out:#?}");
     assert!(out.stderr.contains("no job named `nope`"), "{out:#?}");
+    // A reload that changes the job keeps it paused.
+    support::write_atomic(
+        dir.path(),
+        "jobs.yaml",
+        "jobs:\n  tick:\n    schedule: \"*/2 * * * * *\"\n    command: \"true\"\n    catch_up: latest\n    timeout: 1m\n  other:\n    schedule: \"0 0 1 1 *\"\n    command: \"true\"\n",
+    );
+    let reloaded = service.chime.wait_event("config.reloaded", LIMIT);
+    assert_eq!(reloaded["changed"], 1, "{reloaded}");
+    let skipped = service
+        .chime
+        .wait_for("a paused fire after the reload", LIMIT, |e| {
+            is(e, "run.skipped", "tick")
+        });
+    assert_eq!(skipped["reason"], "paused");
     service.chime.stop();
 
     // Down for a while: `catch_up: latest` would run a fire missed meanwhile.
@@ -361,6 +390,15 @@ fn pause_survives_a_restart_and_resume_never_replays() {
             .lines()
             .any(|l| l.starts_with("tick") && l.ends_with("paused")),
         "{out:#?}"
+    );
+    assert!(
+        !service
+            .chime
+            .events()
+            .iter()
+            .any(|e| is(e, "run.started", "tick")),
+        "a paused job ran: {}",
+        service.chime.transcript()
     );
     let resumed_at = chrono::Utc::now();
     let out = service.client(&["resume", "tick"]);
@@ -466,13 +504,7 @@ fn kill_ends_a_group_that_ignores_sigterm_without_a_retry() {
         process::live_group_members(pgid).is_empty(),
         "the group is gone"
     );
-    let logged = service
-        .chime
-        .events()
-        .iter()
-        .find(|e| name(e) == "control.request" && e["command"] == "kill")
-        .cloned()
-        .expect("the kill is logged");
+    let logged = service.request_of("kill");
     assert_eq!(logged["target"], started["run_id"]);
     assert_eq!(logged["result"], "ok");
 
@@ -841,5 +873,28 @@ fn pauses_and_resumes_follow_a_plain_set() {
     if let Err(failure) = result {
         panic!("{failure}");
     }
+    service.chime.stop();
+}
+
+#[test]
+fn connections_beyond_the_limit_are_turned_away_and_the_service_goes_on() {
+    let dir = support::temp_dir();
+    let place = support::temp_dir();
+    schedules(dir.path(), &[manual_job("a", "echo ran", "")]);
+    let mut service = start(dir.path(), place.path(), &[]);
+    // 32 clients that send nothing hold every slot.
+    let holders: Vec<UnixStream> = (0..32)
+        .map(|_| UnixStream::connect(&service.socket).expect("connect"))
+        .collect();
+    let error = error_of(&service.raw(b"{\"v\":1,\"cmd\":\"status\"}\n"));
+    assert!(error.contains("busy"), "{error}");
+    drop(holders);
+    // Their slots come back as they go; then requests are served again.
+    support::wait_until("a free slot", LIMIT, || {
+        service.raw(b"{\"v\":1,\"cmd\":\"status\"}\n")[0]["ok"] == true
+    });
+    let out = service.client(&["trigger", "a", "--wait"]);
+    assert_eq!(out.code, Some(0), "{out:#?}");
+    assert_eq!(out.stdout, "ran\n");
     service.chime.stop();
 }

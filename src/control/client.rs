@@ -94,14 +94,23 @@ impl Connection {
         let mut line =
             serde_json::to_string(request).map_err(|err| ClientError::Protocol(err.to_string()))?;
         line.push('\n');
-        (&stream).write_all(line.as_bytes()).map_err(io_error)?;
+        // A service that refuses at once (a peer not allowed, too many connections)
+        // may answer and close before the request is written: its answer still counts.
+        let sent = (&stream).write_all(line.as_bytes());
         let mut connection = Connection {
             path: path.to_path_buf(),
             reader: BufReader::new(stream),
         };
-        let answer = connection.next_line()?.ok_or_else(|| {
-            ClientError::Protocol("the service closed the connection without an answer".into())
-        })?;
+        let answer = match (connection.next_line(), sent) {
+            (Ok(Some(answer)), _) => answer,
+            (_, Err(err)) => return Err(io_error(err)),
+            (Err(err), Ok(())) => return Err(err),
+            (Ok(None), Ok(())) => {
+                return Err(ClientError::Protocol(
+                    "the service closed the connection without an answer".into(),
+                ));
+            }
+        };
         if answer.get("ok") != Some(&Value::Bool(true)) {
             let error = answer
                 .get("error")

@@ -254,6 +254,7 @@ pub(crate) fn spawn<E: Executor, C: Clock>(
     let path = socket.path.clone();
     let server = Arc::new(server);
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let turned_away = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     Ok(tokio::spawn(async move {
         loop {
             let accepted = tokio::select! {
@@ -266,10 +267,23 @@ pub(crate) fn spawn<E: Executor, C: Clock>(
                 continue;
             };
             let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
-                let line = error_line(&format!(
+                let error = format!(
                     "the service is busy ({MAX_CONNECTIONS} control connections open); try again"
-                ));
-                let _ = stream.try_write(line.as_bytes());
+                );
+                let uid = stream.peer_cred().ok().map(|cred| cred.uid());
+                server.log("", String::new(), uid, &Err(error.clone()));
+                // Told so (within a second), while there are not as many of those too.
+                if let Ok(permit) = Arc::clone(&turned_away).try_acquire_owned() {
+                    tokio::spawn(async move {
+                        let mut stream = stream;
+                        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+                            write(&mut stream, &error_line(&error)).await;
+                            drain(stream).await;
+                        })
+                        .await;
+                        drop(permit);
+                    });
+                }
                 continue;
             };
             let server = Arc::clone(&server);
@@ -428,6 +442,7 @@ impl<E: Executor, C: Clock> Server<E, C> {
             if let Err(error) = answer {
                 write(&mut stream, &error_line(&error)).await;
             }
+            drain(stream).await;
             return;
         }
         let request = match read_request(&mut stream).await {
