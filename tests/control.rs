@@ -898,3 +898,35 @@ fn connections_beyond_the_limit_are_turned_away_and_the_service_goes_on() {
     assert_eq!(out.stdout, "ran\n");
     service.chime.stop();
 }
+
+#[test]
+fn a_stale_socket_is_replaced_and_a_live_one_is_not_taken_over() {
+    let dir = support::temp_dir();
+    let place = support::temp_dir();
+    schedules(dir.path(), &[manual_job("a", "echo ran", "")]);
+    // A socket file left by a chime that died: nothing answers on it.
+    let stale =
+        std::os::unix::net::UnixListener::bind(place.path().join("chime.sock")).expect("bind");
+    drop(stale);
+    assert!(place.path().join("chime.sock").exists());
+    let mut service = start(dir.path(), place.path(), &[]);
+    let out = service.client(&["trigger", "a", "--wait"]);
+    assert_eq!(out.code, Some(0), "{out:#?}");
+
+    // A second service on the same socket refuses to start, and says how to fix it.
+    let socket = service.socket.display().to_string();
+    let other = support::temp_dir();
+    let second = support::service(dir.path(), &["--control-socket", &socket])
+        .env("STATE_DIRECTORY", other.path())
+        .run(LIMIT);
+    assert_eq!(second.code, Some(1), "{second:#?}");
+    assert!(
+        second.stderr.contains("another chime answers"),
+        "{second:#?}"
+    );
+    assert!(second.stderr.contains("--control-socket"), "{second:#?}");
+    // The first still serves.
+    let out = service.client(&["trigger", "a", "--wait"]);
+    assert_eq!(out.code, Some(0), "{out:#?}");
+    service.chime.stop();
+}

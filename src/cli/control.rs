@@ -228,8 +228,9 @@ pub(super) fn live_status(settings: &Settings) -> Result<Option<Map<String, Valu
         Ok((_, answer)) => Ok(Some(answer)),
         Err(ClientError::NotRunning { .. }) => Ok(None),
         Err(err) => {
-            print_error(&err);
-            Err(exit::FAILED)
+            // The stored facts are still worth showing.
+            eprintln!("warning: no live facts from the service: {err}");
+            Ok(None)
         }
     }
 }
