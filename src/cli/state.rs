@@ -359,7 +359,7 @@ pub(super) fn status(paths: &[PathBuf], json_out: bool, settings: &Settings) -> 
     if !json_out {
         let _ = writeln!(
             out,
-            "{:<24} {:<16} {:<16} {:<25} {:<11} {:<25} {:<11} {:<11} {:>8} {:>9} {:>7} {:>5} {:<6}",
+            "{:<24} {:<16} {:<16} {:<25} {:<11} {:<25} {:<11} {:<11} {:>8} {:>9} {:>7} {:>5} {}",
             "JOB",
             "SCHEDULE",
             "ZONE",
@@ -439,7 +439,7 @@ pub(super) fn status(paths: &[PathBuf], json_out: bool, settings: &Settings) -> 
             };
             let _ = writeln!(
                 out,
-                "{:<24} {:<16} {:<16} {:<25} {:<11} {:<25} {:<11} {:<11} {:>8} {:>9} {:>7} {:>5} {:<6}",
+                "{:<24} {:<16} {:<16} {:<25} {:<11} {:<25} {:<11} {:<11} {:>8} {:>9} {:>7} {:>5} {}",
                 job.name,
                 job.schedule_text,
                 job.timezone.name(),
