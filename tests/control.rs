@@ -335,6 +335,13 @@ fn pause_survives_a_restart_and_resume_never_replays() {
     let out = service.client(&["pause", "other", "nope"]);
     assert_eq!(out.code, Some(1), "{out:#?}");
     assert!(out.stderr.contains("no job named `nope`"), "{out:#?}");
+    // A paused job still runs when asked by hand.
+    let out = service.client(&["trigger", "tick", "--wait"]);
+    assert_eq!(out.code, Some(0), "{out:#?}");
+    let manual = service
+        .chime
+        .wait_for("the manual run", LIMIT, |e| is(e, "run.started", "tick"));
+    assert_eq!(manual["trigger"], "manual");
     // A reload that changes the job keeps it paused.
     support::write_atomic(
         dir.path(),
