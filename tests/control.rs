@@ -299,6 +299,10 @@ fn trigger_waits_for_a_slot_under_the_concurrency_limit() {
     assert_eq!(out.code, Some(0), "{out:#?}");
     assert!(out.stderr.contains("waiting for a free slot"), "{out:#?}");
     assert!(runs_in_flight(&service, "next").is_empty());
+    // A manual run waiting keeps its place: a second one is refused, not queued.
+    let again = service.client(&["trigger", "next"]);
+    assert_eq!(again.code, Some(1), "{again:#?}");
+    assert!(again.stderr.contains("has a run waiting"), "{again:#?}");
     assert_eq!(service.client(&["kill", "hog"]).code, Some(0));
     let started = service.chime.wait_for("next, once hog ended", LIMIT, |e| {
         is(e, "run.started", "next")
@@ -306,6 +310,13 @@ fn trigger_waits_for_a_slot_under_the_concurrency_limit() {
     assert_eq!(started["trigger"], "manual");
     assert!(started["queued_ms"].as_f64().is_some(), "{started}");
     service.chime.stop();
+    let next_runs = service
+        .chime
+        .events()
+        .iter()
+        .filter(|e| is(e, "run.started", "next"))
+        .count();
+    assert_eq!(next_runs, 1, "{}", service.chime.transcript());
 }
 
 #[test]
