@@ -359,7 +359,7 @@ pub(super) fn status(paths: &[PathBuf], json_out: bool, settings: &Settings) -> 
     if !json_out {
         let _ = writeln!(
             out,
-            "{:<24} {:<16} {:<16} {:<25} {:<11} {:<25} {:<11} {:<11} {:>8} {:>9} {:>7} {:>5} {}",
+            "{:<24} {:<16} {:<16} {:<25} {:<11} {:<25} {:<11} {:<11} {:>8} {:>9} {:>7} {:>5} PAUSED",
             "JOB",
             "SCHEDULE",
             "ZONE",
@@ -372,7 +372,6 @@ pub(super) fn status(paths: &[PathBuf], json_out: bool, settings: &Settings) -> 
             "LATENESS",
             "RUNNING",
             "FAILS",
-            "PAUSED"
         );
     }
     for job in jobs {
