@@ -13,6 +13,8 @@
 //!   jobs in the idle workload. Its figures are not the benchmark's.
 //! - `CHIME_BENCH_ONLY=spawn`: only section 4, process starts beside the floor
 //!   (`lateness/spawn.rs`).
+//! - `CHIME_BENCH_STATE`: `only` runs only the state store's section (`state_bench`),
+//!   `0` leaves it out.
 //!
 //! # How lateness is measured
 //! - chime: the wall clock (`Utc::now()`) when the bench executor's `execute` is
@@ -54,6 +56,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 /// Names the workload a child process runs.
+mod state_bench;
+
 const CHILD_ENV: &str = "CHIME_BENCH_CHILD";
 /// Marks the child's result line on its stdout.
 const RESULT_PREFIX: &str = "CHIME_BENCH_RESULT ";
@@ -199,6 +203,7 @@ fn child(spec: &str) {
         }
         Some("e2e") => serde_json::to_string(&e2e(number(1) as usize, number(2))),
         Some("bulk") => serde_json::to_string(&bulk(number(1) as usize, number(2))),
+        Some(w) if w.starts_with("state-") => state_bench::child(&words).expect("a state workload"),
         other => spawn::child_json(&words).unwrap_or_else(|| panic!("unknown workload {other:?}")),
     };
     println!(
@@ -568,6 +573,12 @@ fn every_second_job(i: usize) -> String {
 }
 
 fn sched_chime(jobs: usize, secs: u64) -> SchedResult {
+    sched_chime_with(jobs, secs, |events| events)
+}
+
+/// [`sched_chime`] with the service's events passed through `wrap` (the state store's
+/// recorder, for its section).
+fn sched_chime_with(jobs: usize, secs: u64, wrap: impl FnOnce(Events) -> Events) -> SchedResult {
     let fires = Recorder::new(capacity(jobs, secs));
     let started = Recorder::new(capacity(jobs, secs));
     let failed = Arc::new(AtomicU64::new(0));
@@ -583,7 +594,7 @@ fn sched_chime(jobs: usize, secs: u64) -> SchedResult {
     let executor = Stamp {
         fires: Arc::clone(&fires),
     };
-    let events = recording_events(Arc::clone(&started), failed);
+    let events = wrap(recording_events(Arc::clone(&started), failed));
     let window = Window::after(now_nanos(), secs);
     let cpu = runtime.block_on(async {
         let (control, rx) = mpsc::channel(1);
@@ -1024,6 +1035,11 @@ fn parent() {
         print!("{o}");
         return;
     }
+    let state_section = std::env::var("CHIME_BENCH_STATE").unwrap_or_default();
+    if state_section == "only" {
+        print!("{}", state_bench::section(secs, settings.quick));
+        return;
+    }
 
     // The baseline's window is split over its start phases, whole seconds each.
     let phases = BASELINE_PHASES.min(secs);
@@ -1061,6 +1077,9 @@ fn parent() {
         spawns: &spawns,
     };
     print!("{}", report.render());
+    if state_section != "0" {
+        print!("{}", state_bench::section(secs, settings.quick));
+    }
 }
 
 struct Report<'a> {

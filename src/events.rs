@@ -85,6 +85,8 @@ pub enum SkipReason {
     Shutdown,
     /// A newer fire of the job took this one's place in the queue for a free slot.
     Superseded,
+    /// The job is paused (`chime pause`).
+    Paused,
 }
 
 impl SkipReason {
@@ -94,6 +96,27 @@ impl SkipReason {
             SkipReason::Disabled => "disabled",
             SkipReason::Shutdown => "shutdown",
             SkipReason::Superseded => "superseded",
+            SkipReason::Paused => "paused",
+        }
+    }
+}
+
+/// Who cancelled a run (`run.finished` with `outcome: cancelled`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CancelledBy {
+    Shutdown,
+    /// `overlap: replace`: a newer run of the job took its place.
+    Replace,
+    /// `chime kill`.
+    Operator,
+}
+
+impl CancelledBy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CancelledBy::Shutdown => "shutdown",
+            CancelledBy::Replace => "replace",
+            CancelledBy::Operator => "operator",
         }
     }
 }
@@ -103,6 +126,8 @@ pub enum MissReason {
     Deadline,
     ClockJump,
     LateWakeup,
+    /// Fell while chime was not running (`catch_up: latest`).
+    Downtime,
 }
 
 impl MissReason {
@@ -111,6 +136,7 @@ impl MissReason {
             MissReason::Deadline => "deadline",
             MissReason::ClockJump => "clock-jump",
             MissReason::LateWakeup => "late-wakeup",
+            MissReason::Downtime => "downtime",
         }
     }
 }
@@ -190,6 +216,8 @@ pub enum Event {
         /// The process spawned, for shell jobs; `None` for HTTP jobs and when the spawn
         /// failed.
         pid: Option<u32>,
+        /// Who asked for a manual run (`chime trigger`), by uid.
+        caller_uid: Option<u32>,
     },
     RunOutput {
         job: Arc<str>,
@@ -219,6 +247,10 @@ pub enum Event {
         duration_ms: u64,
         output_bytes: u64,
         truncated: bool,
+        /// With `outcome: cancelled`: who cancelled it.
+        by: Option<CancelledBy>,
+        /// With `by: operator`: the uid of who asked (`chime kill`).
+        caller_uid: Option<u32>,
     },
     RunSkipped {
         job: Arc<str>,
@@ -230,6 +262,32 @@ pub enum Event {
         scheduled_at: DateTime<Utc>,
         count: u64,
         reason: MissReason,
+    },
+    /// A run the state store still had as running at start: chime was killed or the
+    /// machine lost power. `still_running`: its process group is provably still alive.
+    RunInterrupted {
+        job: Arc<str>,
+        run_id: Arc<str>,
+        scheduled_at: DateTime<Utc>,
+        still_running: bool,
+        pid: Option<u32>,
+    },
+    /// The state store could not be written (or opened): what happened, how to fix it,
+    /// and how many queued writes were dropped so far. Firing goes on.
+    StateFailed {
+        what: String,
+        error: String,
+        fix: String,
+        dropped: u64,
+    },
+    /// A request on the control socket (`chime trigger`, `pause`, …) and what came of it.
+    ControlRequest {
+        command: String,
+        /// The job, run id or `--all` it named (empty when none).
+        target: String,
+        caller_uid: Option<u32>,
+        /// `ok`, or what went wrong.
+        result: String,
     },
 }
 
@@ -282,6 +340,9 @@ impl Event {
             Event::RunFinished { .. } => "run.finished",
             Event::RunSkipped { .. } => "run.skipped",
             Event::RunMissed { .. } => "run.missed",
+            Event::RunInterrupted { .. } => "run.interrupted",
+            Event::StateFailed { .. } => "state.failed",
+            Event::ControlRequest { .. } => "control.request",
         }
     }
 
@@ -294,7 +355,21 @@ impl Event {
             | Event::RunRetrying { job, .. }
             | Event::RunFinished { job, .. }
             | Event::RunSkipped { job, .. }
-            | Event::RunMissed { job, .. } => Some(job),
+            | Event::RunMissed { job, .. }
+            | Event::RunInterrupted { job, .. } => Some(job),
+            _ => None,
+        }
+    }
+
+    /// The run this event is about, if any.
+    pub fn run_id(&self) -> Option<&Arc<str>> {
+        match self {
+            Event::RunStarted { run_id, .. }
+            | Event::RunOutput { run_id, .. }
+            | Event::RunOutputTruncated { run_id, .. }
+            | Event::RunRetrying { run_id, .. }
+            | Event::RunFinished { run_id, .. }
+            | Event::RunInterrupted { run_id, .. } => Some(run_id),
             _ => None,
         }
     }

@@ -48,6 +48,8 @@ pub struct Job {
     pub retry: RetryPolicy,
     pub overlap: Overlap,
     pub starting_deadline: Option<Duration>,
+    /// What becomes of fires missed while chime was not running.
+    pub catch_up: CatchUp,
     pub enabled: bool,
     /// Where the job's name stands in its file.
     pub source: SourceLocation,
@@ -113,6 +115,7 @@ impl Job {
             retry: RetryPolicy::default(),
             overlap: Overlap::default(),
             starting_deadline: None,
+            catch_up: CatchUp::None,
             enabled: true,
             source: SourceLocation {
                 file: PathBuf::from("(code)"),
@@ -209,6 +212,15 @@ impl RetryPolicy {
             .unwrap_or(Duration::MAX)
             .min(self.max_delay)
     }
+}
+
+/// `catch_up`: fires missed while chime was down run once, for the latest (`Latest`),
+/// or not at all (`None`, as cron and systemd without `Persistent=`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CatchUp {
+    #[default]
+    None,
+    Latest,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -31,6 +31,8 @@
 //! - [`daemon`]: start, reloads (the control loop), drain, stop, fail — a library
 //!   function tests run in-process.
 //! - [`watch`]: the schedule directories watched for changes, replaced ones too.
+//! - [`control`]: the control socket (`chime trigger`, `pause`, `resume`, `kill`, live
+//!   `status`): its protocol, its server on the service's runtime, its client.
 //! - [`health`]: heartbeats of the scheduling and control loops; internal failures.
 //! - [`systemd`]: sd_notify: readiness, reload, stopping, status, watchdog.
 //! - [`memory`]: handing memory freed after loading back to the OS.
@@ -64,15 +66,14 @@
 //! - [`logging`]: the writers of that schema: text and JSON lines, native journal
 //!   entries; the writer thread.
 //!
-//! Where the next features go: a state store is a new module beside [`run`] (it
-//! records runs) read by [`daemon`] at start; a control socket is a second request
-//! source for the control loop in [`daemon`]; metrics read [`events`] like the log
-//! writers, and `/health` answers from [`health`].
+//! Where the next features go: metrics read [`events`] like the log writers, and
+//! `/health` answers from [`health`].
 
 pub mod account;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod control;
 pub mod cron;
 pub mod daemon;
 pub mod dispatch;
@@ -85,6 +86,7 @@ pub mod logging;
 pub mod memory;
 pub mod run;
 pub mod scheduler;
+pub mod state;
 pub mod systemd;
 pub mod watch;
 pub mod zone;

@@ -13,6 +13,10 @@
 //! Timeouts and cancellation are enforced by the executor; this module decides
 //! whether and when to try again, and stops retrying when the run is cancelled.
 
+mod live;
+
+pub use live::{LiveRun, LiveRuns};
+
 use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -22,7 +26,7 @@ use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
-use crate::events::{Event, Events, Outcome, SkipReason, Trigger};
+use crate::events::{CancelledBy, Event, Events, Outcome, SkipReason, Trigger};
 use crate::exec::{Attempt, AttemptResult, Executor, OutputSink, StartNotice};
 use crate::job::Job;
 
@@ -39,6 +43,10 @@ pub struct RunRequest {
     pub cancel: CancellationToken,
     /// Lets the current attempt finish but drops any retry (shutdown).
     pub stop_retries: CancellationToken,
+    /// Who asked for a manual run (`chime trigger`), by uid.
+    pub caller_uid: Option<u32>,
+    /// The run's entry among the runs in flight (runs the dispatcher started).
+    pub live: Option<Arc<LiveRun>>,
 }
 
 /// What a finished run reports back.
@@ -79,6 +87,8 @@ pub(crate) struct Runner<E, C> {
     cancel_all: CancellationToken,
     /// Parent of every job's stop-retries token: shutdown drops pending retries.
     stop_retries: CancellationToken,
+    /// The runs in flight, for the control socket.
+    live: LiveRuns,
 }
 
 impl<E: Executor, C: Clock> Runner<E, C> {
@@ -92,6 +102,7 @@ impl<E: Executor, C: Clock> Runner<E, C> {
             starting: Arc::new(AtomicUsize::new(0)),
             cancel_all: CancellationToken::new(),
             stop_retries: CancellationToken::new(),
+            live: LiveRuns::default(),
         }
     }
 }
@@ -103,6 +114,10 @@ impl<E, C> Runner<E, C> {
 
     pub(crate) fn events(&self) -> &Events {
         &self.events
+    }
+
+    pub(crate) fn live(&self) -> &LiveRuns {
+        &self.live
     }
 
     pub(crate) fn skip(&self, job: &Arc<str>, scheduled_at: DateTime<Utc>, reason: SkipReason) {
@@ -243,6 +258,16 @@ impl InFlight {
         }
     }
 
+    /// Counts in a run an earlier chime left behind, whose process group still runs;
+    /// [`InFlight::disown`] when that group has ended.
+    pub(crate) fn adopt(&mut self) {
+        self.running += 1;
+    }
+
+    pub(crate) fn disown(&mut self) {
+        self.running = self.running.saturating_sub(1);
+    }
+
     /// Counts a run out (see [`InFlight::enter`]).
     fn leave(&mut self, run_id: &Arc<str>, replace: bool) {
         self.running = self.running.saturating_sub(1);
@@ -339,6 +364,8 @@ pub(crate) struct Handover<J> {
     pub scheduled_at: DateTime<Utc>,
     pub trigger: Trigger,
     pub stop_retries: CancellationToken,
+    /// Who asked for a manual run, by uid.
+    pub caller_uid: Option<u32>,
     /// The job's entry, where [`Entered`] was made.
     pub runs: Arc<J>,
     pub queued: Option<Duration>,
@@ -363,8 +390,12 @@ impl<S: Slots, J: JobRecord> Run<S, J> {
                 run_id: fire.run_id,
                 scheduled_at: fire.scheduled_at,
                 trigger: fire.trigger,
-                cancel,
+                // The run's own token, so that `chime kill` can end this run alone;
+                // a child of the job's, which `replace` and shutdown cancel.
+                cancel: cancel.child_token(),
                 stop_retries: fire.stop_retries,
+                caller_uid: fire.caller_uid,
+                live: None,
             },
             queued: fire.queued,
             replaced,
@@ -375,17 +406,28 @@ impl<S: Slots, J: JobRecord> Run<S, J> {
     /// Carries the run out, from its start to the release of its slot.
     pub(crate) async fn run(self) {
         let Run {
-            request,
+            mut request,
             queued,
             replaced,
             place,
             slot,
         } = self;
+        let runner = slot.slots.runner();
+        let clock = &*runner.clock;
+        let live = Arc::new(LiveRun::new(
+            Arc::clone(&request.name),
+            Arc::clone(&request.run_id),
+            request.trigger,
+            request.scheduled_at,
+            (clock.now(), clock.steady()),
+            request.cancel.clone(),
+        ));
+        let registered = Registered::new(&runner.live, &live);
+        request.live = Some(live);
         // `replace`: the new run starts once the old one is terminated and reaped.
         for old in replaced {
             old.cancelled().await;
         }
-        let runner = slot.slots.runner();
         let name = Arc::clone(&request.name);
         let scheduled_at = request.scheduled_at;
         let report = execute_admitted_run(
@@ -403,8 +445,32 @@ impl<S: Slots, J: JobRecord> Run<S, J> {
             // the task was first polled).
             runner.skip(&name, scheduled_at, SkipReason::Shutdown);
         }
+        drop(registered);
         drop(place);
         slot.release();
+    }
+}
+
+/// A run's entry among the runs in flight, removed when it is dropped (at the run's
+/// end, or when its task ends otherwise).
+struct Registered<'a> {
+    live: &'a LiveRuns,
+    run_id: Arc<str>,
+}
+
+impl<'a> Registered<'a> {
+    fn new(live: &'a LiveRuns, run: &Arc<LiveRun>) -> Self {
+        live.insert(Arc::clone(run));
+        Registered {
+            live,
+            run_id: Arc::clone(&run.run_id),
+        }
+    }
+}
+
+impl Drop for Registered<'_> {
+    fn drop(&mut self) {
+        self.live.remove(&self.run_id);
     }
 }
 
@@ -498,6 +564,8 @@ where
         trigger,
         cancel,
         stop_retries,
+        caller_uid,
+        live,
     } = request;
     let output = Arc::new(OutputSink::new(
         events.clone(),
@@ -505,6 +573,9 @@ where
         Arc::clone(&run_id),
         settings.output_limit,
     ));
+    if let Some(live) = &live {
+        live.attach_output(&output);
+    }
     let started = tokio::time::Instant::now();
     let attempts_allowed = job.retry.attempts.max(1);
     // When the current attempt was due: the fire for the first, the end of the backoff after.
@@ -531,6 +602,7 @@ where
                     .filter(|_| attempt == 1)
                     .map(|waited| waited.as_secs_f64() * 1000.0),
                 pid: None,
+                caller_uid,
             },
             due,
             clock.now(),
@@ -587,6 +659,12 @@ where
         }
         attempt += 1;
     };
+    let killed_by = live.as_ref().and_then(|live| live.killed_by());
+    let by = (result.outcome == Outcome::Cancelled).then(|| match killed_by {
+        Some(_) => CancelledBy::Operator,
+        None if stop_retries.is_cancelled() => CancelledBy::Shutdown,
+        None => CancelledBy::Replace,
+    });
     events.emit(Event::RunFinished {
         job: Arc::clone(&name),
         run_id: Arc::clone(&run_id),
@@ -596,6 +674,8 @@ where
         duration_ms: started.elapsed().as_millis() as u64,
         output_bytes: output.total_bytes(),
         truncated: output.truncated(),
+        by,
+        caller_uid: killed_by.filter(|_| by == Some(CancelledBy::Operator)),
     });
     Some(RunReport {
         outcome: result.outcome,
@@ -693,6 +773,7 @@ mod tests {
                         attempt: 1,
                         queued_ms: None,
                         pid: None,
+                        caller_uid: None,
                     },
                     now,
                     now,

@@ -24,10 +24,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::{self, Clock};
 use crate::cron::Schedule;
-use crate::dispatch::{Dispatcher, Fire, JobRuns};
+use crate::dispatch::{Dispatched, Dispatcher, Fire, JobRuns, Manual};
 use crate::events::{Event, Events, MissReason, Trigger};
 use crate::exec::Executor;
-use crate::job::Job;
+use crate::job::{CatchUp, Job};
+use crate::run::JobRecord;
 
 /// A wall-clock difference at least this large counts as a step of the clock.
 const STEP_THRESHOLD: TimeDelta = TimeDelta::milliseconds(100);
@@ -85,6 +86,16 @@ pub enum Command {
         jobs: Vec<Job>,
         reply: oneshot::Sender<ReloadCounts>,
     },
+    /// Run a job now (`chime trigger`); the reply is `None` when no job has the name.
+    Trigger {
+        job: String,
+        manual: Manual,
+        reply: oneshot::Sender<Option<Dispatched>>,
+    },
+    /// The names of the jobs loaded (`chime pause`, `resume`).
+    Names {
+        reply: oneshot::Sender<Vec<Arc<str>>>,
+    },
 }
 
 /// Something to do at least every `every` from inside the loop itself (the systemd
@@ -113,6 +124,7 @@ fn same_definition(a: &Job, b: &Job) -> bool {
         retry,
         overlap,
         starting_deadline,
+        catch_up,
         enabled,
         source: _,
     } = a;
@@ -130,6 +142,7 @@ fn same_definition(a: &Job, b: &Job) -> bool {
         && *retry == b.retry
         && *overlap == b.overlap
         && *starting_deadline == b.starting_deadline
+        && *catch_up == b.catch_up
         && *enabled == b.enabled
 }
 
@@ -250,6 +263,16 @@ impl<E: Executor, C: Clock> Scheduler<E, C> {
         }
     }
 
+    /// Runs a job now, by hand, through the dispatcher's rules; `None`: no such job.
+    pub fn trigger(&self, job: &str, manual: Manual) -> Option<Dispatched> {
+        let entry = self
+            .by_name
+            .get(job)
+            .and_then(|&slot| self.slots[slot].as_ref())?;
+        let fire = Self::fire_of(entry, self.clock.now(), Trigger::Manual);
+        Some(self.dispatcher.fire_manual(fire, manual))
+    }
+
     /// Starts every enabled `@reboot` job once.
     pub fn fire_reboot_jobs(&self) {
         let now = self.clock.now();
@@ -258,6 +281,60 @@ impl<E: Executor, C: Clock> Scheduler<E, C> {
                 self.dispatcher
                     .fire(Self::fire_of(entry, now, Trigger::Reboot));
             }
+        }
+    }
+
+    /// Fires missed while chime was down (`handled`: each job's last fire handled, from
+    /// the state store): a `catch_up: latest` job runs once for its latest missed fire,
+    /// by the rule of a forward clock step (`run.missed reason: downtime`).
+    pub fn catch_up(&mut self, handled: &HashMap<String, DateTime<Utc>>) {
+        let now = self.clock.now();
+        let due: Vec<(DateTime<Utc>, usize)> = self
+            .by_name
+            .iter()
+            .filter_map(|(name, &slot)| {
+                let job = &self.slots[slot].as_ref()?.job;
+                if job.catch_up != CatchUp::Latest || !job.enabled {
+                    return None;
+                }
+                let first = job
+                    .schedule
+                    .next_after(job.timezone, *handled.get(&**name)?)?;
+                (first <= now).then_some((first, slot))
+            })
+            .collect();
+        for (at, slot) in due {
+            self.fire_late(at, slot, now, MissReason::Downtime);
+        }
+    }
+
+    /// Runs of an earlier chime whose process groups still live count as running for
+    /// their jobs' overlap policies until the groups end (watched once a second).
+    pub fn adopt_leftovers(&self, leftovers: &[(String, crate::state::leftover::Group)]) {
+        for (name, group) in leftovers {
+            let Some(entry) = self
+                .by_name
+                .get(name.as_str())
+                .and_then(|&slot| self.slots[slot].as_ref())
+            else {
+                continue;
+            };
+            let runs = Arc::clone(&entry.runs);
+            runs.with_in_flight(|in_flight| in_flight.adopt());
+            let group = *group;
+            self.workers.spawn(async move {
+                loop {
+                    let alive =
+                        tokio::task::spawn_blocking(move || crate::state::leftover::alive(group))
+                            .await
+                            .unwrap_or(false);
+                    if !alive {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                runs.with_in_flight(|in_flight| in_flight.disown());
+            });
         }
     }
 
@@ -529,6 +606,12 @@ impl<E: Executor, C: Clock> Scheduler<E, C> {
                 command = commands.recv(), if commands_open => match command {
                     Some(Command::Replace { jobs, reply }) => {
                         replacing = Some((self.start_replace(jobs), reply));
+                    }
+                    Some(Command::Trigger { job, manual, reply }) => {
+                        let _ = reply.send(self.trigger(&job, manual));
+                    }
+                    Some(Command::Names { reply }) => {
+                        let _ = reply.send(self.by_name.keys().cloned().collect());
                     }
                     None => commands_open = false,
                 },

@@ -21,6 +21,10 @@ const ALL: &[&str] = &[
     "--shutdown-grace",
     "--max-concurrent-runs",
     "--max-jobs",
+    "--state-dir",
+    "--history-keep",
+    "--history-keep-runs",
+    "--control-socket",
     "--cron",
     "--tz",
     "--job",
@@ -39,6 +43,10 @@ fn each_subcommand_lists_only_its_own_flags() {
                 "--shutdown-grace",
                 "--max-concurrent-runs",
                 "--max-jobs",
+                "--state-dir",
+                "--history-keep",
+                "--history-keep-runs",
+                "--control-socket",
             ],
         ),
         ("check", &["--default-timezone"]),
@@ -50,6 +58,13 @@ fn each_subcommand_lists_only_its_own_flags() {
             "exec",
             &["--log-format", "--log-level", "--default-timezone"],
         ),
+        ("status", &["--state-dir", "--control-socket"]),
+        ("history", &["--state-dir", "--control-socket"]),
+        ("trigger", &["--control-socket"]),
+        ("pause", &["--control-socket"]),
+        ("resume", &["--control-socket"]),
+        ("kill", &["--control-socket"]),
+        ("schema", &[]),
     ];
     for (subcommand, flags) in own {
         let text = help(subcommand);
@@ -64,9 +79,28 @@ fn each_subcommand_lists_only_its_own_flags() {
     }
 }
 
+/// `--json`, a switch, only where DESIGN.md §1 lists it.
+#[test]
+fn json_only_on_status_and_history() {
+    for subcommand in [
+        "run", "check", "exec", "status", "history", "trigger", "kill",
+    ] {
+        let text = help(subcommand);
+        assert_eq!(
+            text.lines()
+                .any(|line| line.trim_start().starts_with("--json")),
+            matches!(subcommand, "status" | "history"),
+            "`chime {subcommand} --help` and --json:\n{text}"
+        );
+    }
+}
+
 #[test]
 fn every_argument_is_described() {
-    for subcommand in ["run", "check", "next", "exec"] {
+    let with_arguments = [
+        "run", "check", "next", "exec", "status", "history", "trigger", "pause", "resume", "kill",
+    ];
+    for subcommand in with_arguments {
         let text = help(subcommand);
         let arguments = text
             .split("Arguments:\n")

@@ -11,7 +11,7 @@ use chime::config::{
 };
 use chime::cron::Schedule;
 use chime::job::{
-    Action, DEFAULT_KILL_GRACE, HttpRequest, Job, Overlap, RetryPolicy, ShellCommand,
+    Action, CatchUp, DEFAULT_KILL_GRACE, HttpRequest, Job, Overlap, RetryPolicy, ShellCommand,
     SourceLocation,
 };
 use chime::zone::Zone;
@@ -870,6 +870,7 @@ jobs:
             },
             overlap: Overlap::Replace,
             starting_deadline: Some(Duration::from_secs(300)),
+            catch_up: CatchUp::None,
             enabled: false,
             source: at(7, 3),
         },
@@ -891,6 +892,7 @@ jobs:
             retry: RetryPolicy::default(),
             overlap: Overlap::Allow,
             starting_deadline: None,
+            catch_up: CatchUp::None,
             enabled: true,
             source: at(18, 3),
         },
@@ -919,6 +921,7 @@ jobs:
             retry: RetryPolicy::default(),
             overlap: Overlap::Skip,
             starting_deadline: None,
+            catch_up: CatchUp::None,
             enabled: true,
             source: at(23, 3),
         },

@@ -62,6 +62,7 @@ fn every_kind_of_event() -> Vec<Event> {
             attempt: 2,
             queued_ms: None,
             pid: None,
+            caller_uid: None,
         },
         Event::RunStarted {
             job: "backup".into(),
@@ -72,6 +73,7 @@ fn every_kind_of_event() -> Vec<Event> {
             attempt: 1,
             queued_ms: Some(1499.5),
             pid: Some(4242),
+            caller_uid: None,
         },
         Event::RunOutput {
             job: "backup".into(),
@@ -108,6 +110,8 @@ fn every_kind_of_event() -> Vec<Event> {
             duration_ms: 7_200_000,
             output_bytes: 1024,
             truncated: true,
+            by: None,
+            caller_uid: None,
         },
         Event::RunSkipped {
             job: "backup".into(),
@@ -271,6 +275,7 @@ fn superseded_and_queued_ms_in_every_format() {
         attempt: 1,
         queued_ms,
         pid: None,
+        caller_uid: None,
     };
     let queued = started(Some(12.25));
     assert!(format_text(at(), &queued).ends_with(" queued_ms=12.250"));

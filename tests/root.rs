@@ -819,8 +819,10 @@ fn as_non_root_untrusted_files_warn_and_user_is_refused_by_run() {
         "{out:#?}"
     );
 
-    // The service loads it, and its log says what `check` said.
-    let mut service = service(dir.path(), &[]);
+    // The service loads it, and its log says what `check` said. (No control socket:
+    // nobody cannot create one in the harness's root-owned runtime directory, and
+    // would rightly fail to start.)
+    let mut service = service(dir.path(), &["--control-socket", "none"]);
     service.via([
         "setpriv",
         "--reuid=65534",

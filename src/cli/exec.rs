@@ -61,8 +61,11 @@ pub(super) fn exec(name: &str, paths: &[PathBuf], settings: &Settings) -> u8 {
             run_id: new_run_id(),
             scheduled_at: clock.now(),
             trigger: Trigger::Manual,
+            // A signal ends the run as a shutdown does (`by: shutdown`).
+            stop_retries: cancel.clone(),
             cancel,
-            stop_retries: CancellationToken::new(),
+            caller_uid: None,
+            live: None,
         };
         let report =
             execute_run(&executor, &clock, &events, &RunSettings::default(), request).await;

@@ -5,11 +5,15 @@
 //!
 //! - `check.rs`: `chime check`; `next.rs`: `chime next`; `run.rs`: `chime run` (the
 //!   service: signals, watcher, logging, the process's runtime); `exec.rs`: `chime exec`.
+//! - `state.rs`: the state store for `run`, `chime status` and `chime history`;
+//!   `control.rs`: `chime trigger`, `pause`, `resume`, `kill` and `schema`.
 
 mod check;
+mod control;
 mod exec;
 mod next;
 mod run;
+mod state;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -40,8 +44,10 @@ pub(crate) struct Cli {
 }
 
 /// The subcommands. Each takes flattened flag groups ([`ZoneFlags`], [`LogFlags`],
-/// [`ServiceFlags`]), so `--help` shows only its own (DESIGN.md §1's table); a new
-/// flag goes into the group, or the subcommand's struct, it belongs to.
+/// [`ServiceFlags`], [`TrustFlags`], [`StateFlags`], [`HistoryFlags`],
+/// [`ControlFlags`]), so `--help` shows only its own (DESIGN.md §1's table); a new
+/// flag goes into the group, or the subcommand's struct, it belongs to, and into
+/// [`FlagsBefore`].
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
     /// Run the service.
@@ -52,6 +58,20 @@ pub(crate) enum Command {
     Next(NextArgs),
     /// Run one job now, in the foreground, with its timeout and retries.
     Exec(ExecArgs),
+    /// Every job: schedule, next fire, last run and its outcome, running now.
+    Status(StatusArgs),
+    /// Past runs, newest first: a job's, or one run's attempts, outcome and output.
+    History(HistoryCommand),
+    /// Run a job now, on the running service (overlap, limit, timeout and retries apply).
+    Trigger(TriggerArgs),
+    /// Pause jobs: their scheduled fires are skipped until `chime resume`.
+    Pause(TargetsArgs),
+    /// Resume paused jobs; what was missed meanwhile is not replayed.
+    Resume(TargetsArgs),
+    /// End a running run (by run id) or every run of a job, as a timeout does.
+    Kill(KillArgs),
+    /// Print the JSON Schema of the schedule file format.
+    Schema,
 }
 
 /// Schedule files or directories: a directory means every `*.yaml` / `*.yml` in it.
@@ -72,6 +92,12 @@ pub(crate) struct RunArgs {
     pub zone: ZoneFlags,
     #[command(flatten)]
     pub service: ServiceFlags,
+    #[command(flatten)]
+    pub state: StateFlags,
+    #[command(flatten)]
+    pub history: HistoryFlags,
+    #[command(flatten)]
+    pub control: ControlFlags,
     #[command(flatten)]
     pub trust: TrustFlags,
 }
@@ -100,8 +126,65 @@ pub(crate) struct ExecArgs {
     pub trust: TrustFlags,
 }
 
+#[derive(Debug, Args)]
+pub(crate) struct StatusArgs {
+    #[command(flatten)]
+    pub paths: PathArgs,
+    #[command(flatten)]
+    pub state: StateFlags,
+    #[command(flatten)]
+    pub control: ControlFlags,
+    /// One JSON object per job, one a line.
+    #[arg(long)]
+    pub json: bool,
+    /// The zone of jobs that name none, for their next fire: hidden, as `status` only
+    /// reads it (from `CHIME_DEFAULT_TIMEZONE` in the service's environment, say).
+    #[arg(long, env = "CHIME_DEFAULT_TIMEZONE", value_parser = parse_zone, hide = true)]
+    pub default_timezone: Option<Zone>,
+    /// Loads the schedule files under the service's rule: hidden, as with the zone.
+    #[arg(long, env = "CHIME_INSECURE_ALLOW_WRITABLE_SCHEDULES", hide = true)]
+    pub insecure_allow_writable_schedules: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct HistoryCommand {
+    #[command(flatten)]
+    pub args: state::HistoryArgs,
+    #[command(flatten)]
+    pub state: StateFlags,
+    #[command(flatten)]
+    pub control: ControlFlags,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct TriggerArgs {
+    /// The job's name.
+    pub job: String,
+    /// Stream the run's output; exit 0 if it succeeded, 1 otherwise.
+    #[arg(long)]
+    pub wait: bool,
+    #[command(flatten)]
+    pub control: ControlFlags,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct TargetsArgs {
+    #[command(flatten)]
+    pub targets: control::Targets,
+    #[command(flatten)]
+    pub control: ControlFlags,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct KillArgs {
+    /// A run id, or a job's name.
+    pub target: String,
+    #[command(flatten)]
+    pub control: ControlFlags,
+}
+
 /// `--default-timezone`: every subcommand that evaluates schedules.
-#[derive(Debug, Clone, Args)]
+#[derive(Debug, Clone, Default, Args)]
 pub(crate) struct ZoneFlags {
     /// Zone for jobs that name none (default: the system's zone): an IANA name, or
     /// as `TZ` takes it, a `:/path` to a zone file or a POSIX rule.
@@ -145,6 +228,41 @@ pub(crate) struct TrustFlags {
     pub insecure_allow_writable_schedules: bool,
 }
 
+/// Where the state store lives: `run`, `status` and `history`.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct StateFlags {
+    /// Where run history and catch-up state live (`none`: no state). Default:
+    /// $STATE_DIRECTORY, else /var/lib/chime as root, else $XDG_STATE_HOME/chime.
+    #[arg(long, env = "CHIME_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+}
+
+/// How much history the service keeps: `run` only.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct HistoryFlags {
+    /// Runs older than this are pruned from the history.
+    #[arg(long, env = "CHIME_HISTORY_KEEP", value_parser = parse_duration_arg, default_value = "30d")]
+    pub history_keep: Duration,
+    /// At most this many runs are kept per job.
+    #[arg(long, env = "CHIME_HISTORY_KEEP_RUNS", default_value_t = DEFAULT_HISTORY_KEEP_RUNS)]
+    pub history_keep_runs: usize,
+}
+
+/// The control socket: `run`, which serves it, and the commands that ask it
+/// (`status`, `history`, `trigger`, `pause`, `resume`, `kill`).
+#[derive(Debug, Clone, Args)]
+pub(crate) struct ControlFlags {
+    /// The control socket (`none`: no socket). Default: $RUNTIME_DIRECTORY/chime.sock,
+    /// else /run/chime/chime.sock as root, else $XDG_RUNTIME_DIR/chime/chime.sock.
+    #[arg(long, env = "CHIME_CONTROL_SOCKET")]
+    pub control_socket: Option<PathBuf>,
+}
+
+/// `--history-keep` unless set.
+const DEFAULT_HISTORY_KEEP: Duration = Duration::from_secs(30 * 24 * 3600);
+/// `--history-keep-runs` unless set.
+const DEFAULT_HISTORY_KEEP_RUNS: usize = 1000;
+
 impl Settings {
     /// The load options of these settings, with `default_timezone`.
     pub(crate) fn load_options(&self, default_timezone: Option<impl Into<Zone>>) -> LoadOptions {
@@ -171,6 +289,14 @@ pub(crate) struct FlagsBefore {
     max_jobs: Option<usize>,
     #[arg(long = "insecure-allow-writable-schedules", hide = true)]
     insecure_allow_writable_schedules: bool,
+    #[arg(long = "state-dir", hide = true)]
+    state_dir: Option<PathBuf>,
+    #[arg(long = "history-keep", value_parser = parse_duration_arg, hide = true)]
+    history_keep: Option<Duration>,
+    #[arg(long = "history-keep-runs", hide = true)]
+    history_keep_runs: Option<usize>,
+    #[arg(long = "control-socket", hide = true)]
+    control_socket: Option<PathBuf>,
 }
 
 /// Every setting a command may read, resolved from its flag groups (a group the
@@ -184,6 +310,10 @@ pub(crate) struct Settings {
     pub max_concurrent_runs: usize,
     pub max_jobs: usize,
     pub insecure_allow_writable_schedules: bool,
+    pub state_dir: Option<PathBuf>,
+    pub history_keep: Duration,
+    pub history_keep_runs: usize,
+    pub control_socket: Option<PathBuf>,
 }
 
 impl Settings {
@@ -219,7 +349,39 @@ impl Settings {
                 .unwrap_or(DEFAULT_MAX_JOBS),
             insecure_allow_writable_schedules: before.insecure_allow_writable_schedules
                 || trust.is_some_and(|t| t.insecure_allow_writable_schedules),
+            state_dir: before.state_dir.clone(),
+            history_keep: before.history_keep.unwrap_or(DEFAULT_HISTORY_KEEP),
+            history_keep_runs: before
+                .history_keep_runs
+                .unwrap_or(DEFAULT_HISTORY_KEEP_RUNS),
+            control_socket: before.control_socket.clone(),
         }
+    }
+
+    /// Adds the state store's flags of a subcommand that has them (a flag given
+    /// before the subcommand wins, as with the other groups).
+    fn with_state(
+        mut self,
+        before: &FlagsBefore,
+        state: &StateFlags,
+        history: Option<&HistoryFlags>,
+    ) -> Settings {
+        self.state_dir = self.state_dir.or_else(|| state.state_dir.clone());
+        if let Some(history) = history {
+            self.history_keep = before.history_keep.unwrap_or(history.history_keep);
+            self.history_keep_runs = before
+                .history_keep_runs
+                .unwrap_or(history.history_keep_runs);
+        }
+        self
+    }
+
+    /// Adds `--control-socket` of a subcommand that has it.
+    fn with_control(mut self, control: &ControlFlags) -> Settings {
+        self.control_socket = self
+            .control_socket
+            .or_else(|| control.control_socket.clone());
+        self
     }
 }
 
@@ -305,7 +467,9 @@ pub fn main() -> ExitCode {
         Command::Run(args) => {
             let service = Some(&args.service);
             let trust = Some(&args.trust);
-            let settings = Settings::resolve(before, &args.zone, Some(&args.log), service, trust);
+            let settings = Settings::resolve(before, &args.zone, Some(&args.log), service, trust)
+                .with_state(before, &args.state, Some(&args.history))
+                .with_control(&args.control);
             run::run(&args.paths.paths, &settings)
         }
         Command::Exec(args) => {
@@ -313,8 +477,42 @@ pub fn main() -> ExitCode {
             let settings = Settings::resolve(before, &args.zone, Some(&args.log), None, trust);
             exec::exec(&args.job, &args.paths.paths, &settings)
         }
+        Command::Status(args) => {
+            let zone = ZoneFlags {
+                default_timezone: args.default_timezone,
+            };
+            let trust = TrustFlags {
+                insecure_allow_writable_schedules: args.insecure_allow_writable_schedules,
+            };
+            let settings = Settings::resolve(before, &zone, None, None, Some(&trust))
+                .with_state(before, &args.state, None)
+                .with_control(&args.control);
+            state::status(&args.paths.paths, args.json, &settings)
+        }
+        Command::History(command) => {
+            let settings = Settings::resolve(before, &ZoneFlags::default(), None, None, None)
+                .with_state(before, &command.state, None)
+                .with_control(&command.control);
+            state::history(&command.args, &settings)
+        }
+        Command::Trigger(args) => {
+            control::trigger(&args.job, args.wait, &control_only(before, &args.control))
+        }
+        Command::Pause(args) => {
+            control::pause(&args.targets, true, &control_only(before, &args.control))
+        }
+        Command::Resume(args) => {
+            control::pause(&args.targets, false, &control_only(before, &args.control))
+        }
+        Command::Kill(args) => control::kill(&args.target, &control_only(before, &args.control)),
+        Command::Schema => control::schema(),
     };
     ExitCode::from(code)
+}
+
+/// The settings of a command that only asks the control socket.
+fn control_only(before: &FlagsBefore, control: &ControlFlags) -> Settings {
+    Settings::resolve(before, &ZoneFlags::default(), None, None, None).with_control(control)
 }
 
 /// Loads the schedules, printing every error to stderr when there are any.

@@ -12,10 +12,12 @@ use tokio::sync::mpsc;
 
 use super::{LogFormat, Settings, exit, real_executor, report_errors};
 use crate::clock::SystemClock;
+use crate::control::server::PauseStore;
 use crate::daemon::{ConfigSource, Control, FileSource, Reloaded, ServeOptions, World, serve};
 use crate::events::{Event, Events};
 use crate::health::Health;
 use crate::logging::{self, Format, Level};
+use crate::state::Write;
 use crate::systemd::Notifier;
 
 pub(super) fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
@@ -148,8 +150,35 @@ async fn run_service(paths: Vec<PathBuf>, settings: &Settings) -> u8 {
         Ok(executor) => executor,
         Err(code) => return code,
     };
-    let (events, _guard) = start_logging(settings);
+    let control = match crate::control::socket_path(
+        settings.control_socket.as_deref(),
+        &crate::control::Env::from_process(),
+    ) {
+        Ok(None) => None,
+        Ok(Some(path)) => match crate::control::server::bind(&path) {
+            Ok(socket) => Some(socket),
+            Err(err) => {
+                super::print_error(&err);
+                return exit::FAILED;
+            }
+        },
+        Err(hint) => {
+            eprintln!("warning: {hint}; running without a control socket");
+            None
+        }
+    };
+    let (mut events, _guard) = start_logging(settings);
     crate::daemon::log_file_warnings(&config);
+    let (state, resume) = super::state::start(settings, &mut events);
+    let pauses = state.as_ref().map(|state| {
+        let writer = state.thread.writer();
+        PauseStore::new(move |job, paused| {
+            writer.write(Write::Paused {
+                job: job.to_string(),
+                paused,
+            });
+        })
+    });
     let dirs = source.watch_dirs();
     let quiet = Duration::from_millis(250);
     if let Err(err) = crate::watch::watch(&dirs, quiet, tx, Control::ReloadIfChanged) {
@@ -159,6 +188,9 @@ async fn run_service(paths: Vec<PathBuf>, settings: &Settings) -> u8 {
         shutdown_grace: settings.shutdown_grace,
         max_concurrent_runs: settings.max_concurrent_runs,
         watchdog: Notifier::watchdog_interval(),
+        resume,
+        control,
+        pauses,
         ..ServeOptions::default()
     };
     let world = World {
@@ -169,7 +201,12 @@ async fn run_service(paths: Vec<PathBuf>, settings: &Settings) -> u8 {
         health: Health::new(),
     };
     let source = InjectedFault::from_env(source);
-    match serve(config, source, options, world, rx).await {
+    let served = serve(config, source, options, world, rx).await;
+    if let Some(state) = state {
+        // What is queued is written before the exit (one last try if the disk fails).
+        let _ = tokio::task::spawn_blocking(move || state.thread.close()).await;
+    }
+    match served {
         Ok(()) => exit::OK,
         Err(_) => exit::INTERNAL,
     }

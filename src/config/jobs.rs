@@ -31,6 +31,7 @@ mod keys;
 mod loader;
 mod retry;
 mod schedule;
+mod schema;
 mod settings;
 #[cfg(test)]
 mod tests;
@@ -39,6 +40,7 @@ use keys::{Entry, JOB_KEYS};
 pub(super) use loader::Loader;
 use loader::{FileOutcome, JobBudget, NameUse};
 use schedule::ParsedSchedule;
+pub use schema::{json_schema, schema_keys};
 use settings::Settings;
 
 /// Checks one file's tree.
@@ -307,6 +309,7 @@ impl<'a> FileChecker<'a, '_> {
             retry: retry?,
             overlap: settings.overlap.unwrap_or_default(),
             starting_deadline: settings.starting_deadline,
+            catch_up: settings.catch_up.unwrap_or_default(),
             enabled: settings.enabled.unwrap_or(true),
             source: here,
         })

@@ -46,6 +46,8 @@ use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 
+pub use jobs::{json_schema, schema_keys};
+
 use crate::job::{Job, SourceLocation};
 use crate::zone::{SystemZone, Zone};
 

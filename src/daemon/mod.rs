@@ -13,7 +13,10 @@
 mod reload;
 mod source;
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, Utc};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -23,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 pub use self::source::{ConfigSource, FileSource, Reloaded, log_file_warnings};
 use crate::clock::Clock;
 use crate::config::Config;
+use crate::control::server::{self as control, ControlSocket, PauseStore, Taps};
 use crate::dispatch::Dispatcher;
 use crate::events::{Event, Events};
 use crate::exec::Executor;
@@ -86,6 +90,23 @@ pub struct ServeOptions {
     /// systemd's watchdog interval (`WATCHDOG_USEC`): pinged at half of it while both
     /// loops are alive. `None`: no watchdog.
     pub watchdog: Option<Duration>,
+    /// What the state store remembered from before this start.
+    pub resume: Resume,
+    /// The control socket to serve (DESIGN.md §11), bound already; `None`: no socket.
+    pub control: Option<ControlSocket>,
+    /// Where `chime pause` keeps pauses across restarts; `None`: in memory only.
+    pub pauses: Option<PauseStore>,
+}
+
+/// What a start takes over from the chime before it (DESIGN.md §10).
+#[derive(Debug, Clone, Default)]
+pub struct Resume {
+    /// Each job's last fire handled: `catch_up: latest` jobs run their latest missed.
+    pub last_handled: HashMap<String, DateTime<Utc>>,
+    /// Interrupted runs whose process groups still live, by job.
+    pub leftovers: Vec<(String, crate::state::leftover::Group)>,
+    /// Jobs paused with `chime pause`.
+    pub paused: Vec<String>,
 }
 
 impl Default for ServeOptions {
@@ -97,6 +118,9 @@ impl Default for ServeOptions {
             recheck_every: Some(Duration::from_secs(60)),
             timer_thread: true,
             watchdog: None,
+            resume: Resume::default(),
+            control: None,
+            pauses: None,
         }
     }
 }
@@ -185,6 +209,9 @@ struct Service<E, C> {
     /// Reloads for the scheduling loop.
     commands: mpsc::Sender<Command>,
     watchdog: Option<JoinHandle<()>>,
+    /// Cancelled to close the control socket.
+    control_stop: CancellationToken,
+    control_task: Option<JoinHandle<()>>,
 }
 
 impl<E: Executor, C: Clock> Service<E, C> {
@@ -199,6 +226,12 @@ impl<E: Executor, C: Clock> Service<E, C> {
             health,
         } = world;
         let notifier = Arc::new(notifier);
+        // `trigger --wait` follows a run's events from here.
+        let taps = Arc::new(Taps::default());
+        let events = match options.control {
+            Some(_) => taps.wrap(events),
+            None => events,
+        };
         let version = env!("CARGO_PKG_VERSION").to_string();
         let status = Arc::new(Mutex::new(Status {
             jobs: config.jobs.len(),
@@ -213,6 +246,9 @@ impl<E: Executor, C: Clock> Service<E, C> {
             options.max_concurrent_runs,
         );
         dispatcher.report_failures_to(&health);
+        for job in &options.resume.paused {
+            dispatcher.paused().pause(job);
+        }
         let mut scheduler = Scheduler::new(Arc::clone(&clock), dispatcher.clone(), events.clone());
         scheduler.add_jobs(config.jobs);
         crate::memory::release_freed();
@@ -230,6 +266,8 @@ impl<E: Executor, C: Clock> Service<E, C> {
         notifier.ready();
         notifier.status(&lock(&status).line(0));
         scheduler.fire_reboot_jobs();
+        scheduler.adopt_leftovers(&options.resume.leftovers);
+        scheduler.catch_up(&options.resume.last_handled);
 
         let stop = CancellationToken::new();
         let (commands, command_rx) = mpsc::channel(4);
@@ -243,6 +281,22 @@ impl<E: Executor, C: Clock> Service<E, C> {
         let watchdog = options
             .watchdog
             .map(|interval| spawn_watchdog(interval, &notifier, &health, &status, &dispatcher));
+        let control_stop = CancellationToken::new();
+        let control_task = options.control.as_ref().and_then(|socket| {
+            let server = control::Server {
+                dispatcher: dispatcher.clone(),
+                commands: commands.clone(),
+                events: events.clone(),
+                taps,
+                pauses: options.pauses.clone(),
+                stop: control_stop.clone(),
+            };
+            control::spawn(socket, server)
+                .inspect_err(|err| {
+                    tracing::warn!(error = %err, path = %socket.path.display(), "the control socket cannot be served");
+                })
+                .ok()
+        });
         Service {
             options,
             events,
@@ -255,6 +309,8 @@ impl<E: Executor, C: Clock> Service<E, C> {
             scheduler_task,
             commands,
             watchdog,
+            control_stop,
+            control_task,
         }
     }
 
@@ -306,7 +362,7 @@ impl<E: Executor, C: Clock> Service<E, C> {
     /// Fail: nothing is drained, the service is broken. Logs `service.failed`, then
     /// terminates every run (its group gets SIGTERM, then SIGKILL) and reaps it, so
     /// nothing is left behind.
-    async fn fail(&self, failure: &Failure) {
+    async fn fail(&mut self, failure: &Failure) {
         self.events.emit(Event::ServiceFailed {
             what: failure.what.to_string(),
             error: failure.error.clone(),
@@ -315,6 +371,15 @@ impl<E: Executor, C: Clock> Service<E, C> {
         self.dispatcher.stop_accepting();
         self.dispatcher.cancel_all();
         self.dispatcher.wait_idle().await;
+        self.close_control().await;
+    }
+
+    /// Closes the control socket (and removes it); `trigger --wait` clients are told.
+    async fn close_control(&mut self) {
+        self.control_stop.cancel();
+        if let Some(task) = self.control_task.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(1), task).await;
+        }
     }
 
     /// The jobs and files loaded last, for the stopping events.
@@ -386,9 +451,10 @@ impl<E: Executor, C: Clock> Service<E, C> {
 
     /// Stop: whatever still runs is terminated (SIGTERM to its group, SIGKILL after
     /// its `kill_grace`) and reaped; then `service.stopped`.
-    async fn finish(self) {
+    async fn finish(mut self) {
         self.dispatcher.cancel_all();
         self.dispatcher.wait_idle().await;
+        self.close_control().await;
         let (jobs, files) = self.counts();
         self.events.emit(Event::ServiceStopped {
             version: self.version,

@@ -52,7 +52,9 @@ pub enum Value {
 /// How important an event is.
 pub(crate) fn level_of(event: &Event) -> Level {
     match event {
-        Event::ConfigRejected { .. } | Event::ServiceFailed { .. } => Level::Error,
+        Event::ConfigRejected { .. } | Event::ServiceFailed { .. } | Event::StateFailed { .. } => {
+            Level::Error
+        }
         Event::RunFinished { outcome, .. } => match outcome {
             Outcome::Success => Level::Info,
             Outcome::Cancelled => Level::Warn,
@@ -62,11 +64,13 @@ pub(crate) fn level_of(event: &Event) -> Level {
         | Event::ConfigWarning { .. }
         | Event::RunRetrying { .. }
         | Event::RunMissed { .. }
-        | Event::RunOutputTruncated { .. } => Level::Warn,
+        | Event::RunOutputTruncated { .. }
+        | Event::RunInterrupted { .. } => Level::Warn,
         Event::RunSkipped {
             reason: SkipReason::Disabled,
             ..
         } => Level::Debug,
+        Event::ControlRequest { result, .. } if result != "ok" => Level::Warn,
         _ => Level::Info,
     }
 }
@@ -178,6 +182,7 @@ pub fn fields(event: &Event) -> Vec<(&'static str, Value)> {
             attempt,
             queued_ms,
             pid,
+            caller_uid,
         } => {
             f.push(("job", s(job)));
             f.push(("run_id", s(run_id)));
@@ -190,6 +195,9 @@ pub fn fields(event: &Event) -> Vec<(&'static str, Value)> {
             }
             if let Some(pid) = pid {
                 f.push(("pid", UInt((*pid).into())));
+            }
+            if let Some(uid) = caller_uid {
+                f.push(("caller_uid", UInt((*uid).into())));
             }
         }
         Event::RunOutput {
@@ -236,6 +244,8 @@ pub fn fields(event: &Event) -> Vec<(&'static str, Value)> {
             duration_ms,
             output_bytes,
             truncated,
+            by,
+            caller_uid,
         } => {
             f.push(("job", s(job)));
             f.push(("run_id", s(run_id)));
@@ -245,6 +255,12 @@ pub fn fields(event: &Event) -> Vec<(&'static str, Value)> {
             f.push(("duration_ms", UInt(*duration_ms)));
             f.push(("output_bytes", UInt(*output_bytes)));
             f.push(("truncated", Bool(*truncated)));
+            if let Some(by) = by {
+                f.push(("by", s(by.as_str())));
+            }
+            if let Some(uid) = caller_uid {
+                f.push(("caller_uid", UInt((*uid).into())));
+            }
         }
         Event::RunSkipped {
             job,
@@ -265,6 +281,45 @@ pub fn fields(event: &Event) -> Vec<(&'static str, Value)> {
             f.push(("scheduled_at", t(scheduled_at)));
             f.push(("count", UInt(*count)));
             f.push(("reason", s(reason.as_str())));
+        }
+        Event::RunInterrupted {
+            job,
+            run_id,
+            scheduled_at,
+            still_running,
+            pid,
+        } => {
+            f.push(("job", s(job)));
+            f.push(("run_id", s(run_id)));
+            f.push(("scheduled_at", t(scheduled_at)));
+            f.push(("still_running", Bool(*still_running)));
+            if let Some(pid) = pid {
+                f.push(("pid", UInt((*pid).into())));
+            }
+        }
+        Event::StateFailed {
+            what,
+            error,
+            fix,
+            dropped,
+        } => {
+            f.push(("what", s(what)));
+            f.push(("error", s(error)));
+            f.push(("fix", s(fix)));
+            f.push(("dropped", UInt(*dropped)));
+        }
+        Event::ControlRequest {
+            command,
+            target,
+            caller_uid,
+            result,
+        } => {
+            f.push(("command", s(command)));
+            f.push(("target", s(target)));
+            if let Some(uid) = caller_uid {
+                f.push(("caller_uid", UInt((*uid).into())));
+            }
+            f.push(("result", s(result)));
         }
     }
     f

@@ -15,6 +15,7 @@ pub mod shell;
 pub mod spawner;
 
 use std::future::Future;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, TimeDelta, Utc};
@@ -253,6 +254,8 @@ pub struct OutputSink {
     run_id: Arc<str>,
     limit: u64,
     state: Mutex<OutputState>,
+    /// The process of the run's current attempt (0: none yet), for `chime status`.
+    pid: AtomicU32,
 }
 
 #[derive(Debug, Default)]
@@ -272,7 +275,18 @@ impl OutputSink {
             run_id,
             limit,
             state: Mutex::new(OutputState::default()),
+            pid: AtomicU32::new(0),
         }
+    }
+
+    /// Records the process of the attempt that writes here (shell jobs).
+    pub fn set_pid(&self, pid: u32) {
+        self.pid.store(pid, Ordering::Release);
+    }
+
+    /// The process of the current attempt, once one was spawned.
+    pub fn pid(&self) -> Option<u32> {
+        Some(self.pid.load(Ordering::Acquire)).filter(|&pid| pid != 0)
     }
 
     /// Logs one line (without its newline). Lines over [`MAX_LINE_BYTES`] are split.

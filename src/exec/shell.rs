@@ -99,10 +99,14 @@ pub async fn execute_announced(
     };
     // A child not yet waited for always has a pid, and a pid always fits in pid_t;
     // should either ever fail, the attempt fails instead of the service.
-    let Some(pgid) = child.id().and_then(|pid| libc::pid_t::try_from(pid).ok()) else {
+    let Some((pid, pgid)) = child
+        .id()
+        .and_then(|pid| Some((pid, libc::pid_t::try_from(pid).ok()?)))
+    else {
         let message = format!("cannot start `{program}`: its process has no pid");
         return AttemptResult::failure(error_detail(message), true);
     };
+    output.set_pid(pid);
 
     let stop_reading = CancellationToken::new();
     let readers = tokio::spawn(pump_both(

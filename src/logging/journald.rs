@@ -195,6 +195,8 @@ mod tests {
             duration_ms: 1234,
             output_bytes: 99,
             truncated: false,
+            by: None,
+            caller_uid: None,
         }
     }
 
@@ -250,6 +252,7 @@ mod tests {
             attempt: 1,
             queued_ms: None,
             pid: None,
+            caller_uid: None,
         };
         let map = as_map(&event);
         assert_eq!(map["EVENT"], "run.started");
@@ -276,6 +279,7 @@ mod tests {
             attempt: 1,
             queued_ms: Some(2500.0),
             pid: None,
+            caller_uid: None,
         };
         let map = as_map(&event);
         assert_eq!(map["QUEUED_MS"], "2500.000");

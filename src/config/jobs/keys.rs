@@ -24,6 +24,7 @@ pub(super) const JOB_KEYS: &[&str] = &[
     "retry",
     "overlap",
     "starting_deadline",
+    "catch_up",
     "enabled",
     "user",
     "group",

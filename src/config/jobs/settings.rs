@@ -15,7 +15,7 @@ use crate::config::interpolate::is_var_name;
 use crate::config::suggest::closest;
 use crate::config::tree::{Node, NodeKind};
 use crate::duration::parse_duration;
-use crate::job::Overlap;
+use crate::job::{CatchUp, Overlap};
 use crate::zone::Zone;
 
 const OVERLAPS: &[(&str, Overlap)] = &[
@@ -35,6 +35,7 @@ pub(super) struct Settings {
     pub(super) retry: RetrySettings,
     pub(super) overlap: Option<Overlap>,
     pub(super) starting_deadline: Option<Duration>,
+    pub(super) catch_up: Option<CatchUp>,
     pub(super) enabled: Option<bool>,
     /// `user:`'s account, looked up.
     pub(super) user: Option<Account>,
@@ -57,6 +58,7 @@ impl Settings {
             retry: self.retry.over(&defaults.retry),
             overlap: self.overlap.or(defaults.overlap),
             starting_deadline: self.starting_deadline.or(defaults.starting_deadline),
+            catch_up: self.catch_up.or(defaults.catch_up),
             enabled: self.enabled.or(defaults.enabled),
             user: self.user.or_else(|| defaults.user.clone()),
             group: self.group.or_else(|| defaults.group.clone()),
@@ -128,6 +130,7 @@ impl FileChecker<'_, '_> {
             }
             "retry" => settings.retry = self.retry(&path(), value, !prefix.is_empty()),
             "overlap" => settings.overlap = self.overlap(&path(), value),
+            "catch_up" => settings.catch_up = self.catch_up(&path(), value),
             "enabled" => settings.enabled = self.boolean(&path(), value),
             "env_inherit" => settings.env_inherit = self.boolean(&path(), value),
             "user" => {
@@ -306,6 +309,22 @@ impl FileChecker<'_, '_> {
         };
         self.error(node, message);
         None
+    }
+
+    fn catch_up(&mut self, path: &str, node: &Node) -> Option<CatchUp> {
+        match &node.kind {
+            NodeKind::Str(text) if text == "none" => Some(CatchUp::None),
+            NodeKind::Str(text) if text == "latest" => Some(CatchUp::Latest),
+            _ => {
+                let text = self.text(node);
+                let message = format!(
+                    "`{path}` must be none or latest, not `{}`; latest runs the latest fire missed while chime was down, once",
+                    escaped(&text)
+                );
+                self.error(node, message);
+                None
+            }
+        }
     }
 
     fn overlap(&mut self, path: &str, node: &Node) -> Option<Overlap> {
