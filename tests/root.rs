@@ -16,7 +16,9 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use serde_json::Value;
-use support::{Chime, LIMIT, command, is, name, process, run, service, temp_dir, write};
+use support::{
+    Chime, LIMIT, command, is, name, process, run, service, temp_dir, wait_until, write,
+};
 
 fn root(test: &str) -> bool {
     // SAFETY: geteuid has no preconditions.
@@ -334,11 +336,12 @@ fn a_timeout_kills_the_group_of_a_job_running_as_nobody() {
         .expect("the job leads a process group of its own");
     let pgid = leader.pid;
     exec.guard_group(pgid);
+    // The subshell's `sleep` may still be starting when the first line arrives: wait
+    // for the leader, the subshell and the sleeps (at least three), with a timeout.
+    wait_until("the job's group to hold three members", LIMIT, || {
+        process::live_group_members(pgid).len() >= 3
+    });
     let members = process::live_group_members(pgid);
-    assert!(
-        members.len() >= 3,
-        "sh, the subshell and two sleeps: {members:?}"
-    );
     for member in &members {
         assert_eq!(
             uid_of(member.pid),
