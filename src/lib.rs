@@ -60,6 +60,10 @@
 //!   a shell job's clean environment ([`exec::environment`]) and its switch to its
 //!   `user:` / `group:` ([`exec::identity`]).
 //!
+//! Memory across restarts
+//! - [`state`]: the state store (run history, last fires handled, paused jobs) behind
+//!   one trait, its embedded SQLite implementation and the writer thread that feeds it.
+//!
 //! The log
 //! - [`events`]: the log events of DESIGN.md §6, their schema (levels, fields) and the
 //!   handle that carries them.
