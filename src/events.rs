@@ -236,6 +236,17 @@ pub enum Event {
         fix: String,
         dropped: u64,
     },
+    /// A monitoring ping (`healthchecks`, `on_start`, `on_success`, `on_failure`) failed
+    /// after its own retries. The run's outcome is not changed by it. `url` is the URL as
+    /// written (before interpolation), never the one sent.
+    HookFailed {
+        job: Arc<str>,
+        run_id: Arc<str>,
+        hook: &'static str,
+        url: String,
+        attempts: u32,
+        error: String,
+    },
 }
 
 /// How many errors a `config.rejected` event lists. One event for 100,000 invalid jobs
@@ -275,6 +286,7 @@ impl Event {
             Event::RunMissed { .. } => "run.missed",
             Event::RunInterrupted { .. } => "run.interrupted",
             Event::StateFailed { .. } => "state.failed",
+            Event::HookFailed { .. } => "hook.failed",
         }
     }
 
@@ -288,7 +300,8 @@ impl Event {
             | Event::RunFinished { job, .. }
             | Event::RunSkipped { job, .. }
             | Event::RunMissed { job, .. }
-            | Event::RunInterrupted { job, .. } => Some(job),
+            | Event::RunInterrupted { job, .. }
+            | Event::HookFailed { job, .. } => Some(job),
             _ => None,
         }
     }

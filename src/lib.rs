@@ -78,6 +78,7 @@ pub mod health;
 pub mod job;
 pub mod logging;
 pub mod memory;
+pub mod monitor;
 pub mod run;
 pub mod scheduler;
 pub mod state;

@@ -869,6 +869,7 @@ jobs:
             starting_deadline: Some(Duration::from_secs(300)),
             catch_up: CatchUp::None,
             enabled: false,
+            pings: None,
             source: at(7, 3),
         },
         Job {
@@ -889,6 +890,7 @@ jobs:
             starting_deadline: None,
             catch_up: CatchUp::None,
             enabled: true,
+            pings: None,
             source: at(18, 3),
         },
         Job {
@@ -916,6 +918,7 @@ jobs:
             starting_deadline: None,
             catch_up: CatchUp::None,
             enabled: true,
+            pings: None,
             source: at(23, 3),
         },
     ];

@@ -86,6 +86,10 @@ pub(crate) struct Settings {
         default_value_t = 1000
     )]
     pub history_keep_runs: usize,
+    /// Serve GET /metrics (Prometheus) and GET /health on this address, e.g.
+    /// 127.0.0.1:9746 (default: off).
+    #[arg(long, global = true, env = "CHIME_LISTEN", value_parser = parse_listen)]
+    pub listen: Option<std::net::SocketAddr>,
 }
 
 /// `--max-jobs` unless set: twice the 100,000 jobs the service is measured with (README,
@@ -159,6 +163,15 @@ pub(crate) struct NextArgs {
 fn parse_zone(text: &str) -> Result<Zone, String> {
     zone::parse_zone(text, std::path::Path::new(zone::ZONEINFO_DIR))
         .map_err(|reason| format!("`{text}` {reason}; use a name such as Europe/Berlin or UTC"))
+}
+
+fn parse_listen(text: &str) -> Result<std::net::SocketAddr, String> {
+    text.trim().parse().map_err(|_| {
+        format!(
+            "`{text}` is not an address and port; write e.g. 127.0.0.1:9746 (or [::1]:9746); \
+             host names are not looked up"
+        )
+    })
 }
 
 fn parse_duration_arg(text: &str) -> Result<Duration, String> {

@@ -77,6 +77,8 @@ pub struct Resume {
     pub last_handled: HashMap<String, DateTime<Utc>>,
     /// Interrupted runs whose process groups still live, by job.
     pub leftovers: Vec<(String, crate::state::leftover::Group)>,
+    /// When each job last succeeded, for the metrics.
+    pub last_success: HashMap<String, DateTime<Utc>>,
 }
 
 impl Default for ServeOptions {

@@ -26,6 +26,11 @@ pub(super) const JOB_KEYS: &[&str] = &[
     "starting_deadline",
     "catch_up",
     "enabled",
+    "healthchecks",
+    "on_start",
+    "on_success",
+    "on_failure",
+    "report_missed",
 ];
 /// Keys a job has but `defaults` cannot: they say what and when, not how.
 pub(super) const JOB_ONLY_KEYS: &[&str] = &["schedule", "command", "http"];

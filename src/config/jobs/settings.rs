@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::keys::{Entry, JOB_KEYS, JOB_ONLY_KEYS};
@@ -13,7 +14,7 @@ use crate::config::interpolate::is_var_name;
 use crate::config::suggest::closest;
 use crate::config::tree::{Node, NodeKind};
 use crate::duration::parse_duration;
-use crate::job::{CatchUp, Overlap};
+use crate::job::{CatchUp, Hook, Overlap, PingUrl, Pings};
 use crate::zone::Zone;
 
 const OVERLAPS: &[(&str, Overlap)] = &[
@@ -35,6 +36,11 @@ pub(super) struct Settings {
     pub(super) starting_deadline: Option<Duration>,
     pub(super) catch_up: Option<CatchUp>,
     pub(super) enabled: Option<bool>,
+    pub(super) healthchecks: Option<PingUrl>,
+    pub(super) on_start: Option<Hook>,
+    pub(super) on_success: Option<Hook>,
+    pub(super) on_failure: Option<Hook>,
+    pub(super) report_missed: Option<bool>,
 }
 
 impl Settings {
@@ -53,7 +59,24 @@ impl Settings {
             starting_deadline: self.starting_deadline.or(defaults.starting_deadline),
             catch_up: self.catch_up.or(defaults.catch_up),
             enabled: self.enabled.or(defaults.enabled),
+            healthchecks: self.healthchecks.or_else(|| defaults.healthchecks.clone()),
+            on_start: self.on_start.or_else(|| defaults.on_start.clone()),
+            on_success: self.on_success.or_else(|| defaults.on_success.clone()),
+            on_failure: self.on_failure.or_else(|| defaults.on_failure.clone()),
+            report_missed: self.report_missed.or(defaults.report_missed),
         }
+    }
+
+    /// The job's pings, if it has any.
+    pub(super) fn pings(&self) -> Option<Arc<Pings>> {
+        let pings = Pings {
+            healthchecks: self.healthchecks.clone(),
+            on_start: self.on_start.clone(),
+            on_success: self.on_success.clone(),
+            on_failure: self.on_failure.clone(),
+            report_missed: self.report_missed.unwrap_or(false),
+        };
+        (pings != Pings::default()).then(|| Arc::new(pings))
     }
 }
 
@@ -122,6 +145,11 @@ impl FileChecker<'_, '_> {
             "overlap" => settings.overlap = self.overlap(&path(), value),
             "catch_up" => settings.catch_up = self.catch_up(&path(), value),
             "enabled" => settings.enabled = self.boolean(&path(), value),
+            "report_missed" => settings.report_missed = self.boolean(&path(), value),
+            "healthchecks" => settings.healthchecks = self.healthchecks(&path(), value),
+            "on_start" => settings.on_start = self.hook(&path(), value, !prefix.is_empty()),
+            "on_success" => settings.on_success = self.hook(&path(), value, !prefix.is_empty()),
+            "on_failure" => settings.on_failure = self.hook(&path(), value, !prefix.is_empty()),
             _ => return false,
         }
         true
