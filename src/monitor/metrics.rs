@@ -168,7 +168,7 @@ impl Metrics {
             reloads.clone(),
         );
         for result in ["applied", "rejected"] {
-            reloads.get_or_create(&ResultLabel { result });
+            let _ = reloads.get_or_create(&ResultLabel { result });
         }
         let jobs = Gauge::default();
         registry.register("jobs", "Jobs loaded", jobs.clone());

@@ -164,8 +164,10 @@ struct RunTrack {
     pings: Option<Arc<Pings>>,
     scheduled_at: DateTime<Utc>,
     tail: Tail,
-    /// The pings sent at its start: its end is reported after them.
-    started: Vec<JoinHandle<()>>,
+    /// The pings sent at its start (healthchecks', `on_start`): each channel reports
+    /// the end after its start.
+    healthchecks_start: Vec<JoinHandle<()>>,
+    hook_start: Vec<JoinHandle<()>>,
 }
 
 struct State {
@@ -294,7 +296,8 @@ impl State {
 
     fn run_started(&mut self, job: &Arc<str>, run_id: &Arc<str>, scheduled_at: DateTime<Utc>) {
         let pings = self.pings_of(job);
-        let mut started = Vec::new();
+        let mut healthchecks_start = Vec::new();
+        let mut hook_start = Vec::new();
         if let Some(pings) = &pings {
             let facts = Facts {
                 job: Arc::clone(job),
@@ -306,10 +309,11 @@ impl State {
                 output_tail: String::new(),
             };
             if let Some(ping) = &pings.healthchecks {
-                started.push(self.pinger.healthchecks(ping, "start", &facts, None, None));
+                healthchecks_start
+                    .push(self.pinger.healthchecks(ping, "start", &facts, None, None));
             }
             if let Some(hook) = &pings.on_start {
-                started.push(self.pinger.hook("on_start", hook, &facts, None));
+                hook_start.push(self.pinger.hook("on_start", hook, &facts, None));
             }
         }
         self.runs.insert(
@@ -318,7 +322,8 @@ impl State {
                 pings,
                 scheduled_at,
                 tail: Tail::default(),
-                started,
+                healthchecks_start,
+                hook_start,
             },
         );
     }
@@ -350,7 +355,6 @@ impl State {
             scheduled_at: track.scheduled_at,
             output_tail: track.tail.text(),
         };
-        let after = self.pinger.gate(track.started);
         if let Some(ping) = &pings.healthchecks {
             // An exit code when the process ended by itself; `fail` for a timeout, a
             // kill, a cancellation or an HTTP job's failure.
@@ -360,14 +364,15 @@ impl State {
                 _ => "fail".to_string(),
             };
             let body = Some(facts.output_tail.clone());
-            self.pinger
-                .healthchecks(ping, &what, &facts, body, after.clone());
+            let after = self.pinger.gate(track.healthchecks_start);
+            self.pinger.healthchecks(ping, &what, &facts, body, after);
         }
         let hook = match outcome {
             Outcome::Success => pings.on_success.as_ref().map(|hook| ("on_success", hook)),
             _ => pings.on_failure.as_ref().map(|hook| ("on_failure", hook)),
         };
         if let Some((name, hook)) = hook {
+            let after = self.pinger.gate(track.hook_start);
             self.pinger.hook(name, hook, &facts, after);
         }
     }
