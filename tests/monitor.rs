@@ -781,3 +781,79 @@ fn hook_urls_with_an_unknown_scheme_are_located_errors_in_check() {
     // The run's facts are known to the loader: no "unset variable" for them.
     assert_eq!(errors.len(), 3, "{errors:?}");
 }
+
+/// `/health` in-process, on tokio's virtual time: a loop that stops beating (a stall
+/// injected by not beating it) turns it to 503 naming the loop, and a beat turns it back.
+#[tokio::test(start_paused = true)]
+async fn health_turns_503_on_a_stalled_loop_and_back_to_200() {
+    use chime::health::{Health, Loop};
+    use chime::monitor::{Monitor, MonitorOptions, http};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    async fn get_health(addr: std::net::SocketAddr) -> (u16, String) {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        stream
+            .write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .expect("send");
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).await.expect("read");
+        let (head, body) = answer.split_once("\r\n\r\n").expect("an answer");
+        let status = head
+            .split(' ')
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .expect("a status");
+        (status, body.to_string())
+    }
+
+    let health = Health::new();
+    let monitor = Monitor::start(
+        MonitorOptions::default(),
+        &[],
+        chime::events::Events::discard(),
+        tokio::runtime::Handle::current(),
+    )
+    .expect("monitor");
+    let listener = http::bind("127.0.0.1:0".parse().expect("addr")).expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let server = tokio::spawn(http::serve(listener, monitor, health.clone()));
+
+    assert_eq!(get_health(addr).await, (200, "ok\n".into()));
+    tokio::time::advance(Duration::from_secs(3)).await;
+    health.beat(Loop::Scheduler);
+    health.beat(Loop::Control);
+    assert_eq!(get_health(addr).await.0, 200);
+
+    // The control loop stalls: 5 s without a beat.
+    tokio::time::advance(Duration::from_secs(4)).await;
+    health.beat(Loop::Scheduler);
+    tokio::time::advance(Duration::from_secs(1)).await;
+    let (status, body) = get_health(addr).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("control loop last beat 5.0 s ago"), "{body}");
+
+    // It beats again: healthy.
+    health.beat(Loop::Control);
+    assert_eq!(get_health(addr).await, (200, "ok\n".into()));
+
+    // Both stall: the scheduler is named first.
+    tokio::time::advance(Duration::from_secs(6)).await;
+    let (status, body) = get_health(addr).await;
+    assert_eq!(status, 503);
+    assert!(body.contains("scheduler loop"), "{body}");
+    health.beat(Loop::Scheduler);
+    health.beat(Loop::Control);
+    assert_eq!(get_health(addr).await.0, 200);
+
+    // Without --listen's metrics the scrape says so rather than serving nothing.
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("send");
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await.expect("read");
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    server.abort();
+}

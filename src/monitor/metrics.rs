@@ -250,8 +250,10 @@ impl Metrics {
         }
     }
 
-    /// `first`: the run's first `run.started` (retries are the same run).
-    pub(super) fn observe(&self, event: &Event, first: bool, known: bool) {
+    /// `first`: the run's first `run.started` (retries are the same run). `known`: the
+    /// event's job is loaded. `running`: a `run.finished` whose start was counted in
+    /// `chime_running` (and the job not removed since).
+    pub(super) fn observe(&self, event: &Event, first: bool, known: bool, running: bool) {
         match event {
             Event::RunStarted {
                 job,
@@ -282,7 +284,7 @@ impl Metrics {
                     return;
                 }
                 let one = label(job);
-                if let Some(running) = self.running.get(&one) {
+                if running && let Some(running) = self.running.get(&one) {
                     running.dec();
                 }
                 self.runs

@@ -161,6 +161,10 @@ struct JobState {
 
 /// A run in flight.
 struct RunTrack {
+    job: Arc<str>,
+    /// Counted in `chime_running` (its job was loaded at its start, and has not been
+    /// removed since).
+    counted: bool,
     pings: Option<Arc<Pings>>,
     scheduled_at: DateTime<Utc>,
     tail: Tail,
@@ -206,6 +210,12 @@ impl State {
                 .insert(Arc::clone(&watched.name), JobState { watched, next_fire });
         }
         self.wants_output.store(with_pings, Ordering::Relaxed);
+        // A removed job's series go; its runs in flight no longer count.
+        for track in self.runs.values_mut() {
+            if old.contains_key(&track.job) {
+                track.counted = false;
+            }
+        }
         if let Some(metrics) = &self.metrics {
             metrics.jobs_loaded(self.jobs.len(), old.keys().map(|name| &**name));
             for (name, job) in &self.jobs {
@@ -244,7 +254,13 @@ impl State {
             _ => false,
         };
         if let Some(metrics) = &self.metrics {
-            metrics.observe(event, first, known);
+            let running = match event {
+                Event::RunFinished { run_id, .. } => {
+                    self.runs.get(run_id).is_some_and(|track| track.counted)
+                }
+                _ => false,
+            };
+            metrics.observe(event, first, known, running);
         }
         match event {
             Event::RunStarted {
@@ -252,7 +268,7 @@ impl State {
                 run_id,
                 scheduled_at,
                 ..
-            } if first => self.run_started(job, run_id, *scheduled_at),
+            } if first => self.run_started(job, run_id, *scheduled_at, known),
             Event::RunOutput { run_id, line, .. } => {
                 if let Some(track) = self.runs.get_mut(run_id)
                     && track.pings.is_some()
@@ -294,7 +310,13 @@ impl State {
         self.jobs.get(job).and_then(|job| job.watched.pings.clone())
     }
 
-    fn run_started(&mut self, job: &Arc<str>, run_id: &Arc<str>, scheduled_at: DateTime<Utc>) {
+    fn run_started(
+        &mut self,
+        job: &Arc<str>,
+        run_id: &Arc<str>,
+        scheduled_at: DateTime<Utc>,
+        known: bool,
+    ) {
         let pings = self.pings_of(job);
         let mut healthchecks_start = Vec::new();
         let mut hook_start = Vec::new();
@@ -319,6 +341,8 @@ impl State {
         self.runs.insert(
             Arc::clone(run_id),
             RunTrack {
+                job: Arc::clone(job),
+                counted: known,
                 pings,
                 scheduled_at,
                 tail: Tail::default(),
