@@ -24,6 +24,8 @@ use crate::events::{Event, Events};
 pub const DEFAULT_QUEUE: usize = 100_000;
 /// Writes applied in one transaction at most.
 const BATCH: usize = 10_000;
+/// Output tails of runs in flight kept at most.
+const MAX_TAILS: usize = 100_000;
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 const BACKOFF_FIRST: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
@@ -60,6 +62,8 @@ struct Queue {
     closed: bool,
     /// Writes applied so far (for tests and the benchmark).
     applied: u64,
+    /// Items taken by the thread and not yet applied (or put back).
+    taken: usize,
 }
 
 struct Shared {
@@ -196,7 +200,7 @@ impl StateWriter {
     pub fn flush(&self, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
         let mut queue = lock(&self.shared);
-        while !queue.items.is_empty() {
+        while !queue.items.is_empty() || queue.taken > 0 {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return false;
@@ -240,6 +244,7 @@ impl WriterThread {
                 dropped: 0,
                 closed: false,
                 applied: 0,
+                taken: 0,
             }),
             ready: Condvar::new(),
             done: Condvar::new(),
@@ -304,7 +309,8 @@ impl Sink {
                     if next_prune <= now && retry_due {
                         break;
                     }
-                    let until = retry_at.unwrap_or(next_prune).min(next_prune);
+                    // While a failed batch waits for its retry, nothing else is due.
+                    let until = retry_at.unwrap_or(next_prune);
                     let wait = until
                         .saturating_duration_since(now)
                         .max(Duration::from_millis(1));
@@ -316,6 +322,7 @@ impl Sink {
                 }
                 let take = queue.items.len().min(BATCH);
                 let items: Vec<Item> = queue.items.drain(..take).collect();
+                queue.taken = items.len();
                 (items, queue.closed)
             };
             if next_prune <= Instant::now() && retry_at.is_none() {
@@ -329,6 +336,7 @@ impl Sink {
                 self.apply(&writes)
             };
             let mut queue = lock(shared);
+            queue.taken = 0;
             match result {
                 Ok(()) => {
                     queue.applied += writes.len() as u64;
@@ -378,6 +386,10 @@ impl Sink {
         for item in items {
             match item {
                 Item::Output { run_id, line } => {
+                    if self.tails.len() >= MAX_TAILS && !self.tails.contains_key(&run_id) {
+                        // Runs whose end was dropped from a full queue: forget them.
+                        self.tails.clear();
+                    }
                     let tail = self.tails.entry(run_id).or_default();
                     tail.push_str(&line);
                     tail.push('\n');
