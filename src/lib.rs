@@ -59,6 +59,9 @@
 //!   handle that carries them.
 //! - [`logging`]: the writers of that schema: text and JSON lines, native journal
 //!   entries; the writer thread.
+//! - [`monitor`]: Prometheus metrics, `/health` and `/metrics` (`--listen`), and each
+//!   job's pings (healthchecks.io, `on_*` hooks), fed from [`events`] on a thread of
+//!   its own.
 //!
 //! Where the next features go: a state store is a new module beside [`run`] (it
 //! records runs) read by [`daemon`] at start; a control socket is a second request
