@@ -857,3 +857,42 @@ async fn health_turns_503_on_a_stalled_loop_and_back_to_200() {
     assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
     server.abort();
 }
+
+#[test]
+fn a_run_cancelled_at_shutdown_reports_its_failure_before_chime_exits() {
+    let server = Recorder::start(false);
+    let dir = temp_dir();
+    write(
+        dir.path(),
+        "jobs.yaml",
+        format!(
+            "jobs:\n  long:\n    schedule: \"@reboot\"\n    command: \"sleep 30\"\n    kill_grace: 100ms\n    healthchecks: \"http://{}/hc/long\"\n",
+            server.addr
+        ),
+    );
+    let mut chime = service(
+        dir.path(),
+        &["--state-dir", "none", "--shutdown-grace", "100ms"],
+    )
+    .spawn();
+    let started = chime.wait_for("run.started of long", LIMIT, |e| {
+        is(e, "run.started", "long")
+    });
+    let rid = run_id(&started);
+    server.wait(&format!("/hc/long/start?rid={rid}"));
+    chime.stop();
+    let done = chime
+        .events()
+        .iter()
+        .find(|e| is(e, "run.finished", "long"))
+        .cloned()
+        .expect("the run's end was logged");
+    assert_eq!(done["outcome"], "cancelled");
+    // Sent before the process ended: no waiting here.
+    let seen = server.seen();
+    assert!(
+        seen.iter()
+            .any(|s| s.target == format!("/hc/long/fail?rid={rid}")),
+        "{seen:?}"
+    );
+}

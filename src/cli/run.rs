@@ -197,9 +197,11 @@ async fn run_service(paths: Vec<PathBuf>, settings: &Settings) -> u8 {
     };
     let source = Monitored {
         source: InjectedFault::from_env(source),
-        monitor,
+        monitor: monitor.clone(),
     };
     let served = serve(config, source, options, world, rx).await;
+    // The last runs' pings (a run cancelled at shutdown reports its failure).
+    monitor.flush(PING_GRACE).await;
     if let Some(server) = server {
         server.abort();
     }
@@ -212,6 +214,9 @@ async fn run_service(paths: Vec<PathBuf>, settings: &Settings) -> u8 {
         Err(_) => exit::INTERNAL,
     }
 }
+
+/// How long a stopping service waits for the pings still in flight.
+const PING_GRACE: Duration = Duration::from_secs(5);
 
 /// Resolves at the first shutdown request; reload requests before it are moot.
 async fn shutdown_requested(control: &mut mpsc::Receiver<Control>) {

@@ -45,6 +45,8 @@ enum Message {
     Event(Event),
     Jobs(Vec<Watched>),
     Scrape(tokio::sync::oneshot::Sender<String>),
+    /// Everything sent before has been handled: the pings in flight.
+    Flush(tokio::sync::oneshot::Sender<tokio_util::task::TaskTracker>),
 }
 
 /// What the monitor keeps of a job.
@@ -95,7 +97,10 @@ impl Monitor {
         let wants_output = Arc::new(AtomicBool::new(false));
         let metrics = options.metrics.then(Metrics::new);
         if let Some(metrics) = &metrics {
-            metrics.restore_last_success(&options.last_success);
+            // Only jobs still defined: a removed job's series stay gone.
+            let mut last = options.last_success;
+            last.retain(|job, _| jobs.iter().any(|j| j.name == *job));
+            metrics.restore_last_success(&last);
         }
         let mut state = State {
             metrics,
@@ -145,6 +150,22 @@ impl Monitor {
             .send(Message::Jobs(jobs.iter().map(Watched::of).collect()));
     }
 
+    /// Waits, up to `bound`, for the pings of every event sent so far (a stopping
+    /// service gives the last runs' pings this moment).
+    pub async fn flush(&self, bound: std::time::Duration) {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        if self.tx.send(Message::Flush(reply)).is_err() {
+            return;
+        }
+        let wait = async {
+            if let Ok(tracker) = answer.await {
+                tracker.close();
+                tracker.wait().await;
+            }
+        };
+        let _ = tokio::time::timeout(bound, wait).await;
+    }
+
     /// The metrics in Prometheus' text format; `None` without metrics.
     pub async fn scrape(&self) -> Option<String> {
         let (reply, answer) = tokio::sync::oneshot::channel();
@@ -187,6 +208,9 @@ impl State {
         match message {
             Message::Event(event) => self.event(&event),
             Message::Jobs(jobs) => self.jobs_loaded(jobs),
+            Message::Flush(reply) => {
+                let _ = reply.send(self.pinger.tracker.clone());
+            }
             Message::Scrape(reply) => {
                 if let Some(text) = self.scrape() {
                     let _ = reply.send(text);

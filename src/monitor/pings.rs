@@ -11,6 +11,7 @@ use chrono::{DateTime, Utc};
 use tokio::runtime::Handle;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::events::{Event, Events, rfc3339};
 use crate::job::{Hook, Piece, PingUrl, RetryPolicy, RunVar, Template};
@@ -153,6 +154,8 @@ pub(super) struct Pinger {
     client: reqwest::Client,
     events: Events,
     runtime: Handle,
+    /// Pings in flight, so that a stopping service can give them a moment.
+    pub(super) tracker: TaskTracker,
 }
 
 impl Pinger {
@@ -165,6 +168,7 @@ impl Pinger {
             client,
             events,
             runtime,
+            tracker: TaskTracker::new(),
         }
     }
 
@@ -192,8 +196,11 @@ impl Pinger {
             } else {
                 reqwest::Method::GET
             },
-            url: format!("{}/{what}?rid={rid}", ping.url),
-            url_template: format!("{}/{what}", ping.template.trim_end_matches('/')),
+            url: match ping.url.split_once('?') {
+                Some((base, query)) => format!("{base}/{what}?{query}&rid={rid}"),
+                None => format!("{}/{what}?rid={rid}", ping.url),
+            },
+            url_template: format!("{} ({what})", ping.template),
             headers: Vec::new(),
             body,
             timeout: HEALTHCHECKS_TIMEOUT,
@@ -236,13 +243,16 @@ impl Pinger {
     fn spawn(&self, request: Request, after: Option<CancellationToken>) -> JoinHandle<()> {
         let client = self.client.clone();
         let events = self.events.clone();
-        self.runtime.spawn(async move {
-            // A run's end is reported after its start, so the monitor pairs them.
-            if let Some(after) = after {
-                after.cancelled().await;
-            }
-            send(&client, &events, request).await;
-        })
+        self.tracker.spawn_on(
+            async move {
+                // A run's end is reported after its start, so the monitor pairs them.
+                if let Some(after) = after {
+                    after.cancelled().await;
+                }
+                send(&client, &events, request).await;
+            },
+            &self.runtime,
+        )
     }
 
     /// A signal given once every ping in `pings` is done (`None` when there is none).

@@ -76,7 +76,10 @@ impl FileChecker<'_, '_> {
             return None;
         }
         Some(PingUrl {
-            url: url.trim_end_matches('/').to_string(),
+            url: match url.split_once('?') {
+                Some((base, query)) => format!("{}?{query}", base.trim_end_matches('/')),
+                None => url.trim_end_matches('/').to_string(),
+            },
             template: written.clone(),
         })
     }
