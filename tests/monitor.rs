@@ -369,6 +369,11 @@ struct Recorder {
 
 impl Recorder {
     fn start(hang: bool) -> Recorder {
+        Recorder::answering(if hang { None } else { Some(200) })
+    }
+
+    /// Answers every request with `status`; `None`: never answers.
+    fn answering(status: Option<u16>) -> Recorder {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let addr = listener.local_addr().expect("addr").to_string();
         let seen = Arc::new(Mutex::new(Vec::new()));
@@ -377,7 +382,7 @@ impl Recorder {
             for stream in listener.incoming() {
                 let Ok(stream) = stream else { continue };
                 let record = Arc::clone(&record);
-                std::thread::spawn(move || serve_one(stream, &record, hang));
+                std::thread::spawn(move || serve_one(stream, &record, status));
             }
         });
         Recorder { addr, seen }
@@ -401,7 +406,7 @@ impl Recorder {
     }
 }
 
-fn serve_one(mut stream: TcpStream, record: &Mutex<Vec<Seen>>, hang: bool) {
+fn serve_one(mut stream: TcpStream, record: &Mutex<Vec<Seen>>, status: Option<u16>) {
     let mut data = Vec::new();
     let mut buf = [0u8; 16384];
     loop {
@@ -436,14 +441,12 @@ fn serve_one(mut stream: TcpStream, record: &Mutex<Vec<Seen>>, hang: bool) {
             body,
         });
         data.drain(..end + 4 + length);
-        if hang {
+        let Some(status) = status else {
             std::thread::sleep(Duration::from_secs(3600));
             return;
-        }
-        if stream
-            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nOK")
-            .is_err()
-        {
+        };
+        let answer = format!("HTTP/1.1 {status} Whatever\r\nContent-Length: 2\r\n\r\nOK");
+        if stream.write_all(answer.as_bytes()).is_err() {
             return;
         }
     }
@@ -895,4 +898,51 @@ fn a_run_cancelled_at_shutdown_reports_its_failure_before_chime_exits() {
             .any(|s| s.target == format!("/hc/long/fail?rid={rid}")),
         "{seen:?}"
     );
+}
+
+#[test]
+fn a_failing_hook_is_retried_by_its_own_policy_and_logged_without_changing_the_run() {
+    let busy = Recorder::answering(Some(503));
+    let gone = Recorder::answering(Some(404));
+    let dir = temp_dir();
+    write(
+        dir.path(),
+        "jobs.yaml",
+        format!(
+            r#"
+jobs:
+  j:
+    schedule: "@reboot"
+    command: "exit 1"
+    on_start: {{ url: "http://{}/busy", retry: {{ attempts: 3, delay: 10ms }} }}
+    on_failure: {{ url: "http://{}/gone", retry: {{ attempts: 3, delay: 10ms }} }}
+"#,
+            busy.addr, gone.addr
+        ),
+    );
+    let mut chime = service(dir.path(), &["--state-dir", "none"]).spawn();
+    let done = finished(&mut chime, "j");
+    assert_eq!(done["outcome"], "failure", "the run's own outcome");
+    let mut failed = HashMap::new();
+    while failed.len() < 2 {
+        let event = chime.wait_event("hook.failed", LIMIT);
+        failed.insert(event["hook"].as_str().expect("hook").to_string(), event);
+    }
+    // 503 is retried (3 attempts); 404 fails at once.
+    assert_eq!(failed["on_start"]["attempts"], 3);
+    assert!(
+        failed["on_start"]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("503"))
+    );
+    assert_eq!(failed["on_failure"]["attempts"], 1);
+    assert!(
+        failed["on_failure"]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("404"))
+    );
+    assert_eq!(failed["on_failure"]["run_id"], done["run_id"]);
+    assert_eq!(busy.seen().len(), 3);
+    assert_eq!(gone.seen().len(), 1);
+    chime.stop();
 }

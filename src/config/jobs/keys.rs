@@ -59,6 +59,10 @@ const KEY_ALIASES: &[(&str, &str)] = &[
     ("expected_status", "expect_status"),
     ("header", "headers"),
     ("max_attempts", "attempts"),
+    ("on_fail", "on_failure"),
+    ("on_error", "on_failure"),
+    ("on_ok", "on_success"),
+    ("hc", "healthchecks"),
 ];
 
 /// A mapping entry whose key is a scalar.
