@@ -328,8 +328,15 @@ impl Metrics {
 
     /// `first`: the run's first `run.started` (retries are the same run). `known`: the
     /// event's job is loaded. `running`: a `run.finished` whose start was counted in
-    /// `chime_running` (and the job not removed since).
-    pub(super) fn observe(&self, event: &Event, first: bool, known: bool, running: bool) {
+    /// `chime_running` (and the job not removed since). `at`: when it was emitted.
+    pub(super) fn observe(
+        &self,
+        event: &Event,
+        at: DateTime<Utc>,
+        first: bool,
+        known: bool,
+        running: bool,
+    ) {
         match event {
             Event::RunStarted {
                 job,
@@ -365,7 +372,7 @@ impl Metrics {
                     row.runs[position(&OUTCOMES, *outcome)] += 1;
                     row.last_duration = Some(took);
                     if *outcome == Outcome::Success {
-                        row.last_success = Some(seconds(Utc::now()));
+                        row.last_success = Some(seconds(at));
                     }
                 }
             }

@@ -42,7 +42,8 @@ pub struct MonitorOptions {
 }
 
 enum Message {
-    Event(Event),
+    /// An event, and when it was emitted.
+    Event(Event, DateTime<Utc>),
     Jobs(Vec<Watched>),
     Scrape(tokio::sync::oneshot::Sender<String>),
     /// Everything sent before has been handled: the pings in flight.
@@ -137,7 +138,7 @@ impl Monitor {
             };
             if wanted {
                 // The monitor thread ends only when every sender is gone.
-                let _ = tx.send(Message::Event(event.clone()));
+                let _ = tx.send(Message::Event(event.clone(), Utc::now()));
             }
             events.emit(event);
         })
@@ -222,7 +223,7 @@ struct State {
 impl State {
     fn handle(&mut self, message: Message) {
         match message {
-            Message::Event(event) => self.event(&event),
+            Message::Event(event, at) => self.event(&event, at),
             Message::Jobs(jobs) => self.jobs_loaded(jobs),
             Message::Flush(reply) => {
                 let _ = reply.send(self.pinger.tracker.clone());
@@ -290,7 +291,7 @@ impl State {
         Some(text)
     }
 
-    fn event(&mut self, event: &Event) {
+    fn event(&mut self, event: &Event, at: DateTime<Utc>) {
         let known = event.job().is_some_and(|job| self.jobs.contains_key(job));
         let first = match event {
             Event::RunStarted { run_id, .. } => !self.runs.contains_key(run_id),
@@ -303,7 +304,7 @@ impl State {
                 }
                 _ => false,
             };
-            metrics.observe(event, first, known, running);
+            metrics.observe(event, at, first, known, running);
         }
         match event {
             Event::RunStarted {
