@@ -946,3 +946,32 @@ jobs:
     assert_eq!(gone.seen().len(), 1);
     chime.stop();
 }
+
+#[test]
+fn pings_added_by_a_reload_are_sent_from_the_next_run() {
+    let server = Recorder::start(false);
+    let dir = temp_dir();
+    let job = "jobs:\n  tick:\n    schedule: \"@every 1s\"\n    command: \"echo tock\"\n";
+    write(dir.path(), "jobs.yaml", job);
+    // No --listen and no pings at start: the monitor is idle.
+    let mut chime = service(dir.path(), &["--state-dir", "none"]).spawn();
+    finished(&mut chime, "tick");
+    write(
+        dir.path(),
+        "jobs.yaml",
+        format!(
+            "{job}    healthchecks: \"http://{}/hc/tick\"\n",
+            server.addr
+        ),
+    );
+    chime.signal(libc::SIGHUP);
+    chime.wait_event("config.reloaded", LIMIT);
+    let started = chime.wait_for("a run after the reload", LIMIT, |e| {
+        is(e, "run.started", "tick")
+    });
+    let rid = run_id(&started);
+    server.wait(&format!("/hc/tick/start?rid={rid}"));
+    let end = server.wait(&format!("/hc/tick/0?rid={rid}"));
+    assert_eq!(end.body, "tock\n");
+    chime.stop();
+}

@@ -77,6 +77,9 @@ pub struct Monitor {
     tx: mpsc::Sender<Message>,
     /// Whether any job has pings: only then are output lines sent over.
     wants_output: Arc<AtomicBool>,
+    /// Whether metrics are kept or any job has pings: otherwise no event is sent over.
+    active: Arc<AtomicBool>,
+    metrics: bool,
 }
 
 impl std::fmt::Debug for Monitor {
@@ -102,7 +105,6 @@ impl Monitor {
             jobs: HashMap::new(),
             runs: HashMap::new(),
             pinger: Pinger::new(events, runtime),
-            wants_output: Arc::clone(&wants_output),
             last_scrape_bytes: 0,
         };
         state.jobs_loaded(jobs.iter().map(Watched::of).collect());
@@ -118,14 +120,32 @@ impl Monitor {
                     state.handle(message);
                 }
             })?;
-        Ok(Monitor { tx, wants_output })
+        let monitor = Monitor {
+            tx,
+            wants_output,
+            active: Arc::new(AtomicBool::new(false)),
+            metrics: options.metrics,
+        };
+        monitor.note_pings(jobs);
+        Ok(monitor)
+    }
+
+    /// Set before the jobs take effect, so that no run of a job with pings is missed.
+    fn note_pings(&self, jobs: &[Job]) {
+        let pings = jobs.iter().any(|job| job.pings.is_some());
+        self.wants_output.store(pings, Ordering::Relaxed);
+        self.active.store(pings || self.metrics, Ordering::Relaxed);
     }
 
     /// `events`, and a copy of what the monitor needs sent to it (never waiting).
     pub fn observe(&self, events: Events) -> Events {
         let tx = self.tx.clone();
         let wants_output = Arc::clone(&self.wants_output);
+        let active = Arc::clone(&self.active);
         Events::new(move |event| {
+            if !active.load(Ordering::Relaxed) {
+                return events.emit(event);
+            }
             let wanted = match &event {
                 Event::RunOutput { .. } => wants_output.load(Ordering::Relaxed),
                 Event::RunStarted { .. }
@@ -146,6 +166,7 @@ impl Monitor {
 
     /// A new set of jobs was loaded (at start, or by a reload that was applied).
     pub fn jobs_loaded(&self, jobs: &[Job]) {
+        self.note_pings(jobs);
         let _ = self
             .tx
             .send(Message::Jobs(jobs.iter().map(Watched::of).collect()));
@@ -215,7 +236,6 @@ struct State {
     jobs: HashMap<Arc<str>, JobState>,
     runs: HashMap<Arc<str>, RunTrack>,
     pinger: Pinger,
-    wants_output: Arc<AtomicBool>,
     /// The size of the last scrape, to allocate the next at once.
     last_scrape_bytes: usize,
 }
@@ -238,10 +258,8 @@ impl State {
 
     fn jobs_loaded(&mut self, jobs: Vec<Watched>) {
         let mut old = std::mem::take(&mut self.jobs);
-        let mut with_pings = false;
         let names: Vec<Arc<str>> = jobs.iter().map(|job| Arc::clone(&job.name)).collect();
         for watched in jobs {
-            with_pings |= watched.pings.is_some();
             let next_fire = old.remove(&watched.name).and_then(|kept| {
                 let same = kept.watched.schedule == watched.schedule
                     && kept.watched.zone == watched.zone
@@ -251,7 +269,6 @@ impl State {
             self.jobs
                 .insert(Arc::clone(&watched.name), JobState { watched, next_fire });
         }
-        self.wants_output.store(with_pings, Ordering::Relaxed);
         // A removed job's series go; its runs in flight no longer count.
         for track in self.runs.values_mut() {
             if old.contains_key(&track.job) {
