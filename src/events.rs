@@ -289,6 +289,17 @@ pub enum Event {
         /// `ok`, or what went wrong.
         result: String,
     },
+    /// A monitoring ping (`healthchecks`, `on_start`, `on_success`, `on_failure`) failed
+    /// after its own retries. The run's outcome is not changed by it. `url` is the URL as
+    /// written (before interpolation), never the one sent.
+    HookFailed {
+        job: Arc<str>,
+        run_id: Arc<str>,
+        hook: &'static str,
+        url: String,
+        attempts: u32,
+        error: String,
+    },
 }
 
 /// How many errors a `config.rejected` event lists. One event for 100,000 invalid jobs
@@ -343,6 +354,7 @@ impl Event {
             Event::RunInterrupted { .. } => "run.interrupted",
             Event::StateFailed { .. } => "state.failed",
             Event::ControlRequest { .. } => "control.request",
+            Event::HookFailed { .. } => "hook.failed",
         }
     }
 
@@ -356,7 +368,8 @@ impl Event {
             | Event::RunFinished { job, .. }
             | Event::RunSkipped { job, .. }
             | Event::RunMissed { job, .. }
-            | Event::RunInterrupted { job, .. } => Some(job),
+            | Event::RunInterrupted { job, .. }
+            | Event::HookFailed { job, .. } => Some(job),
             _ => None,
         }
     }

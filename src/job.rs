@@ -51,6 +51,9 @@ pub struct Job {
     /// What becomes of fires missed while chime was not running.
     pub catch_up: CatchUp,
     pub enabled: bool,
+    /// Monitoring pings (`healthchecks`, `on_start`, `on_success`, `on_failure`,
+    /// `report_missed`); `None` when the job has none.
+    pub pings: Option<std::sync::Arc<Pings>>,
     /// Where the job's name stands in its file.
     pub source: SourceLocation,
 }
@@ -117,6 +120,7 @@ impl Job {
             starting_deadline: None,
             catch_up: CatchUp::None,
             enabled: true,
+            pings: None,
             source: SourceLocation {
                 file: PathBuf::from("(code)"),
                 line: 1,
@@ -211,6 +215,113 @@ impl RetryPolicy {
             .checked_mul(factor)
             .unwrap_or(Duration::MAX)
             .min(self.max_delay)
+    }
+}
+
+/// A job's monitoring pings (DESIGN.md §12). They never change a run's outcome.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Pings {
+    /// A healthchecks.io ping URL (`${VAR}` interpolated): `/start`, `/<exit code>`,
+    /// `/fail`, each with `?rid=RUN_ID`.
+    pub healthchecks: Option<PingUrl>,
+    pub on_start: Option<Hook>,
+    pub on_success: Option<Hook>,
+    pub on_failure: Option<Hook>,
+    /// Missed fires and skipped ones (but `disabled`) are reported as failures.
+    pub report_missed: bool,
+}
+
+/// A URL with `${VAR}` substituted; only `template` may be logged.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PingUrl {
+    pub url: String,
+    pub template: String,
+}
+
+impl std::fmt::Debug for PingUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.template)
+    }
+}
+
+/// An HTTP hook: like an HTTP job's request, with the run's facts (`${CHIME_*}`)
+/// filled in when it is sent.
+#[derive(Clone, PartialEq)]
+pub struct Hook {
+    pub method: String,
+    pub url: Template,
+    /// The URL as written: safe to log.
+    pub url_template: String,
+    pub headers: Vec<(String, Template)>,
+    pub body: Option<Template>,
+    pub timeout: Duration,
+    pub retry: RetryPolicy,
+}
+
+impl std::fmt::Debug for Hook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hook")
+            .field("method", &self.method)
+            .field("url", &self.url_template)
+            .field("headers", &self.headers.len())
+            .field("timeout", &self.timeout)
+            .field("retry", &self.retry)
+            .finish()
+    }
+}
+
+/// Text whose service-environment variables are already substituted, with the run's
+/// facts still to come.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Template(pub Vec<Piece>);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Piece {
+    Text(String),
+    /// `${CHIME_…}`, or `${json:CHIME_…}` (`json`: as a JSON string literal).
+    Var {
+        var: RunVar,
+        json: bool,
+    },
+}
+
+/// The run's facts a hook can use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunVar {
+    Job,
+    RunId,
+    Outcome,
+    ExitCode,
+    DurationMs,
+    ScheduledAt,
+    OutputTail,
+}
+
+impl RunVar {
+    pub const ALL: [RunVar; 7] = [
+        RunVar::Job,
+        RunVar::RunId,
+        RunVar::Outcome,
+        RunVar::ExitCode,
+        RunVar::DurationMs,
+        RunVar::ScheduledAt,
+        RunVar::OutputTail,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            RunVar::Job => "CHIME_JOB",
+            RunVar::RunId => "CHIME_RUN_ID",
+            RunVar::Outcome => "CHIME_OUTCOME",
+            RunVar::ExitCode => "CHIME_EXIT_CODE",
+            RunVar::DurationMs => "CHIME_DURATION_MS",
+            RunVar::ScheduledAt => "CHIME_SCHEDULED_AT",
+            RunVar::OutputTail => "CHIME_OUTPUT_TAIL",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<RunVar> {
+        RunVar::ALL.into_iter().find(|var| var.name() == name)
     }
 }
 

@@ -69,6 +69,9 @@
 //!   handle that carries them.
 //! - [`logging`]: the writers of that schema: text and JSON lines, native journal
 //!   entries; the writer thread.
+//! - [`monitor`]: Prometheus metrics, `/health` and `/metrics` (`--listen`), and each
+//!   job's pings (healthchecks.io, `on_*` hooks), fed from [`events`] on a thread of
+//!   its own.
 //!
 //! Where the next features go: metrics read [`events`] like the log writers, and
 //! `/health` answers from [`health`].
@@ -88,6 +91,7 @@ pub mod health;
 pub mod job;
 pub mod logging;
 pub mod memory;
+pub mod monitor;
 pub mod run;
 pub mod scheduler;
 pub mod state;

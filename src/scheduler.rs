@@ -126,6 +126,7 @@ fn same_definition(a: &Job, b: &Job) -> bool {
         starting_deadline,
         catch_up,
         enabled,
+        pings,
         source: _,
     } = a;
     *name == b.name
@@ -144,6 +145,7 @@ fn same_definition(a: &Job, b: &Job) -> bool {
         && *starting_deadline == b.starting_deadline
         && *catch_up == b.catch_up
         && *enabled == b.enabled
+        && *pings == b.pings
 }
 
 /// The timer structure and its loop.

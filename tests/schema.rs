@@ -181,6 +181,18 @@ const WRONG: &[(&str, &str)] = &[
         "defaults:\n  schedule: '@daily'\njobs:\n  a:\n    schedule: '@daily'\n    command: x\n",
     ),
     (
+        "hook without url",
+        "jobs:\n  a:\n    schedule: '@daily'\n    command: x\n    on_failure: { method: POST }\n",
+    ),
+    (
+        "hook key misspelt",
+        "jobs:\n  a:\n    schedule: '@daily'\n    command: x\n    on_start: { url: 'http://127.0.0.1/', bdy: x }\n",
+    ),
+    (
+        "hook a string",
+        "jobs:\n  a:\n    schedule: '@daily'\n    command: x\n    on_success: 'http://127.0.0.1/'\n",
+    ),
+    (
         "jobs a list",
         "jobs:\n  - schedule: '@daily'\n    command: x\n",
     ),
@@ -264,6 +276,13 @@ fn the_loader_and_the_schema_take_the_same_keys_both_ways() {
             ),
             "`retry` takes ",
         ),
+        (
+            "hook",
+            format!(
+                "jobs:\n  a:\n    schedule: '@daily'\n    command: x\n    on_failure: {{ url: 'http://127.0.0.1/', {bogus}: 1 }}\n"
+            ),
+            "`on_failure` takes ",
+        ),
     ];
     for (level, file, takes) in levels {
         let loader = loader_keys(&file, takes);
@@ -285,7 +304,12 @@ fn the_loader_and_the_schema_take_the_same_keys_both_ways() {
 fn every_key_has_a_description_and_an_example_the_loader_and_schema_accept() {
     let schema = schema();
     let validator = validator(&schema);
-    for (level, path) in [("job", ""), ("http", "http."), ("retry", "retry.")] {
+    for (level, path) in [
+        ("job", ""),
+        ("http", "http."),
+        ("hook", "hook."),
+        ("retry", "retry."),
+    ] {
         for key in schema_properties(&schema, level) {
             let property = &schema["$defs"][level]["properties"][&key];
             let description = property["description"].as_str().unwrap_or("");
@@ -308,6 +332,10 @@ fn every_key_has_a_description_and_an_example_the_loader_and_schema_accept() {
                     job.as_object_mut().expect("an object").remove("command");
                     job["http"] = serde_json::json!({"url": "http://127.0.0.1/"});
                     job["http"][&key] = example;
+                }
+                "hook" => {
+                    job["on_failure"] = serde_json::json!({"url": "http://127.0.0.1/"});
+                    job["on_failure"][&key] = example;
                 }
                 _ => job["retry"] = serde_json::json!({ key.as_str(): example }),
             }

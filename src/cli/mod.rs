@@ -215,6 +215,10 @@ pub(crate) struct ServiceFlags {
     /// Refuse a set of schedules with more jobs, at start and at reload (0 = no limit).
     #[arg(long, env = "CHIME_MAX_JOBS", default_value_t = DEFAULT_MAX_JOBS)]
     pub max_jobs: usize,
+    /// Serve GET /metrics (Prometheus) and GET /health on this address, e.g.
+    /// 127.0.0.1:9746 (default: off).
+    #[arg(long, env = "CHIME_LISTEN", value_parser = parse_listen)]
+    pub listen: Option<std::net::SocketAddr>,
 }
 
 /// Who may change the schedule files: `run`, `check` and `exec`, which all load them
@@ -287,6 +291,8 @@ pub(crate) struct FlagsBefore {
     max_concurrent_runs: Option<usize>,
     #[arg(long = "max-jobs", hide = true)]
     max_jobs: Option<usize>,
+    #[arg(long = "listen", value_parser = parse_listen, hide = true)]
+    listen: Option<std::net::SocketAddr>,
     #[arg(long = "insecure-allow-writable-schedules", hide = true)]
     insecure_allow_writable_schedules: bool,
     #[arg(long = "state-dir", hide = true)]
@@ -309,6 +315,7 @@ pub(crate) struct Settings {
     pub shutdown_grace: Duration,
     pub max_concurrent_runs: usize,
     pub max_jobs: usize,
+    pub listen: Option<std::net::SocketAddr>,
     pub insecure_allow_writable_schedules: bool,
     pub state_dir: Option<PathBuf>,
     pub history_keep: Duration,
@@ -347,6 +354,7 @@ impl Settings {
                 .max_jobs
                 .or(service.map(|s| s.max_jobs))
                 .unwrap_or(DEFAULT_MAX_JOBS),
+            listen: before.listen.or(service.and_then(|s| s.listen)),
             insecure_allow_writable_schedules: before.insecure_allow_writable_schedules
                 || trust.is_some_and(|t| t.insecure_allow_writable_schedules),
             state_dir: before.state_dir.clone(),
@@ -425,6 +433,15 @@ pub(crate) struct NextArgs {
 fn parse_zone(text: &str) -> Result<Zone, String> {
     zone::parse_zone(text, std::path::Path::new(zone::ZONEINFO_DIR))
         .map_err(|reason| format!("`{text}` {reason}; use a name such as Europe/Berlin or UTC"))
+}
+
+fn parse_listen(text: &str) -> Result<std::net::SocketAddr, String> {
+    text.trim().parse().map_err(|_| {
+        format!(
+            "`{text}` is not an address and port; write e.g. 127.0.0.1:9746 (or [::1]:9746); \
+             host names are not looked up"
+        )
+    })
 }
 
 fn parse_duration_arg(text: &str) -> Result<Duration, String> {

@@ -17,6 +17,7 @@ use crate::daemon::{ConfigSource, Control, FileSource, Reloaded, ServeOptions, W
 use crate::events::{Event, Events};
 use crate::health::Health;
 use crate::logging::{self, Format, Level};
+use crate::monitor::{Monitor, MonitorOptions};
 use crate::state::Write;
 use crate::systemd::Notifier;
 
@@ -167,6 +168,14 @@ async fn run_service(paths: Vec<PathBuf>, settings: &Settings) -> u8 {
             None
         }
     };
+    // A port in use is an error at start, before anything runs.
+    let listener = match settings.listen.map(crate::monitor::http::bind).transpose() {
+        Ok(listener) => listener,
+        Err(err) => {
+            super::print_error(&err);
+            return exit::FAILED;
+        }
+    };
     let (mut events, _guard) = start_logging(settings);
     crate::daemon::log_file_warnings(&config);
     let (state, resume) = super::state::start(settings, &mut events);
@@ -178,6 +187,30 @@ async fn run_service(paths: Vec<PathBuf>, settings: &Settings) -> u8 {
                 paused,
             });
         })
+    });
+    let monitor = match Monitor::start(
+        MonitorOptions {
+            metrics: listener.is_some(),
+            last_success: resume.last_success.clone(),
+        },
+        &config.jobs,
+        events.clone(),
+        tokio::runtime::Handle::current(),
+    ) {
+        Ok(monitor) => monitor,
+        Err(err) => {
+            eprintln!("error: cannot start the monitor thread: {err}");
+            return exit::INTERNAL;
+        }
+    };
+    let events = monitor.observe(events);
+    let health = Health::new();
+    let server = listener.map(|listener| {
+        tokio::spawn(crate::monitor::http::serve(
+            listener,
+            monitor.clone(),
+            health.clone(),
+        ))
     });
     let dirs = source.watch_dirs();
     let quiet = Duration::from_millis(250);
@@ -198,10 +231,18 @@ async fn run_service(paths: Vec<PathBuf>, settings: &Settings) -> u8 {
         executor,
         events,
         notifier: Notifier::from_env(),
-        health: Health::new(),
+        health,
     };
-    let source = InjectedFault::from_env(source);
+    let source = Monitored {
+        source: InjectedFault::from_env(source),
+        monitor: monitor.clone(),
+    };
     let served = serve(config, source, options, world, rx).await;
+    // The last runs' pings (a run cancelled at shutdown reports its failure).
+    monitor.flush(PING_GRACE).await;
+    if let Some(server) = server {
+        server.abort();
+    }
     if let Some(state) = state {
         // What is queued is written before the exit (one last try if the disk fails).
         let _ = tokio::task::spawn_blocking(move || state.thread.close()).await;
@@ -212,6 +253,9 @@ async fn run_service(paths: Vec<PathBuf>, settings: &Settings) -> u8 {
     }
 }
 
+/// How long a stopping service waits for the pings still in flight.
+const PING_GRACE: Duration = Duration::from_secs(5);
+
 /// Resolves at the first shutdown request; reload requests before it are moot.
 async fn shutdown_requested(control: &mut mpsc::Receiver<Control>) {
     loop {
@@ -220,6 +264,22 @@ async fn shutdown_requested(control: &mut mpsc::Receiver<Control>) {
             Some(_) => {}
             None => std::future::pending().await,
         }
+    }
+}
+
+/// Tells the monitor each set of jobs a reload loaded (a loaded set is applied).
+struct Monitored<S> {
+    source: S,
+    monitor: Monitor,
+}
+
+impl<S: ConfigSource> ConfigSource for Monitored<S> {
+    fn reload(&mut self, force: bool) -> Reloaded {
+        let reloaded = self.source.reload(force);
+        if let Reloaded::Loaded(config) = &reloaded {
+            self.monitor.jobs_loaded(&config.jobs);
+        }
+        reloaded
     }
 }
 

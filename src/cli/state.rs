@@ -174,6 +174,18 @@ fn take_over(store: &mut SqliteStore, events: &Events, resume: &mut Resume) {
             dropped: 0,
         }),
     }
+    match store.last_successes() {
+        Ok(last) => resume.last_success = last,
+        Err(err) => events.emit(Event::StateFailed {
+            what: "reading the jobs' last successes".into(),
+            error: err.to_string(),
+            fix: format!(
+                "{}; chime_last_success_timestamp_seconds starts empty",
+                err.fix()
+            ),
+            dropped: 0,
+        }),
+    }
     match store.last_handled() {
         Ok(handled) => resume.last_handled = handled,
         Err(err) => events.emit(Event::StateFailed {

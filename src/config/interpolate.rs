@@ -1,4 +1,5 @@
-//! `${VAR}` substitution in `http.url`, header values, `body` and `env` values.
+//! `${VAR}` substitution in `http.url`, header values, `body` and `env` values, and in
+//! hook (`on_start` …) URLs, headers and bodies with the run's `${CHIME_*}` facts.
 //!
 //! `${NAME}` is replaced by the variable's value; `${NAME:-default}` by the default text
 //! when NAME is unset or empty; `$${` writes a literal `${`; a `$` followed by anything
@@ -8,6 +9,8 @@
 //! secret. Errors name variables and files, never values.
 
 use std::collections::HashMap;
+
+use crate::job::{Piece, RunVar, Template};
 
 /// What is wrong with a template. Carries no interpolated value.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -185,6 +188,90 @@ pub(super) fn interpolate(
     }
 }
 
+/// Like [`interpolate`], for hooks: the run's facts (`${CHIME_JOB}` …, see
+/// [`RunVar`]) are kept for run time, and `${json:NAME}` gives a variable as a JSON
+/// string literal (a service variable at once, a run's fact when the hook is sent).
+/// `${file:…}` and `${credential:…}` secrets are read at load as in [`interpolate`]
+/// (`${json:file:…}` as a JSON string).
+pub(super) fn template(
+    text: &str,
+    env: &HashMap<String, String>,
+) -> Result<Template, Vec<Problem>> {
+    let mut pieces = Vec::new();
+    let mut literal = String::new();
+    let mut problems = Vec::new();
+    let mut rest = text;
+    while let Some(dollar) = rest.find('$') {
+        literal.push_str(&rest[..dollar]);
+        let after = &rest[dollar..];
+        if let Some(tail) = after.strip_prefix("$${") {
+            literal.push_str("${");
+            rest = tail;
+        } else if let Some(tail) = after.strip_prefix("${") {
+            let Some(close) = tail.find('}') else {
+                problems.push(Problem::Unterminated);
+                rest = "";
+                break;
+            };
+            let inside = &tail[..close];
+            rest = &tail[close + 1..];
+            let (json, inside) = match inside.strip_prefix("json:") {
+                Some(name) => (true, name),
+                None => (false, inside),
+            };
+            if let Some(found) = secret(inside, env) {
+                match found {
+                    Ok(value) if json => {
+                        literal.push_str(&serde_json::Value::from(value).to_string())
+                    }
+                    Ok(value) => literal.push_str(&value),
+                    Err(problem) => problems.push(problem),
+                }
+                continue;
+            }
+            let (name, default) = match inside.split_once(":-") {
+                Some((name, default)) => (name, Some(default)),
+                None => (inside, None),
+            };
+            if !is_var_name(name) {
+                problems.push(Problem::BadName(inside.to_string()));
+                continue;
+            }
+            if let Some(var) = RunVar::from_name(name) {
+                pieces.push(Piece::Text(std::mem::take(&mut literal)));
+                pieces.push(Piece::Var { var, json });
+                continue;
+            }
+            let value = env
+                .get(name)
+                .filter(|value| default.is_none() || !value.is_empty())
+                .map(String::as_str)
+                .or(default);
+            match value {
+                Some(value) if json => {
+                    literal.push_str(&serde_json::Value::from(value).to_string())
+                }
+                Some(value) => literal.push_str(value),
+                None if !problems.contains(&Problem::Unset(name.to_string())) => {
+                    problems.push(Problem::Unset(name.to_string()));
+                }
+                None => {}
+            }
+        } else {
+            literal.push('$');
+            rest = &after[1..];
+        }
+    }
+    literal.push_str(rest);
+    pieces.push(Piece::Text(literal));
+    pieces.retain(|piece| !matches!(piece, Piece::Text(text) if text.is_empty()));
+    if problems.is_empty() {
+        Ok(Template(pieces))
+    } else {
+        Err(problems)
+    }
+}
+
 /// A portable environment variable name: `[A-Za-z_][A-Za-z0-9_]*`.
 pub(super) fn is_var_name(name: &str) -> bool {
     let mut chars = name.chars();
@@ -281,6 +368,61 @@ mod tests {
         env.remove("CREDENTIALS_DIRECTORY");
         let problems = interpolate("${credential:bare}", &env).unwrap_err();
         assert!(problems[0].message("x").contains("LoadCredential=bare"));
+    }
+
+    #[test]
+    fn hook_templates_keep_the_run_facts_for_later() {
+        let got = template(
+            "${HC_UUID}/${CHIME_JOB}?o=${json:CHIME_OUTCOME}&t=${json:TOKEN}$${x}",
+            &env(),
+        )
+        .unwrap();
+        assert_eq!(
+            got.0,
+            [
+                Piece::Text("abc-123/".into()),
+                Piece::Var {
+                    var: RunVar::Job,
+                    json: false
+                },
+                Piece::Text("?o=".into()),
+                Piece::Var {
+                    var: RunVar::Outcome,
+                    json: true
+                },
+                Piece::Text("&t=\"s3cret\"${x}".into()),
+            ]
+        );
+        let problems = template("${CHIME_NOPE}${json:}", &env()).unwrap_err();
+        assert_eq!(
+            problems,
+            [
+                Problem::Unset("CHIME_NOPE".into()),
+                Problem::BadName("".into())
+            ]
+        );
+    }
+
+    #[test]
+    fn hook_templates_read_secrets() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("token"), "s3cret-from-file\n").unwrap();
+        let mut env = env();
+        env.insert(
+            "CREDENTIALS_DIRECTORY".into(),
+            dir.path().display().to_string(),
+        );
+        let got = template("t=${credential:token}&j=${json:credential:token}", &env).unwrap();
+        assert_eq!(
+            got.0,
+            [Piece::Text(
+                "t=s3cret-from-file&j=\"s3cret-from-file\"".into()
+            )]
+        );
+        let problems = template("${credential:nope}", &env).unwrap_err();
+        assert!(
+            matches!(&problems[0], Problem::Secret { reference, .. } if reference == "credential:nope")
+        );
     }
 
     #[test]

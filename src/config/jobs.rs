@@ -26,6 +26,7 @@ use super::{ConfigError, LoadOptions};
 use crate::job::{self, Action, Job, ShellCommand, SourceLocation};
 
 mod command;
+mod hooks;
 mod http;
 mod keys;
 mod loader;
@@ -291,6 +292,7 @@ impl<'a> FileChecker<'a, '_> {
         let retry = self.retry_policy(&settings.retry);
 
         let (schedule_text, schedule) = schedule?;
+        let pings = settings.pings();
         Some(Job {
             name: name.to_string(),
             schedule_text,
@@ -311,6 +313,7 @@ impl<'a> FileChecker<'a, '_> {
             starting_deadline: settings.starting_deadline,
             catch_up: settings.catch_up.unwrap_or_default(),
             enabled: settings.enabled.unwrap_or(true),
+            pings,
             source: here,
         })
     }

@@ -107,6 +107,8 @@ pub struct Resume {
     pub leftovers: Vec<(String, crate::state::leftover::Group)>,
     /// Jobs paused with `chime pause`.
     pub paused: Vec<String>,
+    /// When each job last succeeded, for the metrics.
+    pub last_success: HashMap<String, DateTime<Utc>>,
 }
 
 impl Default for ServeOptions {

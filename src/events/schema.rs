@@ -65,7 +65,8 @@ pub(crate) fn level_of(event: &Event) -> Level {
         | Event::RunRetrying { .. }
         | Event::RunMissed { .. }
         | Event::RunOutputTruncated { .. }
-        | Event::RunInterrupted { .. } => Level::Warn,
+        | Event::RunInterrupted { .. }
+        | Event::HookFailed { .. } => Level::Warn,
         Event::RunSkipped {
             reason: SkipReason::Disabled,
             ..
@@ -320,6 +321,21 @@ pub fn fields(event: &Event) -> Vec<(&'static str, Value)> {
                 f.push(("caller_uid", UInt((*uid).into())));
             }
             f.push(("result", s(result)));
+        }
+        Event::HookFailed {
+            job,
+            run_id,
+            hook,
+            url,
+            attempts,
+            error,
+        } => {
+            f.push(("job", s(job)));
+            f.push(("run_id", s(run_id)));
+            f.push(("hook", s(hook)));
+            f.push(("url", s(url)));
+            f.push(("attempts", UInt((*attempts).into())));
+            f.push(("error", s(error)));
         }
     }
     f

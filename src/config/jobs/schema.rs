@@ -1,11 +1,12 @@
 //! `chime schema`: a JSON Schema (draft 2020-12) of the schedule file format, built
 //! from the loader's own key tables ([`TOP_KEYS`], [`JOB_KEYS`], [`HTTP_KEYS`],
-//! [`RETRY_KEYS`]), so that a key the loader learns is in the schema too. Each key's
+//! [`HOOK_KEYS`], [`RETRY_KEYS`]), so that a key the loader learns is in the schema too. Each key's
 //! type, description and example are in [`DOCS`]; a key without one is still accepted
 //! (as anything), and a test insists that every key has one.
 
 use serde_json::{Map, Value, json};
 
+use super::hooks::HOOK_KEYS;
 use super::http::{HTTP_KEYS, METHODS};
 use super::keys::{JOB_KEYS, JOB_ONLY_KEYS, TOP_KEYS};
 use super::retry::{MAX_ATTEMPTS, RETRY_KEYS};
@@ -44,7 +45,8 @@ fn method() -> Value {
     json!({"type": "string", "pattern": format!("^(?:{})$", alternatives.join("|"))})
 }
 
-/// Keys are named `key`, `http.key` or `retry.key`.
+/// Keys are named `key`, `http.key`, `hook.key` (the keys of `on_start`, `on_success`
+/// and `on_failure` alike) or `retry.key`.
 const DOCS: &[Doc] = &[
     Doc {
         key: "defaults",
@@ -160,6 +162,72 @@ const DOCS: &[Doc] = &[
         example: "false",
     },
     Doc {
+        key: "healthchecks",
+        schema: || json!({"type": "string", "pattern": "^[Hh][Tt][Tt][Pp][Ss]?://"}),
+        description: "A healthchecks.io ping URL: chime sends /start?rid=RUN_ID when a run starts, then /EXIT_CODE (with the output's last 10 KiB) or /fail when it ends. ${VAR} comes from the service's environment; ${file:/path} and ${credential:NAME} read a secret. A failed ping is logged as hook.failed and never changes the run's outcome.",
+        example: r#""https://hc-ping.com/${HC_UUID}""#,
+    },
+    Doc {
+        key: "on_start",
+        schema: || json!({"$ref": "#/$defs/hook"}),
+        description: "An HTTP request sent when a run starts; ${CHIME_JOB}, ${CHIME_RUN_ID}, ${CHIME_SCHEDULED_AT} … in url, headers and body are the run's facts (${json:NAME} as a JSON string).",
+        example: r#"{"url": "https://hooks.example.net/start?job=${CHIME_JOB}", "method": "POST"}"#,
+    },
+    Doc {
+        key: "on_success",
+        schema: || json!({"$ref": "#/$defs/hook"}),
+        description: "An HTTP request sent when a run succeeds (after its retries), with the run's facts as ${CHIME_*}: ${CHIME_OUTCOME}, ${CHIME_EXIT_CODE}, ${CHIME_DURATION_MS}, ${CHIME_OUTPUT_TAIL} ….",
+        example: r#"{"url": "https://hooks.example.net/ok/${CHIME_JOB}"}"#,
+    },
+    Doc {
+        key: "on_failure",
+        schema: || json!({"$ref": "#/$defs/hook"}),
+        description: "An HTTP request sent when a run fails, times out, is killed or cancelled (after its retries), and with report_missed for fires that did not run; the run's facts as ${CHIME_*}.",
+        example: r#"{"url": "https://ntfy.sh/chime-alerts", "method": "POST", "body": "${CHIME_JOB} ${CHIME_OUTCOME} (exit ${CHIME_EXIT_CODE})"}"#,
+    },
+    Doc {
+        key: "report_missed",
+        schema: || json!({"type": "boolean"}),
+        description: "true reports fires that did not run (missed, or skipped but for disabled and paused jobs) through healthchecks (/fail) and on_failure, each with a fresh run id. Default: false.",
+        example: "true",
+    },
+    Doc {
+        key: "hook.url",
+        schema: || json!({"type": "string", "minLength": 1}),
+        description: "The URL to call (http:// or https://); ${VAR} from the service's environment, ${file:…}/${credential:…} secrets, and the run's facts as ${CHIME_*}.",
+        example: r#""https://hooks.example.net/${CHIME_JOB}/${CHIME_OUTCOME}""#,
+    },
+    Doc {
+        key: "hook.method",
+        schema: method,
+        description: "The HTTP method (default GET).",
+        example: r#""POST""#,
+    },
+    Doc {
+        key: "hook.headers",
+        schema: || json!({"type": "object", "additionalProperties": scalar()}),
+        description: "Request headers, by name; values take ${VAR}, secrets and ${CHIME_*} as the url does.",
+        example: r#"{"Authorization": "Bearer ${HC_TOKEN}"}"#,
+    },
+    Doc {
+        key: "hook.body",
+        schema: scalar,
+        description: "The request body; ${VAR}, secrets and ${CHIME_*} as in the url, ${json:NAME} as a JSON string literal.",
+        example: r#""{\"job\": ${json:CHIME_JOB}, \"outcome\": ${json:CHIME_OUTCOME}}""#,
+    },
+    Doc {
+        key: "hook.timeout",
+        schema: duration,
+        description: "How long each attempt of the request may take (default 10s).",
+        example: r#""5s""#,
+    },
+    Doc {
+        key: "hook.retry",
+        schema: || json!({"$ref": "#/$defs/retry"}),
+        description: "How often and how soon a failed request is tried again (default: one attempt, no retry); connection errors, 5xx and 429 are retried, other statuses are not.",
+        example: r#"{"attempts": 3, "delay": "1s"}"#,
+    },
+    Doc {
         key: "http.url",
         schema: || json!({"type": "string", "minLength": 1}),
         description: "The URL to call; ${VAR} comes from the service's environment.",
@@ -260,6 +328,8 @@ pub fn json_schema() -> Value {
         .collect();
     let mut http = object(HTTP_KEYS, "http.");
     http.insert("required".into(), json!(["url"]));
+    let mut hook = object(HOOK_KEYS, "hook.");
+    hook.insert("required".into(), json!(["url"]));
     let mut top = object(TOP_KEYS, "");
     top.insert(
         "$schema".into(),
@@ -276,23 +346,26 @@ pub fn json_schema() -> Value {
             "job": Value::Object(job),
             "defaults": Value::Object(object(&defaults_keys, "")),
             "http": Value::Object(http),
+            "hook": Value::Object(hook),
             "retry": Value::Object(object(RETRY_KEYS, "retry.")),
         }),
     );
     Value::Object(top)
 }
 
-/// Every key the loader takes, as `key`, `http.key` and `retry.key`, and each one's
+/// Every key the loader takes, as `key`, `http.key`, `hook.key` and `retry.key`, and each one's
 /// example value (for tests that hold the schema and the loader to the same keys).
 pub fn schema_keys() -> Vec<(String, Option<Value>)> {
     let job = JOB_KEYS.iter().map(|key| key.to_string());
     let http = HTTP_KEYS.iter().map(|key| format!("http.{key}"));
+    let hook = HOOK_KEYS.iter().map(|key| format!("hook.{key}"));
     let retry = RETRY_KEYS.iter().map(|key| format!("retry.{key}"));
     TOP_KEYS
         .iter()
         .map(|key| key.to_string())
         .chain(job)
         .chain(http)
+        .chain(hook)
         .chain(retry)
         .map(|key| {
             let example = doc(&key).and_then(|doc| serde_json::from_str(doc.example).ok());

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::keys::{Entry, JOB_KEYS, JOB_ONLY_KEYS};
@@ -15,7 +16,7 @@ use crate::config::interpolate::is_var_name;
 use crate::config::suggest::closest;
 use crate::config::tree::{Node, NodeKind};
 use crate::duration::parse_duration;
-use crate::job::{CatchUp, Overlap};
+use crate::job::{CatchUp, Hook, Overlap, PingUrl, Pings};
 use crate::zone::Zone;
 
 const OVERLAPS: &[(&str, Overlap)] = &[
@@ -42,6 +43,11 @@ pub(super) struct Settings {
     /// `group:`'s name and gid, looked up.
     pub(super) group: Option<(String, u32)>,
     pub(super) env_inherit: Option<bool>,
+    pub(super) healthchecks: Option<PingUrl>,
+    pub(super) on_start: Option<Hook>,
+    pub(super) on_success: Option<Hook>,
+    pub(super) on_failure: Option<Hook>,
+    pub(super) report_missed: Option<bool>,
 }
 
 impl Settings {
@@ -63,7 +69,24 @@ impl Settings {
             user: self.user.or_else(|| defaults.user.clone()),
             group: self.group.or_else(|| defaults.group.clone()),
             env_inherit: self.env_inherit.or(defaults.env_inherit),
+            healthchecks: self.healthchecks.or_else(|| defaults.healthchecks.clone()),
+            on_start: self.on_start.or_else(|| defaults.on_start.clone()),
+            on_success: self.on_success.or_else(|| defaults.on_success.clone()),
+            on_failure: self.on_failure.or_else(|| defaults.on_failure.clone()),
+            report_missed: self.report_missed.or(defaults.report_missed),
         }
+    }
+
+    /// The job's pings, if it has any.
+    pub(super) fn pings(&self) -> Option<Arc<Pings>> {
+        let pings = Pings {
+            healthchecks: self.healthchecks.clone(),
+            on_start: self.on_start.clone(),
+            on_success: self.on_success.clone(),
+            on_failure: self.on_failure.clone(),
+            report_missed: self.report_missed.unwrap_or(false),
+        };
+        (pings != Pings::default()).then(|| Arc::new(pings))
     }
 }
 
@@ -145,6 +168,11 @@ impl FileChecker<'_, '_> {
                     Some((name, gid))
                 });
             }
+            "report_missed" => settings.report_missed = self.boolean(&path(), value),
+            "healthchecks" => settings.healthchecks = self.healthchecks(&path(), value),
+            "on_start" => settings.on_start = self.hook(&path(), value, !prefix.is_empty()),
+            "on_success" => settings.on_success = self.hook(&path(), value, !prefix.is_empty()),
+            "on_failure" => settings.on_failure = self.hook(&path(), value, !prefix.is_empty()),
             _ => return false,
         }
         true
