@@ -236,6 +236,35 @@ pub enum Event {
         fix: String,
         dropped: u64,
     },
+    /// Replicas (DESIGN.md §13): `cluster.joined`, `cluster.failed`, `cluster.fenced`,
+    /// `cluster.drift`, `cluster.clock_off`, `cluster.recovered`. `detail` says what
+    /// happened; `fix`, when there is one, what an operator does about it.
+    Cluster {
+        kind: ClusterKind,
+        member: String,
+        detail: String,
+        fix: Option<String>,
+    },
+    /// A claimed run whose replica stopped renewing its lease (it died or was cut off):
+    /// it is `lost`, and re-run here only when the job says `on_owner_loss: rerun`.
+    RunLost {
+        job: Arc<str>,
+        run_id: Option<String>,
+        scheduled_at: DateTime<Utc>,
+        owner: String,
+        rerun: bool,
+    },
+}
+
+/// Which `cluster.*` event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClusterKind {
+    Joined,
+    Failed,
+    Fenced,
+    Drift,
+    ClockOff,
+    Recovered,
 }
 
 /// How many errors a `config.rejected` event lists. One event for 100,000 invalid jobs
@@ -275,6 +304,15 @@ impl Event {
             Event::RunMissed { .. } => "run.missed",
             Event::RunInterrupted { .. } => "run.interrupted",
             Event::StateFailed { .. } => "state.failed",
+            Event::Cluster { kind, .. } => match kind {
+                ClusterKind::Joined => "cluster.joined",
+                ClusterKind::Failed => "cluster.failed",
+                ClusterKind::Fenced => "cluster.fenced",
+                ClusterKind::Drift => "cluster.drift",
+                ClusterKind::ClockOff => "cluster.clock_off",
+                ClusterKind::Recovered => "cluster.recovered",
+            },
+            Event::RunLost { .. } => "run.lost",
         }
     }
 
@@ -288,7 +326,8 @@ impl Event {
             | Event::RunFinished { job, .. }
             | Event::RunSkipped { job, .. }
             | Event::RunMissed { job, .. }
-            | Event::RunInterrupted { job, .. } => Some(job),
+            | Event::RunInterrupted { job, .. }
+            | Event::RunLost { job, .. } => Some(job),
             _ => None,
         }
     }

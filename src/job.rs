@@ -43,6 +43,8 @@ pub struct Job {
     pub starting_deadline: Option<Duration>,
     /// What becomes of fires missed while chime was not running.
     pub catch_up: CatchUp,
+    /// With replicas (`--cluster`): what becomes of a run whose replica was lost.
+    pub on_owner_loss: OwnerLoss,
     pub enabled: bool,
     /// Where the job's name stands in its file.
     pub source: SourceLocation,
@@ -75,6 +77,7 @@ impl Job {
             overlap: Overlap::default(),
             starting_deadline: None,
             catch_up: CatchUp::None,
+            on_owner_loss: OwnerLoss::Lost,
             enabled: true,
             source: SourceLocation {
                 file: PathBuf::from("(code)"),
@@ -180,6 +183,16 @@ pub enum CatchUp {
     #[default]
     None,
     Latest,
+}
+
+/// `on_owner_loss`: a run whose replica died (its lease expired) is only marked `lost`
+/// (`Lost`, the default: shell jobs are rarely idempotent), or run again once by
+/// another replica (`Rerun`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OwnerLoss {
+    #[default]
+    Lost,
+    Rerun,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -67,6 +67,7 @@
 
 pub mod cli;
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod cron;
 pub mod daemon;

@@ -74,8 +74,9 @@ pub(crate) struct Runner<E, C> {
     stopping: AtomicBool,
     /// Attempts between their admission and their `run.started` (see [`Self::admit`]).
     starting: AtomicUsize,
-    /// Parent of every job's cancel token: terminates all runs.
-    cancel_all: CancellationToken,
+    /// Parent of every job's cancel token: terminates all runs. Replaced by a fresh one
+    /// after a fence ([`Self::fence`]), so that later runs start uncancelled.
+    cancel_all: std::sync::Mutex<CancellationToken>,
     /// Parent of every job's stop-retries token: shutdown drops pending retries.
     stop_retries: CancellationToken,
 }
@@ -89,7 +90,7 @@ impl<E: Executor, C: Clock> Runner<E, C> {
             settings,
             stopping: AtomicBool::new(false),
             starting: AtomicUsize::new(0),
-            cancel_all: CancellationToken::new(),
+            cancel_all: std::sync::Mutex::new(CancellationToken::new()),
             stop_retries: CancellationToken::new(),
         }
     }
@@ -134,7 +135,30 @@ impl<E, C> Runner<E, C> {
 
     /// Terminates every run in flight.
     pub(crate) fn cancel_all(&self) {
-        self.cancel_all.cancel();
+        self.cancel_all_token().cancel();
+    }
+
+    /// Terminates every run in flight, as [`Self::cancel_all`], but later runs start
+    /// as usual (a replica that lost its lease, DESIGN.md §13).
+    pub(crate) fn fence(&self) {
+        let mut parent = self
+            .cancel_all
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let old = std::mem::replace(&mut *parent, CancellationToken::new());
+        if old.is_cancelled() {
+            // Shutdown terminated everything already; it stays so.
+            *parent = old;
+            return;
+        }
+        old.cancel();
+    }
+
+    fn cancel_all_token(&self) -> CancellationToken {
+        self.cancel_all
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
     }
 
     /// A job's stop-retries token (one per job, made at its first run).
@@ -222,9 +246,13 @@ impl InFlight {
             replaced = self.finished.iter().map(|f| f.token.clone()).collect();
         }
         self.running += 1;
+        if self.running == 1 && self.cancel.as_ref().is_some_and(|c| c.is_cancelled()) {
+            // Ended by a fence: the job's next run gets a fresh token.
+            self.cancel = None;
+        }
         let cancel = self
             .cancel
-            .get_or_insert_with(|| runner.cancel_all.child_token())
+            .get_or_insert_with(|| runner.cancel_all_token().child_token())
             .clone();
         let finished = replace.then(|| {
             let token = CancellationToken::new();

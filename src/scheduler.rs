@@ -113,6 +113,7 @@ fn same_definition(a: &Job, b: &Job) -> bool {
         overlap,
         starting_deadline,
         catch_up,
+        on_owner_loss,
         enabled,
         source: _,
     } = a;
@@ -129,6 +130,7 @@ fn same_definition(a: &Job, b: &Job) -> bool {
         && *overlap == b.overlap
         && *starting_deadline == b.starting_deadline
         && *catch_up == b.catch_up
+        && *on_owner_loss == b.on_owner_loss
         && *enabled == b.enabled
 }
 

@@ -86,6 +86,24 @@ pub(crate) struct Settings {
         default_value_t = 1000
     )]
     pub history_keep_runs: usize,
+    /// Run as one of several replicas on this PostgreSQL database (DESIGN.md §13):
+    /// `postgres://USER@HOST:PORT/DB`. History then lives there, not in SQLite.
+    #[arg(long, global = true, env = "CHIME_CLUSTER")]
+    pub cluster: Option<String>,
+    /// A file holding the database password (default: the systemd credential
+    /// `chime-cluster-password`, if any). Never logged.
+    #[arg(long, global = true, env = "CHIME_CLUSTER_PASSWORD_FILE")]
+    pub cluster_password_file: Option<PathBuf>,
+    /// This replica's name among the members (default: host:pid).
+    #[arg(long, global = true, env = "CHIME_CLUSTER_MEMBER")]
+    pub cluster_member: Option<String>,
+    /// How long a claimed run's lease lasts without renewal; a replica that cannot renew
+    /// for half of it terminates its runs.
+    #[arg(long, global = true, env = "CHIME_CLUSTER_LEASE", value_parser = parse_duration_arg, default_value = "30s")]
+    pub cluster_lease: Duration,
+    /// How long replicas wait before claiming fires preferred for another member.
+    #[arg(long, global = true, env = "CHIME_CLUSTER_FALLBACK", value_parser = parse_duration_arg, default_value = "1s")]
+    pub cluster_fallback: Duration,
 }
 
 /// `--max-jobs` unless set: twice the 100,000 jobs the service is measured with (README,
@@ -183,6 +201,48 @@ pub mod exit {
     /// The service failed internally (`service.failed`): systemd's `Restart=on-failure`
     /// brings it back.
     pub const INTERNAL: u8 = 3;
+}
+
+/// `--cluster` and its companions, with the password read from its file or the
+/// systemd credential; `None` without `--cluster`.
+pub(crate) fn cluster_options(
+    settings: &Settings,
+) -> Result<Option<crate::cluster::ClusterOptions>, String> {
+    let Some(url) = settings.cluster.clone() else {
+        return Ok(None);
+    };
+    let file = settings.cluster_password_file.clone().or_else(|| {
+        std::env::var_os("CREDENTIALS_DIRECTORY")
+            .map(|dir| PathBuf::from(dir).join("chime-cluster-password"))
+            .filter(|path| path.exists())
+    });
+    let password = match file {
+        Some(path) => Some(
+            std::fs::read_to_string(&path)
+                .map_err(|err| {
+                    format!(
+                        "cannot read the cluster password file {}: {err}; fix --cluster-password-file",
+                        path.display()
+                    )
+                })?
+                .trim_end_matches(['\n', '\r'])
+                .to_string(),
+        ),
+        None => None,
+    };
+    if settings.cluster_lease < Duration::from_millis(400) {
+        return Err("--cluster-lease must be at least 400ms".into());
+    }
+    Ok(Some(crate::cluster::ClusterOptions {
+        url,
+        password,
+        member: settings
+            .cluster_member
+            .clone()
+            .unwrap_or_else(|| format!("{}:{}", crate::cluster::hostname(), std::process::id())),
+        lease: settings.cluster_lease,
+        fallback: settings.cluster_fallback,
+    }))
 }
 
 /// Parses the command line and runs the command.

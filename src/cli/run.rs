@@ -142,7 +142,25 @@ async fn run_service(paths: Vec<PathBuf>, settings: &Settings) -> u8 {
         Err(code) => return code,
     };
     let (mut events, _guard) = start_logging(settings);
-    let (state, resume) = super::state::start(settings, &mut events);
+    let cluster = match super::cluster_options(settings) {
+        Ok(options) => options.map(|options| crate::cluster::Cluster::start(options, events.clone())),
+        Err(message) => {
+            eprintln!("error: {message}");
+            return exit::FAILED;
+        }
+    };
+    let (state, resume) = match &cluster {
+        // With --cluster the history lives in PostgreSQL; SQLite is not used.
+        Some(cluster) => {
+            events = cluster.recording(events);
+            let resume = crate::daemon::Resume {
+                last_handled: cluster.last_handled().await,
+                ..Default::default()
+            };
+            (None, resume)
+        }
+        None => super::state::start(settings, &mut events),
+    };
     let dirs = source.watch_dirs();
     let quiet = Duration::from_millis(250);
     if let Err(err) = crate::watch::watch(&dirs, quiet, tx, Control::ReloadIfChanged) {
@@ -153,6 +171,7 @@ async fn run_service(paths: Vec<PathBuf>, settings: &Settings) -> u8 {
         max_concurrent_runs: settings.max_concurrent_runs,
         watchdog: Notifier::watchdog_interval(),
         resume,
+        cluster,
         ..ServeOptions::default()
     };
     let world = World {

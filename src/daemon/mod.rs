@@ -68,6 +68,8 @@ pub struct ServeOptions {
     pub watchdog: Option<Duration>,
     /// What the state store remembered from before this start.
     pub resume: Resume,
+    /// Replicas: scheduled fires are claimed in the cluster's database first.
+    pub cluster: Option<crate::cluster::Cluster>,
 }
 
 /// What a start takes over from the chime before it (DESIGN.md §10).
@@ -89,6 +91,7 @@ impl Default for ServeOptions {
             timer_thread: true,
             watchdog: None,
             resume: Resume::default(),
+            cluster: None,
         }
     }
 }
@@ -205,6 +208,9 @@ impl<E: Executor, C: Clock> Service<E, C> {
             options.max_concurrent_runs,
         );
         dispatcher.report_failures_to(&health);
+        if let Some(cluster) = &options.cluster {
+            cluster.attach(&dispatcher);
+        }
         let mut scheduler = Scheduler::new(Arc::clone(&clock), dispatcher.clone(), events.clone());
         scheduler.add_jobs(config.jobs);
         crate::memory::release_freed();

@@ -25,6 +25,7 @@ pub(super) const JOB_KEYS: &[&str] = &[
     "overlap",
     "starting_deadline",
     "catch_up",
+    "on_owner_loss",
     "enabled",
 ];
 /// Keys a job has but `defaults` cannot: they say what and when, not how.
