@@ -357,7 +357,13 @@ impl Cluster {
 
     /// Claims this dispatcher's scheduled fires from now on, and starts the heartbeat,
     /// the lease renewal (with fencing), the detection of lost runs, and the recorder.
-    pub fn attach<E: Executor, C: Clock>(&self, dispatcher: &Dispatcher<E, C>) {
+    pub fn attach<E: Executor, C: Clock>(&self, dispatcher: &Dispatcher<E, C>, jobs: &[Job]) {
+        {
+            let mut hashes = self.inner.hashes.lock().unwrap_or_else(|p| p.into_inner());
+            for job in jobs {
+                hashes.insert(job.name.clone(), (0, definition_hash(job)));
+            }
+        }
         let (tx, rx) = mpsc::unbounded_channel();
         let known: Known = Arc::new(Mutex::new(HashMap::new()));
         dispatcher.claim_at(Arc::new(ClaimGate { tx }));
@@ -1008,18 +1014,19 @@ impl Record {
 }
 
 /// The claim of one instant's fires: inserted rows are won (`claimed`), or `skipped`
-/// when the job is `overlap: skip` and has a live run on any replica. Also returns the
+/// when the job is `overlap: skip` and has a live run on any replica (one whose lease
+/// ran out counts until it is marked lost, so that a re-run comes before later fires). Also returns the
 /// database's clock, claims of the same fires by members with another definition, and
 /// whether the instant was inside the window.
 const CLAIM_SQL: &str = "
 WITH e AS (SELECT epoch FROM chime_epoch),
-w AS (SELECT $9::bool OR ($2::timestamptz BETWEEN now() - make_interval(secs => $10) AND now() + make_interval(secs => $10)) AS ok),
+w AS (SELECT $8::bool OR ($2::timestamptz BETWEEN now() - make_interval(secs => $9) AND now() + make_interval(secs => $9)) AS ok),
 ins AS (
     INSERT INTO chime_claims (job, scheduled_at, epoch, member, def_hash, trigger, status, lease_until)
     SELECT t.j, $2, e.epoch, $3, t.h, $5,
         CASE WHEN t.s AND EXISTS (
             SELECT 1 FROM chime_claims c
-            WHERE c.job = t.j AND c.status IN ('claimed', 'running') AND c.lease_until > now()
+            WHERE c.job = t.j AND c.status IN ('claimed', 'running')
         ) THEN 'skipped' ELSE 'claimed' END,
         now() + make_interval(secs => $6)
     FROM unnest($1::text[], $4::text[], $7::bool[]) AS t(j, h, s), e, w

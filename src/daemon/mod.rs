@@ -209,7 +209,7 @@ impl<E: Executor, C: Clock> Service<E, C> {
         );
         dispatcher.report_failures_to(&health);
         if let Some(cluster) = &options.cluster {
-            cluster.attach(&dispatcher);
+            cluster.attach(&dispatcher, &config.jobs);
         }
         let mut scheduler = Scheduler::new(Arc::clone(&clock), dispatcher.clone(), events.clone());
         scheduler.add_jobs(config.jobs);
