@@ -342,7 +342,7 @@ fn replicas_with_clocks_seconds_apart_neither_double_nor_drop() {
     let names: Vec<String> = (0..30).map(|i| format!("job{i:02}")).collect();
     for name in &names {
         yaml.push_str(&format!(
-            "  {name}:\n    schedule: \"* * * * * *\"\n    command: '{}'\n",
+            "  {name}:\n    schedule: \"* * * * * *\"\n    overlap: allow\n    command: '{}'\n",
             marker_command(&marks_dir)
         ));
     }
@@ -375,5 +375,11 @@ fn replicas_with_clocks_seconds_apart_neither_double_nor_drop() {
         ts(to)
     ));
     eprintln!("clock skew (+4 s, -4 s, on time): spread {spread:?}; claims more than 5 s early: {early}");
-    assert!(spread.contains_key("ahead"), "the replica ahead still claims: {spread:?}");
+    // The replica ahead waits for the database's clock before it takes others' fires,
+    // so it does not win them all; the one behind comes after the fallback and wins
+    // none (what it prefers, the others claimed already).
+    assert!(
+        spread.contains_key("ahead") && spread.contains_key("on-time"),
+        "the fastest clock does not win every claim: {spread:?}"
+    );
 }

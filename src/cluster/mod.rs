@@ -146,6 +146,8 @@ struct Inner {
     members: Mutex<Vec<String>>,
     /// Fires not run because no claim could be made, since the last report.
     unclaimed: std::sync::atomic::AtomicU64,
+    /// This host's clock minus the database's, in ms, as the last claim saw it.
+    offset_ms: std::sync::atomic::AtomicI64,
     /// Statements sent (for the benchmark's round trips per instant).
     round_trips: std::sync::atomic::AtomicU64,
     records: mpsc::UnboundedSender<Record>,
@@ -166,6 +168,7 @@ impl Cluster {
                 client: rx,
                 hashes: Mutex::new(HashMap::new()),
                 unclaimed: Default::default(),
+                offset_ms: Default::default(),
                 round_trips: Default::default(),
                 records,
                 records_rx: Mutex::new(Some(records_rx)),
@@ -469,7 +472,15 @@ impl Cluster {
                     let this = self.clone();
                     let dispatcher = dispatcher.clone();
                     let drift = Arc::clone(&drift_said);
-                    let delay = self.inner.options.fallback;
+                    // By the database's clock: a replica whose clock is ahead must not
+                    // take the other members' fires before they try.
+                    let ahead = self
+                        .inner
+                        .offset_ms
+                        .load(std::sync::atomic::Ordering::Relaxed)
+                        .max(0);
+                    let delay =
+                        self.inner.options.fallback + Duration::from_millis(ahead as u64);
                     tokio::spawn(async move {
                         tokio::time::sleep(delay).await;
                         this.claim(at, catch_up, others, &dispatcher, &drift).await;
@@ -536,6 +547,9 @@ impl Cluster {
         let drifted: Vec<String> = row.get(3);
         let in_window: bool = row.get(4);
         let offset = local_now - db_now;
+        self.inner
+            .offset_ms
+            .store(offset.num_milliseconds(), std::sync::atomic::Ordering::Relaxed);
         if !in_window {
             self.emit(
                 ClusterKind::ClockOff,
@@ -1020,7 +1034,8 @@ impl Record {
 }
 
 /// The claim of one instant's fires: inserted rows are won (`claimed`), or `skipped`
-/// when the job is `overlap: skip` and has a live run on any replica (one whose lease
+/// when the job is `overlap: skip` and an earlier fire of it is live on any replica
+/// (claimed early by a replica whose clock is ahead does not count; one whose lease
 /// ran out counts until it is marked lost, so that a re-run comes before later fires). Also returns the
 /// database's clock, claims of the same fires by members with another definition, and
 /// whether the instant was inside the window.
@@ -1032,7 +1047,7 @@ ins AS (
     SELECT t.j, $2, e.epoch, $3, t.h, $5,
         CASE WHEN t.s AND EXISTS (
             SELECT 1 FROM chime_claims c
-            WHERE c.job = t.j AND c.status IN ('claimed', 'running')
+            WHERE c.job = t.j AND c.status IN ('claimed', 'running') AND c.scheduled_at < $2
         ) THEN 'skipped' ELSE 'claimed' END,
         now() + make_interval(secs => $6)
     FROM unnest($1::text[], $4::text[], $7::bool[]) AS t(j, h, s), e, w
