@@ -171,7 +171,7 @@ async fn run_service(paths: Vec<PathBuf>, settings: &Settings) -> u8 {
         max_concurrent_runs: settings.max_concurrent_runs,
         watchdog: Notifier::watchdog_interval(),
         resume,
-        cluster,
+        cluster: cluster.clone(),
         ..ServeOptions::default()
     };
     let world = World {
@@ -183,6 +183,11 @@ async fn run_service(paths: Vec<PathBuf>, settings: &Settings) -> u8 {
     };
     let source = InjectedFault::from_env(source);
     let served = serve(config, source, options, world, rx).await;
+    if let Some(cluster) = &cluster {
+        // The runs' ends are written before the exit (a database that is down is not
+        // waited for long: those runs become lost once their leases run out).
+        cluster.flush(Duration::from_secs(5)).await;
+    }
     if let Some(state) = state {
         // What is queued is written before the exit (one last try if the disk fails).
         let _ = tokio::task::spawn_blocking(move || state.thread.close()).await;

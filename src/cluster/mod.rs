@@ -151,6 +151,8 @@ struct Inner {
     /// Statements sent (for the benchmark's round trips per instant).
     round_trips: std::sync::atomic::AtomicU64,
     records: mpsc::UnboundedSender<Record>,
+    /// Records sent and not yet written.
+    unwritten: Arc<std::sync::atomic::AtomicU64>,
     records_rx: Mutex<Option<mpsc::UnboundedReceiver<Record>>>,
 }
 
@@ -171,6 +173,7 @@ impl Cluster {
                 offset_ms: Default::default(),
                 round_trips: Default::default(),
                 records,
+                unwritten: Default::default(),
                 records_rx: Mutex::new(Some(records_rx)),
             }),
         };
@@ -329,6 +332,19 @@ impl Cluster {
         }
     }
 
+    /// Waits until the runs' starts and ends so far are written (or `timeout` passed):
+    /// at shutdown, so that the history does not keep them running.
+    pub async fn flush(&self, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        while self.inner.unwritten.load(std::sync::atomic::Ordering::Acquire) > 0 {
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        true
+    }
+
     /// Each job's last fire claimed, for catch-up after downtime of the whole cluster.
     pub async fn last_handled(&self) -> HashMap<String, DateTime<Utc>> {
         let Some(client) = self.connected(Duration::from_secs(5)).await else {
@@ -356,8 +372,10 @@ impl Cluster {
     /// Events that go to `inner` and, for runs, to the cluster's history too.
     pub fn recording(&self, inner: Events) -> Events {
         let records = self.inner.records.clone();
+        let unwritten = Arc::clone(&self.inner.unwritten);
         Events::new(move |event| {
             if let Some(record) = Record::of(&event) {
+                unwritten.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
                 let _ = records.send(record);
             }
             inner.emit(event);
@@ -773,6 +791,9 @@ impl Cluster {
             };
             match self.write(&client, &pending).await {
                 Ok(()) => {
+                    self.inner
+                        .unwritten
+                        .fetch_sub(pending.len() as u64, std::sync::atomic::Ordering::AcqRel);
                     pending.clear();
                     backoff = BACKOFF_FIRST;
                 }
