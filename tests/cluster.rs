@@ -100,12 +100,18 @@ fn assert_exactly_once(
         "SELECT job, scheduled_at, member, status FROM chime_claims WHERE {window} AND status <> 'success' AND job IN ({}) LIMIT 10",
         jobs.iter().map(|j| format!("'{j}'")).collect::<Vec<_>>().join(",")
     ));
-    assert!(not_success.is_empty(), "fires that did not succeed: {not_success:?}");
+    assert!(
+        not_success.is_empty(),
+        "fires that did not succeed: {not_success:?}"
+    );
     for job in jobs {
         let n = pg.count(&format!(
             "SELECT count(*) FROM chime_claims WHERE job = '{job}' AND {window}"
         ));
-        assert_eq!(n, seconds, "{job}: runs in the database for {seconds} seconds");
+        assert_eq!(
+            n, seconds,
+            "{job}: runs in the database for {seconds} seconds"
+        );
     }
     let marks = markers(marks);
     for job in jobs {
@@ -294,9 +300,14 @@ fn a_replica_killed_mid_run_loses_its_runs_and_the_others_take_over() {
             "SELECT scheduled_at FROM chime_claims WHERE job = '{job}' AND member = 'a' AND status = 'lost'"
         ))[0][0]);
         let lines = &markers(&marks)[&job];
-        assert_eq!(lines.iter().filter(|l| **l == at).count(), 1, "{job} at {at}: run once, not re-run");
+        assert_eq!(
+            lines.iter().filter(|l| **l == at).count(),
+            1,
+            "{job} at {at}: run once, not re-run"
+        );
         assert!(
-            lost.iter().any(|e| e["job"] == job.as_str() && e["owner"] == "a" && e["rerun"] == false),
+            lost.iter()
+                .any(|e| e["job"] == job.as_str() && e["owner"] == "a" && e["rerun"] == false),
             "run.lost for {job}: {lost:?}"
         );
         // Re-run once: its first instant ran on a, then on b or c.
@@ -308,16 +319,24 @@ fn a_replica_killed_mid_run_loses_its_runs_and_the_others_take_over() {
         let at = pg_time(&row[0][0]);
         assert_eq!(first.get(&job).map(|s| pg_time(s)), Some(at));
         let lines = &markers(&marks)[&job];
-        assert_eq!(lines.iter().filter(|l| **l == at).count(), 2, "{job} at {at}: on a, then re-run once");
+        assert_eq!(
+            lines.iter().filter(|l| **l == at).count(),
+            2,
+            "{job} at {at}: on a, then re-run once"
+        );
         assert!(
-            lost.iter().any(|e| e["job"] == job.as_str() && e["rerun"] == true),
+            lost.iter()
+                .any(|e| e["job"] == job.as_str() && e["rerun"] == true),
             "run.lost for {job}: {lost:?}"
         );
     }
     // Fires after the kill: all run, by the others.
     let spread = assert_exactly_once(&pg, &marks, &["tick".to_string()], from, to);
     assert!(!spread.contains_key("a"), "{spread:?}");
-    eprintln!("failover: tick after the kill ran on {spread:?}; run.lost events: {}", lost.len());
+    eprintln!(
+        "failover: tick after the kill ran on {spread:?}; run.lost events: {}",
+        lost.len()
+    );
 }
 
 const LIBFAKETIME: [&str; 2] = [
@@ -374,7 +393,9 @@ fn replicas_with_clocks_seconds_apart_neither_double_nor_drop() {
         ts(from),
         ts(to)
     ));
-    eprintln!("clock skew (+4 s, -4 s, on time): spread {spread:?}; claims more than 5 s early: {early}");
+    eprintln!(
+        "clock skew (+4 s, -4 s, on time): spread {spread:?}; claims more than 5 s early: {early}"
+    );
     // The replica ahead waits for the database's clock before it takes others' fires,
     // so it does not win them all; the one behind comes after the fallback and wins
     // none (what it prefers, the others claimed already).

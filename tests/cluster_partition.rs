@@ -78,7 +78,9 @@ fn replicas_cut_off_from_the_database_fence_and_nothing_doubles_after() {
         .iter()
         .map(|member| {
             let mut args = pg.replica_args(member, "3s", "300ms");
-            args.extend(["--shutdown-grace", "1s", "--log-format", "json", "run"].map(String::from));
+            args.extend(
+                ["--shutdown-grace", "1s", "--log-format", "json", "run"].map(String::from),
+            );
             args.push(schedules.to_string_lossy().into_owned());
             let mut chime = support::command(dir, &args).spawn();
             chime.wait_event("cluster.joined", LIMIT);
@@ -86,14 +88,19 @@ fn replicas_cut_off_from_the_database_fence_and_nothing_doubles_after() {
         })
         .collect();
     wait_until("the 6 long jobs run", LIMIT, || {
-        pg.count("SELECT count(*) FROM chime_claims WHERE job LIKE 'long%' AND status = 'running'") == 6
+        pg.count("SELECT count(*) FROM chime_claims WHERE job LIKE 'long%' AND status = 'running'")
+            == 6
     });
     let before: HashMap<String, String> = pg
         .query("SELECT job, member FROM chime_claims WHERE job LIKE 'long%' AND status = 'running'")
         .into_iter()
         .map(|r| (r[0].clone(), r[1].clone()))
         .collect();
-    assert_eq!(live_groups(&pids).len(), 6, "one process group per long run");
+    assert_eq!(
+        live_groups(&pids).len(),
+        6,
+        "one process group per long run"
+    );
 
     let stopped = std::time::Instant::now();
     pg.stop_server();
@@ -103,7 +110,9 @@ fn replicas_cut_off_from_the_database_fence_and_nothing_doubles_after() {
     for replica in &mut replicas {
         replica.wait_event("cluster.fenced", LIMIT);
     }
-    wait_until("the long runs' groups are gone", LIMIT, || live_groups(&pids).is_empty());
+    wait_until("the long runs' groups are gone", LIMIT, || {
+        live_groups(&pids).is_empty()
+    });
     let fenced_in = stopped.elapsed();
     assert!(
         fenced_in < Duration::from_secs(3),
@@ -118,7 +127,10 @@ fn replicas_cut_off_from_the_database_fence_and_nothing_doubles_after() {
         replica.wait_event("cluster.recovered", Duration::from_secs(40));
     }
     // Claims go on: tick runs again, and the long jobs start again, once each.
-    let back = Utc::now().duration_trunc(TimeDelta::seconds(1)).expect("trunc") + TimeDelta::seconds(2);
+    let back = Utc::now()
+        .duration_trunc(TimeDelta::seconds(1))
+        .expect("trunc")
+        + TimeDelta::seconds(2);
     wait_until("tick runs after the return", LIMIT, || {
         pg.count(&format!(
             "SELECT count(*) FROM chime_claims WHERE job = 'tick' AND status = 'success' AND scheduled_at >= '{}'",
@@ -126,13 +138,18 @@ fn replicas_cut_off_from_the_database_fence_and_nothing_doubles_after() {
         )) >= 3
     });
     wait_until("the long jobs run again", LIMIT, || {
-        pg.count("SELECT count(*) FROM chime_claims WHERE job LIKE 'long%' AND status = 'running'") == 6
+        pg.count("SELECT count(*) FROM chime_claims WHERE job LIKE 'long%' AND status = 'running'")
+            == 6
     });
     let live = pg.query(
         "SELECT job, count(*) FROM chime_claims WHERE status IN ('claimed', 'running') AND job LIKE 'long%' GROUP BY job HAVING count(*) > 1",
     );
     assert!(live.is_empty(), "a long job live twice: {live:?}");
-    assert_eq!(live_groups(&pids).len(), 6, "one process group per long job, no more");
+    assert_eq!(
+        live_groups(&pids).len(),
+        6,
+        "one process group per long job, no more"
+    );
     for replica in &mut replicas {
         replica.stop();
     }
@@ -145,9 +162,18 @@ fn replicas_cut_off_from_the_database_fence_and_nothing_doubles_after() {
             ))
         })
         .collect();
-    assert_eq!(cut.len(), 6, "the runs cut off ended cancelled or lost: {cut:?}");
-    let live = pg.query("SELECT job, member, status FROM chime_claims WHERE status IN ('claimed', 'running')");
-    assert!(live.is_empty(), "after a clean stop nothing is left running: {live:?}");
+    assert_eq!(
+        cut.len(),
+        6,
+        "the runs cut off ended cancelled or lost: {cut:?}"
+    );
+    let live = pg.query(
+        "SELECT job, member, status FROM chime_claims WHERE status IN ('claimed', 'running')",
+    );
+    assert!(
+        live.is_empty(),
+        "after a clean stop nothing is left running: {live:?}"
+    );
     // Nothing ran twice: every instant once per job, in the markers.
     for entry in std::fs::read_dir(&marks).expect("markers") {
         let entry = entry.expect("entry");
@@ -157,7 +183,11 @@ fn replicas_cut_off_from_the_database_fence_and_nothing_doubles_after() {
             *seen.entry(line.to_string()).or_insert(0) += 1;
         }
         let twice: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
-        assert!(twice.is_empty(), "{:?} ran twice: {twice:?}", entry.file_name());
+        assert!(
+            twice.is_empty(),
+            "{:?} ran twice: {twice:?}",
+            entry.file_name()
+        );
     }
     let fenced = owners.len();
     eprintln!(

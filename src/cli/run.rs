@@ -143,7 +143,9 @@ async fn run_service(paths: Vec<PathBuf>, settings: &Settings) -> u8 {
     };
     let (mut events, _guard) = start_logging(settings);
     let cluster = match super::cluster_options(settings) {
-        Ok(options) => options.map(|options| crate::cluster::Cluster::start(options, events.clone())),
+        Ok(options) => {
+            options.map(|options| crate::cluster::Cluster::start(options, events.clone()))
+        }
         Err(message) => {
             eprintln!("error: {message}");
             return exit::FAILED;

@@ -280,8 +280,13 @@ impl Cluster {
 
     async fn connect(
         &self,
-    ) -> Result<(Client, tokio::task::JoinHandle<Result<(), tokio_postgres::Error>>), (String, String)>
-    {
+    ) -> Result<
+        (
+            Client,
+            tokio::task::JoinHandle<Result<(), tokio_postgres::Error>>,
+        ),
+        (String, String),
+    > {
         let options = &self.inner.options;
         let mut config: tokio_postgres::Config = options.url.parse().map_err(|err| {
             (
@@ -336,7 +341,12 @@ impl Cluster {
     /// at shutdown, so that the history does not keep them running.
     pub async fn flush(&self, timeout: Duration) -> bool {
         let deadline = tokio::time::Instant::now() + timeout;
-        while self.inner.unwritten.load(std::sync::atomic::Ordering::Acquire) > 0 {
+        while self
+            .inner
+            .unwritten
+            .load(std::sync::atomic::Ordering::Acquire)
+            > 0
+        {
             if tokio::time::Instant::now() >= deadline {
                 return false;
             }
@@ -497,8 +507,7 @@ impl Cluster {
                         .offset_ms
                         .load(std::sync::atomic::Ordering::Relaxed)
                         .max(0);
-                    let delay =
-                        self.inner.options.fallback + Duration::from_millis(ahead as u64);
+                    let delay = self.inner.options.fallback + Duration::from_millis(ahead as u64);
                     tokio::spawn(async move {
                         tokio::time::sleep(delay).await;
                         this.claim(at, catch_up, others, &dispatcher, &drift).await;
@@ -547,7 +556,11 @@ impl Cluster {
                     .fetch_add(fires.len() as u64, std::sync::atomic::Ordering::Relaxed);
                 self.emit(
                     ClusterKind::Failed,
-                    format!("claiming {} fire(s) of {at}: {}", fires.len(), error_text(&err)),
+                    format!(
+                        "claiming {} fire(s) of {at}: {}",
+                        fires.len(),
+                        error_text(&err)
+                    ),
                     Some("these fires are not run here; another replica may".into()),
                 );
                 return;
@@ -565,9 +578,10 @@ impl Cluster {
         let drifted: Vec<String> = row.get(3);
         let in_window: bool = row.get(4);
         let offset = local_now - db_now;
-        self.inner
-            .offset_ms
-            .store(offset.num_milliseconds(), std::sync::atomic::Ordering::Relaxed);
+        self.inner.offset_ms.store(
+            offset.num_milliseconds(),
+            std::sync::atomic::Ordering::Relaxed,
+        );
         if !in_window {
             self.emit(
                 ClusterKind::ClockOff,
@@ -814,7 +828,11 @@ impl Cluster {
         }
     }
 
-    async fn write(&self, client: &Client, records: &[Record]) -> Result<(), tokio_postgres::Error> {
+    async fn write(
+        &self,
+        client: &Client,
+        records: &[Record],
+    ) -> Result<(), tokio_postgres::Error> {
         let member = self.member();
         let lease = self.inner.options.lease.as_secs_f64();
         let mut started = StartedCols::default();
@@ -832,7 +850,11 @@ impl Cluster {
                     claimed,
                     trigger,
                 } => {
-                    let cols = if *claimed { &mut started } else { &mut unclaimed };
+                    let cols = if *claimed {
+                        &mut started
+                    } else {
+                        &mut unclaimed
+                    };
                     cols.job.push(job.clone());
                     cols.at.push(*scheduled_at);
                     cols.run_id.push(run_id.clone());
@@ -1189,7 +1211,10 @@ mod tests {
 
     #[test]
     fn rendezvous_spreads_and_moves_little_when_a_member_leaves() {
-        let members: Vec<String> = ["a:1", "b:2", "c:3"].iter().map(|s| s.to_string()).collect();
+        let members: Vec<String> = ["a:1", "b:2", "c:3"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
         let at: DateTime<Utc> = "2026-01-01T00:00:00Z".parse().expect("time");
         let mut counts: HashMap<&str, usize> = HashMap::new();
         let mut moved = 0;

@@ -29,8 +29,12 @@ impl Pg {
             );
             return None;
         };
-        let dir = PathBuf::from(std::env::var("CHIME_TEST_POSTGRES_DIR").expect("set with CHIME_TEST_POSTGRES"));
-        let bin = PathBuf::from(std::env::var("CHIME_TEST_POSTGRES_BIN").expect("set with CHIME_TEST_POSTGRES"));
+        let dir = PathBuf::from(
+            std::env::var("CHIME_TEST_POSTGRES_DIR").expect("set with CHIME_TEST_POSTGRES"),
+        );
+        let bin = PathBuf::from(
+            std::env::var("CHIME_TEST_POSTGRES_BIN").expect("set with CHIME_TEST_POSTGRES"),
+        );
         assert!(url.ends_with("/postgres"), "{url}");
         let pg = Pg {
             password_file: dir.join("password"),
