@@ -404,3 +404,140 @@ fn replicas_with_clocks_seconds_apart_neither_double_nor_drop() {
         "the fastest clock does not win every claim: {spread:?}"
     );
 }
+
+#[test]
+fn two_replicas_starting_together_after_downtime_catch_up_once() {
+    let _serial = serial();
+    let Some(pg) = Pg::database("chime_catch_up") else {
+        return;
+    };
+    let tmp = temp_dir();
+    let dir = tmp.path();
+    let marks_dir = dir.join("markers");
+    let yaml = format!(
+        "defaults:\n  timezone: UTC\njobs:\n  five:\n    schedule: \"*/5 * * * * *\"\n    catch_up: latest\n    overlap: allow\n    command: '{}'\n",
+        marker_command(&marks_dir)
+    );
+    let marks = schedules(dir, &yaml);
+    let mut a = start_replica(dir, &pg, "a", "10s", "300ms");
+    wait_until("a runs five once", LIMIT, || {
+        pg.count("SELECT count(*) FROM chime_claims WHERE job = 'five' AND status = 'success'") >= 1
+    });
+    a.stop();
+    let last = pg_time(&pg.query("SELECT max(scheduled_at) FROM chime_claims WHERE job = 'five'")[0][0]);
+    let missed = last + TimeDelta::seconds(5);
+    // The whole cluster is down over the next fire.
+    wait_until("the next fire passes with no replica up", LIMIT, || {
+        Utc::now() > missed + TimeDelta::milliseconds(300)
+    });
+    let args_of = |member: &str| {
+        let mut args = pg.replica_args(member, "10s", "300ms");
+        args.extend(["--log-format".into(), "json".into(), "run".into()]);
+        args.push(dir.join("schedules").to_string_lossy().into_owned());
+        support::command(dir, &args).spawn()
+    };
+    let mut b = args_of("b");
+    let mut c = args_of("c");
+    b.wait_event("cluster.joined", LIMIT);
+    c.wait_event("cluster.joined", LIMIT);
+    wait_until("a catch-up run", LIMIT, || {
+        pg.count("SELECT count(*) FROM chime_claims WHERE trigger = 'catch_up' AND status = 'success'") >= 1
+    });
+    b.stop();
+    c.stop();
+    let catch_ups = pg.query("SELECT scheduled_at, member FROM chime_claims WHERE trigger = 'catch_up'");
+    assert_eq!(catch_ups.len(), 1, "one catch-up for the cluster: {catch_ups:?}");
+    let at = pg_time(&catch_ups[0][0]);
+    let lines = &markers(&marks)["five"];
+    assert_eq!(lines.iter().filter(|l| **l == at).count(), 1, "{at} ran once: {lines:?}");
+    eprintln!("catch-up after downtime: {at} run once, by {}", catch_ups[0][1]);
+}
+
+#[test]
+fn bad_conditions_are_reported_and_retried_with_backoff() {
+    let _serial = serial();
+    let Some(pg) = Pg::database("chime_bad") else {
+        return;
+    };
+    let newer = Pg::database("chime_newer").expect("the same server");
+    newer.query("CREATE TABLE chime_schema (version integer NOT NULL); INSERT INTO chime_schema VALUES (99)");
+    let tmp = temp_dir();
+    let dir = tmp.path();
+    schedules(dir, "jobs:\n  tick:\n    schedule: \"* * * * * *\"\n    command: \"true\"\n");
+    let wrong = dir.join("wrong-password");
+    std::fs::write(&wrong, "not-the-password-4711\n").expect("write");
+    let spawn = |url: String, password: &Path| {
+        let args: Vec<String> = vec![
+            "--cluster".into(),
+            url,
+            "--cluster-password-file".into(),
+            password.to_string_lossy().into_owned(),
+            "--log-format".into(),
+            "json".into(),
+            "run".into(),
+            dir.join("schedules").to_string_lossy().into_owned(),
+        ];
+        support::command(dir, &args).spawn()
+    };
+    let down = format!(
+        "postgres://chime@{}/postgres",
+        dir.join("no-server").to_string_lossy().replace('/', "%2F")
+    );
+    let cases: Vec<(&str, Chime, &str, &str)> = vec![
+        ("wrong password", spawn(pg.url(), &wrong), "28P01", "password"),
+        ("newer schema", spawn(newer.url(), &pg.password_file), "newer than this chime", "newer chime"),
+        ("database down", spawn(down, &pg.password_file), "connecting to", "start PostgreSQL"),
+    ];
+    for (what, mut chime, detail, fix) in cases {
+        let first = chime.wait_event("cluster.failed", LIMIT);
+        let second = chime.wait_event("cluster.failed", LIMIT);
+        for event in [&first, &second] {
+            let d = event["detail"].as_str().unwrap_or_default();
+            let f = event["fix"].as_str().unwrap_or_default();
+            assert!(d.contains(detail), "{what}: detail {event}");
+            assert!(f.contains(fix), "{what}: fix {event}");
+        }
+        // Backoff: the second try comes about a second after the first, the next after two.
+        let gap = support::time(&second, "timestamp") - support::time(&first, "timestamp");
+        assert!(gap >= TimeDelta::milliseconds(900), "{what}: retried after {gap}");
+        assert!(second["detail"].as_str().unwrap_or_default().contains("next try in 2s"), "{what}: {second}");
+        chime.stop();
+        assert!(
+            !chime.transcript().contains("not-the-password-4711"),
+            "{what}: the password is never logged"
+        );
+    }
+}
+
+#[test]
+fn replicas_with_different_definitions_log_drift() {
+    let _serial = serial();
+    let Some(pg) = Pg::database("chime_drift") else {
+        return;
+    };
+    let tmp = temp_dir();
+    let dir = tmp.path();
+    let start = |member: &str, command: &str| {
+        let schedules = dir.join(member);
+        std::fs::create_dir_all(&schedules).expect("mkdir");
+        write(
+            &schedules,
+            "jobs.yaml",
+            format!("jobs:\n  tick:\n    schedule: \"* * * * * *\"\n    timezone: UTC\n    command: \"{command}\"\n"),
+        );
+        let mut args = pg.replica_args(member, "10s", "300ms");
+        args.extend(["--log-format".into(), "json".into(), "run".into()]);
+        args.push(schedules.to_string_lossy().into_owned());
+        let mut chime = support::command(dir, &args).spawn();
+        chime.wait_event("cluster.joined", LIMIT);
+        chime
+    };
+    let mut a = start("a", "true");
+    let mut b = start("b", "echo different");
+    for (chime, other) in [(&mut a, "b"), (&mut b, "a")] {
+        let drift = chime.wait_event("cluster.drift", LIMIT);
+        assert!(drift["detail"].as_str().unwrap_or_default().contains(other), "{drift}");
+    }
+    a.stop();
+    b.stop();
+}
