@@ -424,7 +424,8 @@ fn two_replicas_starting_together_after_downtime_catch_up_once() {
         pg.count("SELECT count(*) FROM chime_claims WHERE job = 'five' AND status = 'success'") >= 1
     });
     a.stop();
-    let last = pg_time(&pg.query("SELECT max(scheduled_at) FROM chime_claims WHERE job = 'five'")[0][0]);
+    let last =
+        pg_time(&pg.query("SELECT max(scheduled_at) FROM chime_claims WHERE job = 'five'")[0][0]);
     let missed = last + TimeDelta::seconds(5);
     // The whole cluster is down over the next fire.
     wait_until("the next fire passes with no replica up", LIMIT, || {
@@ -441,16 +442,30 @@ fn two_replicas_starting_together_after_downtime_catch_up_once() {
     b.wait_event("cluster.joined", LIMIT);
     c.wait_event("cluster.joined", LIMIT);
     wait_until("a catch-up run", LIMIT, || {
-        pg.count("SELECT count(*) FROM chime_claims WHERE trigger = 'catch_up' AND status = 'success'") >= 1
+        pg.count(
+            "SELECT count(*) FROM chime_claims WHERE trigger = 'catch_up' AND status = 'success'",
+        ) >= 1
     });
     b.stop();
     c.stop();
-    let catch_ups = pg.query("SELECT scheduled_at, member FROM chime_claims WHERE trigger = 'catch_up'");
-    assert_eq!(catch_ups.len(), 1, "one catch-up for the cluster: {catch_ups:?}");
+    let catch_ups =
+        pg.query("SELECT scheduled_at, member FROM chime_claims WHERE trigger = 'catch_up'");
+    assert_eq!(
+        catch_ups.len(),
+        1,
+        "one catch-up for the cluster: {catch_ups:?}"
+    );
     let at = pg_time(&catch_ups[0][0]);
     let lines = &markers(&marks)["five"];
-    assert_eq!(lines.iter().filter(|l| **l == at).count(), 1, "{at} ran once: {lines:?}");
-    eprintln!("catch-up after downtime: {at} run once, by {}", catch_ups[0][1]);
+    assert_eq!(
+        lines.iter().filter(|l| **l == at).count(),
+        1,
+        "{at} ran once: {lines:?}"
+    );
+    eprintln!(
+        "catch-up after downtime: {at} run once, by {}",
+        catch_ups[0][1]
+    );
 }
 
 #[test]
@@ -463,7 +478,10 @@ fn bad_conditions_are_reported_and_retried_with_backoff() {
     newer.query("CREATE TABLE chime_schema (version integer NOT NULL); INSERT INTO chime_schema VALUES (99)");
     let tmp = temp_dir();
     let dir = tmp.path();
-    schedules(dir, "jobs:\n  tick:\n    schedule: \"* * * * * *\"\n    command: \"true\"\n");
+    schedules(
+        dir,
+        "jobs:\n  tick:\n    schedule: \"* * * * * *\"\n    command: \"true\"\n",
+    );
     let wrong = dir.join("wrong-password");
     std::fs::write(&wrong, "not-the-password-4711\n").expect("write");
     let spawn = |url: String, password: &Path| {
@@ -484,9 +502,24 @@ fn bad_conditions_are_reported_and_retried_with_backoff() {
         dir.join("no-server").to_string_lossy().replace('/', "%2F")
     );
     let cases: Vec<(&str, Chime, &str, &str)> = vec![
-        ("wrong password", spawn(pg.url(), &wrong), "28P01", "password"),
-        ("newer schema", spawn(newer.url(), &pg.password_file), "newer than this chime", "newer chime"),
-        ("database down", spawn(down, &pg.password_file), "connecting to", "start PostgreSQL"),
+        (
+            "wrong password",
+            spawn(pg.url(), &wrong),
+            "28P01",
+            "password",
+        ),
+        (
+            "newer schema",
+            spawn(newer.url(), &pg.password_file),
+            "newer than this chime",
+            "newer chime",
+        ),
+        (
+            "database down",
+            spawn(down, &pg.password_file),
+            "connecting to",
+            "start PostgreSQL",
+        ),
     ];
     for (what, mut chime, detail, fix) in cases {
         let first = chime.wait_event("cluster.failed", LIMIT);
@@ -499,8 +532,17 @@ fn bad_conditions_are_reported_and_retried_with_backoff() {
         }
         // Backoff: the second try comes about a second after the first, the next after two.
         let gap = support::time(&second, "timestamp") - support::time(&first, "timestamp");
-        assert!(gap >= TimeDelta::milliseconds(900), "{what}: retried after {gap}");
-        assert!(second["detail"].as_str().unwrap_or_default().contains("next try in 2s"), "{what}: {second}");
+        assert!(
+            gap >= TimeDelta::milliseconds(900),
+            "{what}: retried after {gap}"
+        );
+        assert!(
+            second["detail"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("next try in 2s"),
+            "{what}: {second}"
+        );
         chime.stop();
         assert!(
             !chime.transcript().contains("not-the-password-4711"),
@@ -523,7 +565,9 @@ fn replicas_with_different_definitions_log_drift() {
         write(
             &schedules,
             "jobs.yaml",
-            format!("jobs:\n  tick:\n    schedule: \"* * * * * *\"\n    timezone: UTC\n    command: \"{command}\"\n"),
+            format!(
+                "jobs:\n  tick:\n    schedule: \"* * * * * *\"\n    timezone: UTC\n    command: \"{command}\"\n"
+            ),
         );
         let mut args = pg.replica_args(member, "10s", "300ms");
         args.extend(["--log-format".into(), "json".into(), "run".into()]);
@@ -536,7 +580,10 @@ fn replicas_with_different_definitions_log_drift() {
     let mut b = start("b", "echo different");
     for (chime, other) in [(&mut a, "b"), (&mut b, "a")] {
         let drift = chime.wait_event("cluster.drift", LIMIT);
-        assert!(drift["detail"].as_str().unwrap_or_default().contains(other), "{drift}");
+        assert!(
+            drift["detail"].as_str().unwrap_or_default().contains(other),
+            "{drift}"
+        );
     }
     a.stop();
     b.stop();

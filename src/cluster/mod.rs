@@ -42,6 +42,7 @@ use crate::job::{Job, Overlap, OwnerLoss};
 /// How far from the database's clock a replica's may be: claims further off are
 /// refused (and `cluster.clock_off` says so); the other replicas run those fires.
 pub const MAX_SKEW: Duration = Duration::from_secs(60);
+const RECORD_GATHER: Duration = Duration::from_millis(50);
 const BACKOFF_FIRST: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
 
@@ -626,7 +627,9 @@ impl Cluster {
     /// Heartbeat, lease renewal, fencing, lost runs, the epoch, membership.
     async fn lease_loop<E: Executor, C: Clock>(self, dispatcher: Dispatcher<E, C>, known: Known) {
         let lease = self.inner.options.lease;
-        let every = lease / 4;
+        // Leases are renewed every quarter lease; the membership that spreads claims is
+        // refreshed at least every second, so that views agree soon after a change.
+        let every = (lease / 4).min(Duration::from_secs(1));
         let mut last_renewed = Instant::now();
         let mut fenced = false;
         let mut others_said: HashMap<String, String> = HashMap::new();
@@ -796,6 +799,9 @@ impl Cluster {
                     Some(record) => pending.push(record),
                     None => return,
                 }
+                // A moment for the rest of the instant's starts and ends, so that they
+                // go in one batch: history lags by this, firing does not wait for it.
+                tokio::time::sleep(RECORD_GATHER).await;
             }
             while let Ok(record) = rx.try_recv() {
                 pending.push(record);
