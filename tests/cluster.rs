@@ -129,7 +129,8 @@ fn assert_exactly_once(
         }
     }
     pg.query(&format!(
-        "SELECT member, count(*) FROM chime_claims WHERE {window} GROUP BY member ORDER BY member"
+        "SELECT member, count(*) FROM chime_claims WHERE {window} AND job IN ({}) GROUP BY member ORDER BY member",
+        jobs.iter().map(|j| format!("'{j}'")).collect::<Vec<_>>().join(",")
     ))
     .into_iter()
     .map(|r| (r[0].clone(), r[1].parse().expect("count")))
@@ -336,6 +337,37 @@ fn a_replica_killed_mid_run_loses_its_runs_and_the_others_take_over() {
     eprintln!(
         "failover: tick after the kill ran on {spread:?}; run.lost events: {}",
         lost.len()
+    );
+    // `chime history` and `chime status` read the cluster's history, with the members.
+    let cluster_args = pg.replica_args("reader", "2s", "300ms");
+    let mut args = cluster_args.clone();
+    args.extend(["history".into(), "rerun0".into(), "-n".into(), "100".into()]);
+    let history = support::run(dir, &args, LIMIT);
+    assert_eq!(history.code, Some(0), "{}", history.stderr);
+    assert!(
+        history
+            .stdout
+            .lines()
+            .any(|l| l.contains("rerun0") && l.contains("re-run of a run lost on a")),
+        "{}",
+        history.stdout
+    );
+    let mut args = cluster_args;
+    args.extend([
+        "status".into(),
+        dir.join("schedules").to_string_lossy().into_owned(),
+    ]);
+    let status = support::run(dir, &args, LIMIT);
+    assert_eq!(status.code, Some(0), "{}", status.stderr);
+    let tick = status
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("tick "))
+        .unwrap_or_default();
+    assert!(
+        tick.contains(" b ") || tick.contains(" c "),
+        "tick last ran on b or c: {}",
+        status.stdout
     );
 }
 

@@ -7,6 +7,7 @@
 //!   service: signals, watcher, logging, the process's runtime); `exec.rs`: `chime exec`.
 
 mod check;
+mod cluster;
 mod exec;
 mod next;
 mod run;

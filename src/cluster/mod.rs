@@ -105,7 +105,8 @@ fn explain(err: &tokio_postgres::Error) -> (String, String) {
     (text, fix.to_string())
 }
 
-fn error_text(err: &tokio_postgres::Error) -> String {
+/// The error's text with its causes (the server's code and message, when it sent one).
+pub fn error_text(err: &tokio_postgres::Error) -> String {
     match err.as_db_error() {
         Some(db) => format!("{}: {}", db.code().code(), db.message()),
         None => {
