@@ -25,11 +25,13 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
+/// (scheduled_at, lateness_ms) of each run.started, as the reader thread collects them.
+type Starts = Arc<Mutex<Vec<(DateTime<Utc>, f64)>>>;
+
 struct Replica {
     name: String,
     child: Child,
-    /// (scheduled_at, lateness_ms) of each run.started.
-    started: Arc<Mutex<Vec<(DateTime<Utc>, f64)>>>,
+    started: Starts,
 }
 
 fn spawn(name: &str, args: &[String], dir: &Path) -> Replica {
@@ -45,7 +47,7 @@ fn spawn(name: &str, args: &[String], dir: &Path) -> Replica {
         .stderr(Stdio::piped())
         .spawn()
         .expect("chime starts");
-    let started = Arc::new(Mutex::new(Vec::new()));
+    let started: Starts = Arc::new(Mutex::new(Vec::new()));
     let sink = Arc::clone(&started);
     let stderr = child.stderr.take().expect("piped");
     std::thread::spawn(move || {
