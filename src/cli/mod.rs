@@ -243,6 +243,7 @@ pub(crate) fn cluster_options(
             .unwrap_or_else(|| format!("{}:{}", crate::cluster::hostname(), std::process::id())),
         lease: settings.cluster_lease,
         fallback: settings.cluster_fallback,
+        keep: settings.history_keep,
     }))
 }
 

@@ -59,6 +59,9 @@ pub struct ClusterOptions {
     pub lease: Duration,
     /// How long replicas other than a fire's preferred one wait before claiming it.
     pub fallback: Duration,
+    /// Finished runs older than this are deleted (`--history-keep`; at least an hour,
+    /// well past the claim window).
+    pub keep: Duration,
 }
 
 impl ClusterOptions {
@@ -637,6 +640,7 @@ impl Cluster {
         let mut tick = tokio::time::interval(every.min(Duration::from_millis(250)));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut next_beat = Instant::now();
+        let mut next_prune = Instant::now() + Duration::from_secs(60);
         loop {
             tick.tick().await;
             if !fenced && last_renewed.elapsed() > lease / 2 {
@@ -660,6 +664,29 @@ impl Cluster {
             let Some(client) = self.client() else {
                 continue;
             };
+            if Instant::now() >= next_prune {
+                next_prune = Instant::now() + Duration::from_secs(3600);
+                let keep = self.inner.options.keep.max(Duration::from_secs(3600));
+                let this = self.clone();
+                let client = Arc::clone(&client);
+                tokio::spawn(async move {
+                    let secs = keep.as_secs_f64();
+                    if let Err(err) = client
+                        .execute(
+                            "DELETE FROM chime_claims WHERE status NOT IN ('claimed', 'running')
+                             AND coalesce(finished, claimed_at) < now() - make_interval(secs => $1)",
+                            &[&secs],
+                        )
+                        .await
+                    {
+                        this.emit(
+                            ClusterKind::Failed,
+                            format!("pruning the history: {}", error_text(&err)),
+                            Some("chime tries again in an hour".into()),
+                        );
+                    }
+                });
+            }
             let sent = Instant::now();
             let rerun: Vec<String> = known
                 .lock()
