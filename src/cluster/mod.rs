@@ -145,6 +145,9 @@ struct Inner {
     options: ClusterOptions,
     events: Events,
     client: watch::Receiver<Option<Arc<Client>>>,
+    /// A second connection for the run history, so that its batches never hold up a
+    /// claim queued behind them on the same connection.
+    history: watch::Receiver<Option<Arc<Client>>>,
     /// Each job's definition hash, by name (refreshed as fires come).
     hashes: Mutex<HashMap<String, (usize, String)>>,
     /// The live members, sorted (refreshed by the heartbeat).
@@ -166,6 +169,7 @@ impl Cluster {
     /// Must be called inside the runtime.
     pub fn start(options: ClusterOptions, events: Events) -> Cluster {
         let (tx, rx) = watch::channel(None);
+        let (history_tx, history) = watch::channel(None);
         let (records, records_rx) = mpsc::unbounded_channel();
         let cluster = Cluster {
             inner: Arc::new(Inner {
@@ -173,6 +177,7 @@ impl Cluster {
                 options,
                 events,
                 client: rx,
+                history,
                 hashes: Mutex::new(HashMap::new()),
                 unclaimed: Default::default(),
                 offset_ms: Default::default(),
@@ -182,7 +187,8 @@ impl Cluster {
                 records_rx: Mutex::new(Some(records_rx)),
             }),
         };
-        tokio::spawn(cluster.clone().supervise(tx));
+        tokio::spawn(cluster.clone().supervise(tx, true));
+        tokio::spawn(cluster.clone().supervise(history_tx, false));
         cluster
     }
 
@@ -218,7 +224,13 @@ impl Cluster {
 
     /// Waits up to `timeout` for a connection.
     pub async fn connected(&self, timeout: Duration) -> Option<Arc<Client>> {
-        let mut rx = self.inner.client.clone();
+        Self::wait_client(self.inner.client.clone(), timeout).await
+    }
+
+    async fn wait_client(
+        mut rx: watch::Receiver<Option<Arc<Client>>>,
+        timeout: Duration,
+    ) -> Option<Arc<Client>> {
         let wait = rx.wait_for(Option::is_some);
         match tokio::time::timeout(timeout, wait).await {
             Ok(Ok(client)) => client.clone(),
@@ -227,12 +239,23 @@ impl Cluster {
     }
 
     /// Connects, migrates, and reconnects when the connection ends; says why each
-    /// attempt failed, backing off from 1 s to 30 s.
-    async fn supervise(self, tx: watch::Sender<Option<Arc<Client>>>) {
+    /// attempt failed, backing off from 1 s to 30 s. Only the `main` connection (claims,
+    /// leases) speaks; the history's reports its failures where it writes.
+    async fn supervise(self, tx: watch::Sender<Option<Arc<Client>>>, main: bool) {
         let mut backoff = BACKOFF_FIRST;
         let mut was_connected = false;
         loop {
             match self.connect().await {
+                Ok((client, connection)) if !main => {
+                    backoff = BACKOFF_FIRST;
+                    tx.send_replace(Some(Arc::new(client)));
+                    let _ = connection.await;
+                    tx.send_replace(None);
+                }
+                Err(_) if !main => {
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                }
                 Ok((client, connection)) => {
                     backoff = BACKOFF_FIRST;
                     self.emit(
@@ -834,7 +857,8 @@ impl Cluster {
             while let Ok(record) = rx.try_recv() {
                 pending.push(record);
             }
-            let Some(client) = self.connected(Duration::from_secs(3600)).await else {
+            let history = self.inner.history.clone();
+            let Some(client) = Self::wait_client(history, Duration::from_secs(3600)).await else {
                 continue;
             };
             match self.write(&client, &pending).await {
