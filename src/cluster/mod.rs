@@ -20,8 +20,9 @@
 //!   zone); a replica whose definition differs logs `cluster.drift`, as does one whose
 //!   whole set of jobs differs from another member's.
 //!
-//! One connection, not a pool: tokio-postgres pipelines the queries of concurrent tasks
-//! on one connection, and every statement here is short.
+//! Two connections, not a pool: one for claims and leases, one for the run history;
+//! tokio-postgres pipelines the statements of concurrent tasks on each, and every
+//! statement here is short.
 
 pub mod schema;
 
