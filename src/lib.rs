@@ -54,6 +54,10 @@
 //!   run events.
 //! - [`exec`]: executors that carry out one attempt: [`exec::shell`], [`exec::http`].
 //!
+//! Memory across restarts
+//! - [`state`]: the state store (run history, last fires handled, paused jobs) behind
+//!   one trait, its embedded SQLite implementation and the writer thread that feeds it.
+//!
 //! The log
 //! - [`events`]: the log events of DESIGN.md §6, their schema (levels, fields) and the
 //!   handle that carries them.

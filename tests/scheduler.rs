@@ -2,7 +2,7 @@
 //! processes, no waiting. Each test steps a virtual wall clock (`VirtualClock`) on
 //! tokio's paused time and checks what ran, when, and what was logged.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -10,7 +10,7 @@ use chime::clock::{Clock, VirtualClock};
 use chime::dispatch::Dispatcher;
 use chime::events::{Event, Events, ExitDetail, MissReason, Outcome, SkipReason, Trigger};
 use chime::exec::{Attempt, AttemptResult, Executor, OutputSink};
-use chime::job::{Action, Job, Overlap, RetryPolicy, ShellCommand};
+use chime::job::{Action, CatchUp, Job, Overlap, RetryPolicy, ShellCommand};
 use chime::run::RunSettings;
 use chime::scheduler::{Command, ReloadCounts, Scheduler};
 use chrono::{DateTime, TimeDelta, Utc};
@@ -148,6 +148,26 @@ impl Harness {
         max_concurrent: usize,
         behaviour: BTreeMap<String, Behaviour>,
     ) -> Self {
+        Self::build(start, jobs, max_concurrent, behaviour, &HashMap::new())
+    }
+
+    /// A start after downtime: `handled` is each job's last fire handled, as the state
+    /// store remembers it.
+    fn resumed(start: &str, jobs: Vec<Job>, handled: &[(&str, &str)]) -> Self {
+        let handled = handled
+            .iter()
+            .map(|(job, fire)| (job.to_string(), at(fire)))
+            .collect();
+        Self::build(start, jobs, 0, BTreeMap::new(), &handled)
+    }
+
+    fn build(
+        start: &str,
+        jobs: Vec<Job>,
+        max_concurrent: usize,
+        behaviour: BTreeMap<String, Behaviour>,
+        handled: &HashMap<String, DateTime<Utc>>,
+    ) -> Self {
         let clock = Arc::new(VirtualClock::new(at(start)));
         let (events, store) = Events::recorder();
         let calls = Arc::new(Mutex::new(Vec::new()));
@@ -168,6 +188,7 @@ impl Harness {
         );
         let mut scheduler = Scheduler::new(Arc::clone(&clock), dispatcher.clone(), events);
         scheduler.add_jobs(jobs);
+        scheduler.catch_up(handled);
         let stop = CancellationToken::new();
         let token = stop.clone();
         let (commands, command_rx) = tokio::sync::mpsc::channel(1);
@@ -346,6 +367,102 @@ async fn forward_step_runs_one_catch_up_and_counts_the_rest() {
         })
         .count();
     assert_eq!(catch_up, 1);
+}
+
+fn catching_up(name: &str, schedule: &str) -> Job {
+    Job {
+        catch_up: CatchUp::Latest,
+        ..job(name, schedule)
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn after_downtime_catch_up_latest_runs_the_latest_missed_fire_once() {
+    // Down from after 10:01:00 (handled) to 10:11:10.
+    let h = Harness::resumed(
+        "2026-11-25T10:11:10Z",
+        vec![catching_up("late", "* * * * *"), job("plain", "* * * * *")],
+        &[
+            ("late", "2026-11-25T10:01:00Z"),
+            ("plain", "2026-11-25T10:01:00Z"),
+        ],
+    );
+    h.run_for(Duration::from_secs(60)).await; // 10:12:10
+    let starts: Vec<(String, DateTime<Utc>, DateTime<Utc>)> =
+        h.starts().into_iter().map(|s| (s.0, s.1, s.3)).collect();
+    let of = |job: &str| -> Vec<(DateTime<Utc>, DateTime<Utc>)> {
+        starts
+            .iter()
+            .filter(|s| s.0 == job)
+            .map(|s| (s.1, s.2))
+            .collect()
+    };
+    assert_eq!(
+        of("late"),
+        vec![
+            (at("2026-11-25T10:11:00Z"), at("2026-11-25T10:11:10Z")),
+            (at("2026-11-25T10:12:00Z"), at("2026-11-25T10:12:00Z")),
+        ]
+    );
+    assert_eq!(
+        of("plain"),
+        vec![(at("2026-11-25T10:12:00Z"), at("2026-11-25T10:12:00Z"))],
+        "catch_up: none runs nothing from the downtime"
+    );
+    let events = h.stop().await;
+    assert_eq!(
+        missed(&events),
+        vec![(at("2026-11-25T10:02:00Z"), 9, MissReason::Downtime)]
+    );
+    let catch_ups: Vec<&Event> = events
+        .iter()
+        .filter(|e| {
+            matches!(
+                e,
+                Event::RunStarted {
+                    trigger: Trigger::CatchUp,
+                    ..
+                }
+            )
+        })
+        .collect();
+    assert_eq!(catch_ups.len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn after_downtime_a_fire_older_than_the_starting_deadline_is_only_counted() {
+    let mut j = catching_up("late", "* * * * *");
+    j.starting_deadline = Some(Duration::from_secs(30));
+    let h = Harness::resumed(
+        "2026-11-25T10:11:45Z",
+        vec![j],
+        &[("late", "2026-11-25T10:01:00Z")],
+    );
+    h.run_for(Duration::from_secs(30)).await; // 10:12:15
+    assert_eq!(h.scheduled("late"), vec![at("2026-11-25T10:12:00Z")]);
+    let events = h.stop().await;
+    assert_eq!(
+        missed(&events),
+        vec![(at("2026-11-25T10:02:00Z"), 10, MissReason::Deadline)]
+    );
+}
+
+/// A restart within the second of a fire the chime before it handled: that fire is not
+/// run again, and nothing counts as missed.
+#[tokio::test(start_paused = true)]
+async fn a_restart_within_the_second_of_a_handled_fire_does_not_run_it_again() {
+    let h = Harness::resumed(
+        "2026-11-25T10:11:00.400Z",
+        vec![catching_up("late", "* * * * * *")],
+        &[("late", "2026-11-25T10:11:00Z")],
+    );
+    h.run_for(Duration::from_millis(1_700)).await; // 10:11:02.100
+    assert_eq!(
+        h.scheduled("late"),
+        vec![at("2026-11-25T10:11:01Z"), at("2026-11-25T10:11:02Z")]
+    );
+    let events = h.stop().await;
+    assert!(missed(&events).is_empty(), "{:?}", missed(&events));
 }
 
 /// A sub-second `@every` job: a fire handled less than a second late can still have a

@@ -451,3 +451,64 @@ fn status_and_history_beside_a_service_firing_1000_jobs_a_second() {
     assert_eq!(text_lines.count(), JOBS);
     chime.stop();
 }
+
+/// Whether this process may mount (root, and a kernel and sandbox that allow it).
+fn can_mount() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        return false;
+    }
+    std::process::Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sh", "-c"])
+        .arg("d=$(mktemp -d) || exit 1; mount -t tmpfs -o size=64k tmpfs \"$d\"; r=$?; umount \"$d\" 2>/dev/null; rmdir \"$d\"; exit $r")
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+#[test]
+fn a_full_filesystem_gives_state_failed_and_firing_goes_on() {
+    if !can_mount() {
+        eprintln!("skipped: needs root and a mountable tmpfs (unshare -m)");
+        return;
+    }
+    let dir = temp_dir();
+    let mut text = String::from("defaults:\n  timezone: UTC\njobs:\n");
+    for i in 0..30 {
+        // 5 KiB of output a run: the 4 KiB tail fills the small disk within seconds.
+        text.push_str(&format!(
+            "  chatty{i:02}:\n    schedule: \"* * * * * *\"\n    command: yes 0123456789abcdefghijklmnopqrstuvwxyz | head -c 5000\n"
+        ));
+    }
+    write(dir.path(), "jobs.yaml", text);
+    let state = dir.path().join("state");
+    std::fs::create_dir(&state).expect("mkdir");
+    let state_arg = state.to_str().expect("UTF-8").to_string();
+    // A 256 KiB tmpfs over the state dir, in a mount namespace of chime's own (gone
+    // with it).
+    let mount = format!("mount -t tmpfs -o size=256k tmpfs '{state_arg}' && exec \"$0\" \"$@\"");
+    let mut chime = service(dir.path(), &["--state-dir", &state_arg])
+        .via([
+            "unshare",
+            "-m",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            &mount,
+        ])
+        .spawn();
+    chime.wait_event("service.started", LIMIT);
+    let failed = chime.wait_event("state.failed", Duration::from_secs(60));
+    let error = failed["error"].as_str().unwrap_or("");
+    assert!(error.contains("full"), "{failed}");
+    assert!(
+        failed["fix"].as_str().unwrap_or("").contains("disk space"),
+        "{failed}"
+    );
+    // Firing goes on.
+    let after = chime.wait_for("a run after the failure", LIMIT, |e| {
+        name(e) == "run.finished"
+    });
+    assert_eq!(after["outcome"], "success", "{after}");
+    chime.stop();
+}

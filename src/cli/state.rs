@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use clap::Args;
-use serde_json::{Value, json};
+use serde::Serialize;
 
 use super::{Settings, exit, load_or_report, parse_duration_arg, print_error};
 use crate::daemon::Resume;
@@ -198,6 +198,9 @@ fn time(at: DateTime<Utc>) -> String {
 /// "in 3 min", "5 h ago".
 fn relative(at: DateTime<Utc>, now: DateTime<Utc>) -> String {
     let secs = (at - now).num_seconds();
+    if secs == 0 {
+        return "now".into();
+    }
     let span = secs.unsigned_abs();
     let amount = match span {
         0..60 => format!("{span} s"),
@@ -221,25 +224,68 @@ fn duration(ms: Option<u64>) -> String {
     }
 }
 
-fn run_json(run: &RunRecord) -> Value {
-    json!({
-        "job": run.job,
-        "run_id": run.run_id,
-        "scheduled_at": time(run.scheduled_at),
-        "trigger": run.trigger,
-        "attempts": run.attempts,
-        "outcome": run.status,
-        "exit_code": run.exit_code,
-        "signal": run.signal,
-        "http_status": run.http_status,
-        "error": run.error,
-        "started": run.started.to_rfc3339_opts(SecondsFormat::Millis, true),
-        "finished": run.finished.map(|f| f.to_rfc3339_opts(SecondsFormat::Millis, true)),
-        "duration_ms": run.duration_ms,
-        "lateness_ms": run.lateness_ms,
-        "pid": run.pid,
-        "output_tail": run.output_tail,
-    })
+/// A run as `--json` prints it.
+#[derive(Serialize)]
+struct RunJson<'a> {
+    job: &'a str,
+    run_id: &'a str,
+    scheduled_at: String,
+    trigger: &'a str,
+    attempts: u32,
+    outcome: &'a str,
+    exit_code: Option<i32>,
+    signal: Option<i32>,
+    http_status: Option<u16>,
+    error: Option<&'a str>,
+    started: String,
+    finished: Option<String>,
+    duration_ms: Option<u64>,
+    lateness_ms: f64,
+    pid: Option<u32>,
+    output_tail: Option<&'a str>,
+}
+
+fn run_json(run: &RunRecord) -> RunJson<'_> {
+    RunJson {
+        job: &run.job,
+        run_id: &run.run_id,
+        scheduled_at: time(run.scheduled_at),
+        trigger: &run.trigger,
+        attempts: run.attempts,
+        outcome: &run.status,
+        exit_code: run.exit_code,
+        signal: run.signal,
+        http_status: run.http_status,
+        error: run.error.as_deref(),
+        started: run.started.to_rfc3339_opts(SecondsFormat::Millis, true),
+        finished: run
+            .finished
+            .map(|f| f.to_rfc3339_opts(SecondsFormat::Millis, true)),
+        duration_ms: run.duration_ms,
+        lateness_ms: run.lateness_ms,
+        pid: run.pid,
+        output_tail: run.output_tail.as_deref(),
+    }
+}
+
+/// A job as `status --json` prints it.
+#[derive(Serialize)]
+struct StatusJson<'a> {
+    job: &'a str,
+    schedule: &'a str,
+    zone: &'a str,
+    enabled: bool,
+    next_fire: Option<String>,
+    last_run: Option<RunJson<'a>>,
+    running: u32,
+    failures_in_row: u32,
+    paused: bool,
+}
+
+fn json_line(out: &mut impl std::io::Write, value: &impl Serialize) {
+    if serde_json::to_writer(&mut *out, value).is_ok() {
+        let _ = out.write_all(b"\n");
+    }
 }
 
 /// `chime status`.
@@ -269,7 +315,7 @@ pub(super) fn status(paths: &[PathBuf], json_out: bool, settings: &Settings) -> 
     if !json_out {
         let _ = writeln!(
             out,
-            "{:<24} {:<16} {:<16} {:<22} {:<11} {:<22} {:<11} {:<9} {:>8} {:>9} {:>7} {:>5}",
+            "{:<24} {:<16} {:<16} {:<25} {:<11} {:<25} {:<11} {:<11} {:>8} {:>9} {:>7} {:>5}",
             "JOB",
             "SCHEDULE",
             "ZONE",
@@ -295,27 +341,33 @@ pub(super) fn status(paths: &[PathBuf], json_out: bool, settings: &Settings) -> 
         let running = summary.map_or(0, |s| s.running);
         let fails = summary.map_or(0, |s| s.failures_in_row);
         if json_out {
-            let line = json!({
-                "job": job.name,
-                "schedule": job.schedule_text,
-                "zone": job.timezone.name(),
-                "enabled": job.enabled,
-                "next_fire": next.map(time),
-                "last_run": last.map(run_json),
-                "running": running,
-                "failures_in_row": fails,
-                "paused": summary.is_some_and(|s| s.paused),
-            });
-            let _ = writeln!(out, "{line}");
+            let line = StatusJson {
+                job: &job.name,
+                schedule: &job.schedule_text,
+                zone: job.timezone.name(),
+                enabled: job.enabled,
+                next_fire: next.map(time),
+                last_run: last.map(run_json),
+                running,
+                failures_in_row: fails,
+                paused: summary.is_some_and(|s| s.paused),
+            };
+            json_line(&mut out, &line);
         } else {
             let (next_at, left) = match next {
-                Some(at) => (time(at), relative(at, now)),
+                Some(at) => (super::format_fire(at, job.timezone), relative(at, now)),
                 None if !job.enabled => ("disabled".into(), "-".into()),
                 None => ("-".into(), "-".into()),
             };
             let (last_at, passed, outcome, took, late) = match last {
                 Some(run) => (
-                    time(run.started),
+                    super::format_fire(
+                        run.started
+                            - chrono::TimeDelta::nanoseconds(i64::from(
+                                run.started.timestamp_subsec_nanos(),
+                            )),
+                        job.timezone,
+                    ),
                     relative(run.started, now),
                     run.status.clone(),
                     duration(run.duration_ms),
@@ -331,7 +383,7 @@ pub(super) fn status(paths: &[PathBuf], json_out: bool, settings: &Settings) -> 
             };
             let _ = writeln!(
                 out,
-                "{:<24} {:<16} {:<16} {:<22} {:<11} {:<22} {:<11} {:<9} {:>8} {:>9} {:>7} {:>5}",
+                "{:<24} {:<16} {:<16} {:<25} {:<11} {:<25} {:<11} {:<11} {:>8} {:>9} {:>7} {:>5}",
                 job.name,
                 job.schedule_text,
                 job.timezone.name(),
@@ -402,7 +454,7 @@ pub(super) fn history(args: &HistoryArgs, settings: &Settings) -> u8 {
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     if args.json {
         for run in &runs {
-            let _ = writeln!(out, "{}", run_json(run));
+            json_line(&mut out, &run_json(run));
         }
     } else if one_run {
         for run in &runs {
