@@ -1294,6 +1294,161 @@ mod tests {
         assert_eq!(moved, 0, "only the leaving member's fires move");
     }
 
+    /// The claim statement against a plain model, on the test PostgreSQL: random
+    /// claims by random members of random subsets of jobs at a few instants, and runs
+    /// ending. Each fire is won at most once; `overlap: skip` jobs (0 and 1) are claimed
+    /// as skipped exactly while an earlier fire of theirs is live.
+    #[test]
+    fn claims_match_a_model() {
+        use proptest::prelude::*;
+        use std::collections::BTreeMap;
+
+        let Ok(url) = std::env::var("CHIME_TEST_POSTGRES") else {
+            assert!(
+                std::env::var_os("CHIME_TEST_REQUIRE_POSTGRES").is_none(),
+                "CHIME_TEST_REQUIRE_POSTGRES is set but CHIME_TEST_POSTGRES is not"
+            );
+            eprintln!("SKIPPED: claims_match_a_model: no test PostgreSQL (scripts/test-postgres)");
+            return;
+        };
+        let dir = std::env::var("CHIME_TEST_POSTGRES_DIR").expect("set with the URL");
+        let password = std::fs::read_to_string(format!("{dir}/password")).expect("password");
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let connect = |url: String| {
+            let password = password.trim().to_string();
+            async move {
+                let mut config: tokio_postgres::Config = url.parse().expect("url");
+                config.password(password);
+                let (client, connection) = config
+                    .connect(tokio_postgres::NoTls)
+                    .await
+                    .expect("connect");
+                tokio::spawn(connection);
+                client
+            }
+        };
+        let mut client = runtime.block_on(async {
+            let admin = connect(url.clone()).await;
+            for sql in [
+                "DROP DATABASE IF EXISTS chime_model WITH (FORCE)",
+                "CREATE DATABASE chime_model",
+            ] {
+                admin.batch_execute(sql).await.expect("create database");
+            }
+            let url = format!("{}/chime_model", url.trim_end_matches("/postgres"));
+            let mut client = connect(url).await;
+            schema::migrate(&mut client).await.expect("migrate");
+            client
+        });
+        let base: DateTime<Utc> = runtime.block_on(async {
+            let row = client
+                .query_one("SELECT date_trunc('second', now())", &[])
+                .await
+                .expect("now");
+            row.get(0)
+        });
+        #[derive(Debug, Clone)]
+        enum Op {
+            Claim {
+                member: usize,
+                instant: i64,
+                jobs: Vec<bool>,
+            },
+            Finish {
+                job: usize,
+            },
+        }
+        let op = prop_oneof![
+            3 => (0..3usize, 0..4i64, proptest::collection::vec(any::<bool>(), 4))
+                .prop_map(|(member, instant, jobs)| Op::Claim { member, instant, jobs }),
+            1 => (0..4usize).prop_map(|job| Op::Finish { job }),
+        ];
+        let config = ProptestConfig {
+            cases: 32,
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        };
+        let client = &mut client;
+        proptest!(config, |(ops in proptest::collection::vec(op, 1..30))| {
+            runtime.block_on(async {
+                client.batch_execute("TRUNCATE chime_claims").await.expect("truncate");
+            });
+            // (job, instant) → status
+            let mut model: BTreeMap<(usize, i64), &str> = BTreeMap::new();
+            let skip = |job: usize| job < 2;
+            for op in ops {
+                match op {
+                    Op::Claim { member, instant, jobs } => {
+                        let chosen: Vec<usize> = (0..4).filter(|j| jobs[*j]).collect();
+                        let names: Vec<String> = chosen.iter().map(|j| format!("job{j}")).collect();
+                        let hashes: Vec<String> = chosen.iter().map(|_| "h".to_string()).collect();
+                        let skips: Vec<bool> = chosen.iter().map(|j| skip(*j)).collect();
+                        let at = base + TimeDelta::seconds(instant);
+                        let member = format!("m{member}");
+                        let row = runtime.block_on(async {
+                            client
+                                .query_one(CLAIM_SQL, &[
+                                    &names, &at, &member, &hashes, &"schedule", &30.0f64,
+                                    &skips, &false, &60.0f64,
+                                ])
+                                .await
+                                .expect("claim")
+                        });
+                        let mut won: Vec<String> = row.get(1);
+                        let mut skipped: Vec<String> = row.get(2);
+                        won.sort();
+                        skipped.sort();
+                        let (mut want_won, mut want_skipped) = (Vec::new(), Vec::new());
+                        let mut inserts = Vec::new();
+                        for &job in &chosen {
+                            if model.contains_key(&(job, instant)) {
+                                continue;
+                            }
+                            let live_before = model
+                                .iter()
+                                .any(|(&(j, i), s)| j == job && i < instant && *s == "claimed");
+                            if skip(job) && live_before {
+                                want_skipped.push(format!("job{job}"));
+                                inserts.push(((job, instant), "skipped"));
+                            } else {
+                                want_won.push(format!("job{job}"));
+                                inserts.push(((job, instant), "claimed"));
+                            }
+                        }
+                        model.extend(inserts);
+                        prop_assert_eq!(won, want_won);
+                        prop_assert_eq!(skipped, want_skipped);
+                    }
+                    Op::Finish { job } => {
+                        let name = format!("job{job}");
+                        runtime.block_on(async {
+                            client
+                                .execute(
+                                    "UPDATE chime_claims SET status = 'success' WHERE job = $1 AND status = 'claimed'",
+                                    &[&name],
+                                )
+                                .await
+                                .expect("finish")
+                        });
+                        for ((j, _), status) in model.iter_mut() {
+                            if *j == job && *status == "claimed" {
+                                *status = "success";
+                            }
+                        }
+                    }
+                }
+            }
+            let rows = runtime.block_on(async {
+                client.query_one("SELECT count(*) FROM chime_claims", &[]).await.expect("count")
+            });
+            let count: i64 = rows.get(0);
+            prop_assert_eq!(count as usize, model.len());
+        });
+    }
+
     #[test]
     fn passwords_are_not_logged() {
         assert_eq!(
