@@ -11,12 +11,14 @@
 //! - `CHIME_BENCH_SECS`: measured seconds per workload (default 10; 2 in quick mode).
 //! - `CHIME_BENCH_QUICK=1`: a smoke run: short windows, 10,000 instead of 100,000
 //!   jobs in the idle workload. Its figures are not the benchmark's.
+//! - `CHIME_BENCH_ONLY=spawn`: only section 4, process starts beside the floor
+//!   (`lateness/spawn.rs`).
 //! - `CHIME_BENCH_STATE`: `only` runs only the state store's section (`state_bench`),
 //!   `0` leaves it out.
 //!
 //! # How lateness is measured
 //! - chime: the wall clock (`Utc::now()`) when the bench executor's `execute` is
-//!   entered (after scheduler, dispatch and `run.started`) minus the fire's
+//!   entered (after scheduler and dispatch) minus the fire's
 //!   `scheduled_at`. chime's own `lateness_ms` from `run.started` (scheduled instant →
 //!   dispatch) is reported too.
 //! - baseline: the wall clock when the job closure runs minus the whole second the fire
@@ -47,7 +49,7 @@ use chime::clock::SystemClock;
 use chime::config::{Config, LoadOptions, load};
 use chime::daemon::{ConfigSource, Control, Reloaded, ServeOptions, World, serve};
 use chime::events::{Event, Events, ExitDetail, Outcome};
-use chime::exec::{Attempt, AttemptResult, Executor, OutputSink, Real};
+use chime::exec::{Attempt, AttemptResult, Executor, OutputSink, Real, StartNotice};
 use chime::systemd::Notifier;
 use chrono::{DateTime, Timelike, Utc};
 use serde::{Deserialize, Serialize};
@@ -79,6 +81,9 @@ const NS_PER_SEC: i64 = 1_000_000_000;
 // The service's allocator (src/main.rs), so the bench measures what `chime run` does.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[path = "lateness/spawn.rs"]
+mod spawn;
 
 fn main() {
     match std::env::var(CHILD_ENV) {
@@ -199,7 +204,7 @@ fn child(spec: &str) {
         Some("e2e") => serde_json::to_string(&e2e(number(1) as usize, number(2))),
         Some("bulk") => serde_json::to_string(&bulk(number(1) as usize, number(2))),
         Some(w) if w.starts_with("state-") => state_bench::child(&words).expect("a state workload"),
-        other => panic!("unknown workload {other:?}"),
+        other => spawn::child_json(&words).unwrap_or_else(|| panic!("unknown workload {other:?}")),
     };
     println!(
         "{RESULT_PREFIX}{}",
@@ -319,6 +324,22 @@ impl Executor for StampReal {
             entered,
         );
         self.real.execute(attempt, output).await
+    }
+
+    async fn execute_announced(
+        &self,
+        attempt: Attempt,
+        output: Arc<OutputSink>,
+        start: StartNotice,
+    ) -> AttemptResult {
+        let entered = now_nanos();
+        self.fires.push(
+            job_index(&attempt.job.name),
+            nanos(attempt.scheduled_at),
+            entered,
+        );
+        // `run.started` once spawned, as in the service.
+        self.real.execute_announced(attempt, output, start).await
     }
 }
 
@@ -996,6 +1017,24 @@ fn parent() {
     let machine = machine();
     let load_before = loadavg();
     let started = Instant::now();
+    if std::env::var("CHIME_BENCH_ONLY").is_ok_and(|v| v == "spawn") {
+        let section = spawn::run(&settings);
+        let mut o = format!(
+            "# chime lateness benchmark: section 4 only\n\n- machine: {} × {} cores, Linux {}\n- load average: {} before, {} after; the run took {:.0} s\n\n",
+            machine.cpu,
+            machine.cores,
+            machine.kernel,
+            load_before,
+            loadavg(),
+            started.elapsed().as_secs_f64()
+        );
+        if settings.quick {
+            o.push_str("**QUICK MODE** (`CHIME_BENCH_QUICK=1`): a smoke run, not the benchmark's figures.\n\n");
+        }
+        section.render(&mut o, secs);
+        print!("{o}");
+        return;
+    }
     let state_section = std::env::var("CHIME_BENCH_STATE").unwrap_or_default();
     if state_section == "only" {
         print!("{}", state_bench::section(secs, settings.quick));
@@ -1024,6 +1063,7 @@ fn parent() {
         .map(|&jobs| (jobs, run_child(&format!("e2e {jobs} {secs}"), secs)))
         .collect();
     let bulk: Option<BulkResult> = run_child(&format!("bulk {} {secs}", settings.bulk_jobs), secs);
+    let spawns = spawn::run(&settings);
 
     let report = Report {
         settings: &settings,
@@ -1034,6 +1074,7 @@ fn parent() {
         sched: &sched,
         e2e: &e2e,
         bulk: bulk.as_ref(),
+        spawns: &spawns,
     };
     print!("{}", report.render());
     if state_section != "0" {
@@ -1050,6 +1091,7 @@ struct Report<'a> {
     sched: &'a [(usize, Option<Row>, Option<Row>)],
     e2e: &'a [(usize, Option<E2eResult>)],
     bulk: Option<&'a BulkResult>,
+    spawns: &'a spawn::Section,
 }
 
 fn f(value: Option<f64>, decimals: usize) -> String {
@@ -1134,6 +1176,7 @@ impl Report<'_> {
         self.render_sched(&mut o);
         self.render_e2e(&mut o);
         self.render_bulk(&mut o);
+        self.spawns.render(&mut o, s.secs);
         self.render_targets(&mut o);
         o
     }
@@ -1232,7 +1275,7 @@ impl Report<'_> {
         let _ = writeln!(
             o,
             "## 2. End to end: a real shell command through chime\n\n\
-             `exec::Real`, command `date \"+%s.%N $CHIME_SCHEDULED_AT\" >> FILE` under `/bin/sh -c`, every second; lateness = the command's own timestamp − the scheduled instant. Also: the executor entered (before spawning) and `run.started`'s `lateness_ms`. Events dropped (no logging cost). CPU: chime's process only (the commands' own CPU is not in it).\n"
+             `exec::Real`, command `date \"+%s.%N $CHIME_SCHEDULED_AT\" >> FILE` under `/bin/sh -c`, every second; lateness = the command's own timestamp − the scheduled instant. Also: the executor entered (before spawning) and `run.started`'s `lateness_ms` (instant → spawned). Events dropped (no logging cost). CPU: chime's process only (the commands' own CPU is not in it).\n"
         );
         let _ = writeln!(
             o,

@@ -21,9 +21,9 @@
 //! skipped for shutdown. The admission is an atomic count, not a lock, so the hot path
 //! stays lock-free.
 
-use std::collections::VecDeque;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -36,7 +36,7 @@ use crate::exec::Executor;
 use crate::health::{Failure, Health, catch_panic};
 use crate::job::{Job, Overlap};
 use crate::run::{
-    Handover, InFlight, JobRecord, Run, RunSettings, Runner, Slot, Slots, new_run_id,
+    Handover, InFlight, JobRecord, LiveRuns, Run, RunSettings, Runner, Slot, Slots, new_run_id,
 };
 
 /// What the dispatcher keeps of one job (by name): its runs in flight and its fire
@@ -72,6 +72,8 @@ struct Waiting {
     /// When it was queued, on the clock's steady time, so that `queued_ms` does not
     /// count a step of the wall clock.
     since: Duration,
+    /// A manual run (`chime trigger`): its run id, known to the operator already.
+    manual: Option<Manual>,
 }
 
 impl Waiting {
@@ -83,6 +85,76 @@ impl Waiting {
             scheduled_at: self.scheduled_at,
             trigger: self.trigger,
         }
+    }
+}
+
+/// What an operator's `chime trigger` adds to a fire: the run's id, chosen before the
+/// run starts so that `--wait` can follow it from its first event, and who asked.
+#[derive(Debug, Clone)]
+pub struct Manual {
+    pub run_id: Arc<str>,
+    pub caller_uid: u32,
+}
+
+/// What became of a manual fire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dispatched {
+    Started,
+    /// Waiting for a free slot under `--max-concurrent-runs`.
+    Queued,
+    Skipped(SkipReason),
+}
+
+/// What the limit made of a fire.
+enum Admission {
+    Start(Fire, Option<Manual>),
+    Queued,
+    Skipped(SkipReason),
+}
+
+/// The paused jobs (`chime pause`), by name: their scheduled fires are skipped
+/// (`run.skipped reason=paused`); manual runs still start. The scheduling thread reads
+/// it at every fire, so while nothing is paused a fire costs one atomic load.
+#[derive(Debug, Default)]
+pub struct PausedJobs {
+    any: AtomicBool,
+    names: RwLock<BTreeSet<String>>,
+}
+
+impl PausedJobs {
+    fn names(&self) -> std::sync::RwLockReadGuard<'_, BTreeSet<String>> {
+        self.names
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn edit<R>(&self, f: impl FnOnce(&mut BTreeSet<String>) -> R) -> R {
+        let mut names = self
+            .names
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let result = f(&mut names);
+        self.any.store(!names.is_empty(), Ordering::Release);
+        result
+    }
+
+    pub fn is_paused(&self, job: &str) -> bool {
+        self.any.load(Ordering::Acquire) && self.names().contains(job)
+    }
+
+    /// Pauses a job; false if it was paused already.
+    pub fn pause(&self, job: &str) -> bool {
+        self.edit(|names| names.insert(job.to_string()))
+    }
+
+    /// Resumes a job; false if it was not paused.
+    pub fn resume(&self, job: &str) -> bool {
+        self.edit(|names| names.remove(job))
+    }
+
+    /// The paused jobs, sorted by name.
+    pub fn list(&self) -> Vec<String> {
+        self.names().iter().cloned().collect()
     }
 }
 
@@ -146,8 +218,11 @@ struct Inner<E, C> {
     /// With replicas: scheduled and catch-up fires are claimed there first, and come
     /// back through [`Dispatcher::fire_claimed`] when the claim was won.
     gate: OnceLock<Arc<dyn Gate>>,
+    /// The runs in flight, run id → job name: what a shutdown says it waits for.
+    running: Mutex<HashMap<Arc<str>, Arc<str>>>,
     /// Where a run that panics is reported (the service's health), once set.
     failures: OnceLock<Health>,
+    paused: Arc<PausedJobs>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -176,7 +251,9 @@ impl<E: Executor, C: Clock> Dispatcher<E, C> {
                 queue: Mutex::new(VecDeque::new()),
                 tracker: TaskTracker::new(),
                 gate: OnceLock::new(),
+                running: Mutex::new(HashMap::new()),
                 failures: OnceLock::new(),
+                paused: Arc::default(),
             }),
         }
     }
@@ -219,32 +296,62 @@ impl<E: Executor, C: Clock> Dispatcher<E, C> {
                 .skip(&fire.name, fire.scheduled_at, SkipReason::Shutdown);
             return;
         }
-        // A disabled job still runs when asked by hand. Nothing sends manual fires here
-        // yet (`chime exec` runs a job on its own); the control socket's `trigger`
-        // (DESIGN.md §11) will, so that manual runs follow the overlap and limit rules.
+        // A disabled or paused job still runs when asked by hand ([`Self::fire_manual`]).
         if !fire.job.enabled && fire.trigger != Trigger::Manual {
             inner
                 .runner
                 .skip(&fire.name, fire.scheduled_at, SkipReason::Disabled);
             return;
         }
-        if inner.max_concurrent == 0 {
-            inner.active.fetch_add(1, Ordering::AcqRel);
-            if !self.start(fire, None) {
-                self.release_slot();
-            }
+        if fire.trigger != Trigger::Manual && inner.paused.is_paused(&fire.name) {
+            inner
+                .runner
+                .skip(&fire.name, fire.scheduled_at, SkipReason::Paused);
             return;
         }
-        if let Some(fire) = self.take_slot_or_queue(fire)
-            && !self.start(fire, None)
-        {
-            self.release_slot();
+        self.admit(fire, None);
+    }
+
+    /// A run an operator asked for (`chime trigger`): through the same overlap policy
+    /// and limit as a scheduled fire, on disabled and paused jobs too, and not bound by
+    /// `starting_deadline` while it waits for a slot.
+    pub fn fire_manual(&self, mut fire: Fire, manual: Manual) -> Dispatched {
+        fire.trigger = Trigger::Manual;
+        if self.inner.runner.is_stopping() {
+            self.inner
+                .runner
+                .skip(&fire.name, fire.scheduled_at, SkipReason::Shutdown);
+            return Dispatched::Skipped(SkipReason::Shutdown);
+        }
+        self.admit(fire, Some(manual))
+    }
+
+    /// Starts the fire, queues it or skips it, under the limit and overlap policy.
+    fn admit(&self, fire: Fire, manual: Option<Manual>) -> Dispatched {
+        let inner = &self.inner;
+        let admission = if inner.max_concurrent == 0 {
+            inner.active.fetch_add(1, Ordering::AcqRel);
+            Admission::Start(fire, manual)
+        } else {
+            self.take_slot_or_queue(fire, manual)
+        };
+        match admission {
+            Admission::Start(fire, manual) => {
+                if self.start(fire, None, manual) {
+                    Dispatched::Started
+                } else {
+                    self.release_slot();
+                    Dispatched::Skipped(SkipReason::Overlap)
+                }
+            }
+            Admission::Queued => Dispatched::Queued,
+            Admission::Skipped(reason) => Dispatched::Skipped(reason),
         }
     }
 
     /// With a limit: reserves a free slot for the fire and hands it back to be started,
     /// or else queues it, replacing the job's waiting fire, or skips it.
-    fn take_slot_or_queue(&self, fire: Fire) -> Option<Fire> {
+    fn take_slot_or_queue(&self, fire: Fire, manual: Option<Manual>) -> Admission {
         let inner = &self.inner;
         let (name, scheduled_at, reason) = {
             let mut queue = lock(&inner.queue);
@@ -257,12 +364,20 @@ impl<E: Executor, C: Clock> Dispatcher<E, C> {
                 // is not enough.
                 if inner.active.load(Ordering::Acquire) < inner.max_concurrent && queue.is_empty() {
                     inner.active.fetch_add(1, Ordering::AcqRel);
-                    return Some(fire);
+                    return Admission::Start(fire, manual);
                 }
                 let mut state = fire.runs.lock();
                 if fire.job.overlap == Overlap::Skip && state.in_flight.running() > 0 {
                     // It would be skipped when its turn came anyway; queuing it would
                     // only let the job's fires pile up and run in a burst.
+                    (fire.name, fire.scheduled_at, SkipReason::Overlap)
+                } else if state
+                    .queued
+                    .as_ref()
+                    .is_some_and(|old| old.manual.is_some())
+                {
+                    // A manual run waiting keeps its place: its operator may be
+                    // following it (`--wait`). The job has a run coming already.
                     (fire.name, fire.scheduled_at, SkipReason::Overlap)
                 } else {
                     let waiting = Waiting {
@@ -271,6 +386,7 @@ impl<E: Executor, C: Clock> Dispatcher<E, C> {
                         scheduled_at: fire.scheduled_at,
                         trigger: fire.trigger,
                         since: inner.runner.clock().steady(),
+                        manual,
                     };
                     // A newer fire takes the older one's place in line rather than
                     // going to the back: the job has been waiting since then, and a
@@ -281,14 +397,18 @@ impl<E: Executor, C: Clock> Dispatcher<E, C> {
                         None => {
                             drop(state);
                             queue.push_back(fire.runs);
-                            return None;
+                            return Admission::Queued;
                         }
                     }
                 }
             }
         };
         inner.runner.skip(&name, scheduled_at, reason);
-        None
+        if reason == SkipReason::Superseded {
+            // The older fire went; this one waits in its place.
+            return Admission::Queued;
+        }
+        Admission::Skipped(reason)
     }
 
     /// Reports runs that panic to `health` (the first call wins).
@@ -304,6 +424,21 @@ impl<E: Executor, C: Clock> Dispatcher<E, C> {
     /// A fresh run list for a job (once per job, kept across reloads).
     pub fn job_runs(&self) -> Arc<JobRuns> {
         Arc::new(JobRuns::default())
+    }
+
+    /// The paused jobs.
+    pub fn paused(&self) -> &Arc<PausedJobs> {
+        &self.inner.paused
+    }
+
+    /// The runs in flight, by run id.
+    pub fn live(&self) -> &LiveRuns {
+        self.inner.runner.live()
+    }
+
+    /// The clock runs are timed with.
+    pub fn clock(&self) -> &C {
+        self.inner.runner.clock()
     }
 
     /// Runs in flight.
@@ -352,6 +487,16 @@ impl<E: Executor, C: Clock> Dispatcher<E, C> {
         self.inner.runner.cancel_all();
     }
 
+    /// The runs in flight, as `job (run_id)`, sorted.
+    pub fn running_runs(&self) -> Vec<String> {
+        let mut runs: Vec<String> = lock(&self.inner.running)
+            .iter()
+            .map(|(run_id, job)| format!("{job} ({run_id})"))
+            .collect();
+        runs.sort();
+        runs
+    }
+
     /// Waits until every run has ended. Only meaningful after [`Self::stop_accepting`].
     pub async fn wait_idle(&self) {
         self.inner.tracker.wait().await;
@@ -360,9 +505,12 @@ impl<E: Executor, C: Clock> Dispatcher<E, C> {
     /// Starts a run in a slot already counted in `active`, unless its overlap policy
     /// skips it: then it returns false and the slot is the caller's to release.
     /// `queued` is how long the fire waited for the slot.
-    fn start(&self, fire: Fire, queued: Option<Duration>) -> bool {
+    fn start(&self, fire: Fire, queued: Option<Duration>, manual: Option<Manual>) -> bool {
         let runner = &self.inner.runner;
-        let run_id = new_run_id();
+        let (run_id, caller_uid) = match manual {
+            Some(manual) => (manual.run_id, Some(manual.caller_uid)),
+            None => (new_run_id(), None),
+        };
         let stop_retries = fire
             .runs
             .stop_retries
@@ -378,6 +526,8 @@ impl<E: Executor, C: Clock> Dispatcher<E, C> {
             let replace = fire.job.overlap == Overlap::Replace;
             state.in_flight.enter(&run_id, replace, runner)
         };
+        lock(&self.inner.running).insert(Arc::clone(&run_id), Arc::clone(&fire.name));
+        let ended = (Arc::clone(&self.inner), Arc::clone(&run_id));
         let handover = Handover {
             job: fire.job,
             name: fire.name,
@@ -385,6 +535,7 @@ impl<E: Executor, C: Clock> Dispatcher<E, C> {
             scheduled_at: fire.scheduled_at,
             trigger: fire.trigger,
             stop_retries,
+            caller_uid,
             runs: fire.runs,
             queued,
         };
@@ -393,7 +544,9 @@ impl<E: Executor, C: Clock> Dispatcher<E, C> {
         // the service stops (exit code 3) rather than go on with a run unaccounted for.
         let failures = self.inner.failures.get().cloned();
         let task = async move {
-            if let Err(payload) = catch_panic(run.run()).await
+            let outcome = catch_panic(run.run()).await;
+            lock(&ended.0.running).remove(&ended.1);
+            if let Err(payload) = outcome
                 && let Some(health) = failures
             {
                 health.fail(Failure::from_panic("run", payload));
@@ -411,7 +564,7 @@ impl<E: Executor, C: Clock> Dispatcher<E, C> {
             return;
         }
         loop {
-            let (fire, waited) = {
+            let (fire, waited, manual) = {
                 let mut queue = lock(&inner.queue);
                 if inner.active.load(Ordering::Acquire) >= inner.max_concurrent {
                     return;
@@ -425,9 +578,10 @@ impl<E: Executor, C: Clock> Dispatcher<E, C> {
                 };
                 inner.active.fetch_add(1, Ordering::AcqRel);
                 let waited = inner.runner.clock().steady().saturating_sub(waiting.since);
-                (waiting.into_fire(runs), waited)
+                let manual = waiting.manual.clone();
+                (waiting.into_fire(runs), waited, manual)
             };
-            if let Some(deadline) = fire.job.starting_deadline {
+            if let Some(deadline) = fire.job.starting_deadline.filter(|_| manual.is_none()) {
                 let waited = inner.runner.clock().now() - fire.scheduled_at;
                 if waited.to_std().is_ok_and(|waited| waited > deadline) {
                     inner.runner.events().emit(Event::RunMissed {
@@ -442,7 +596,7 @@ impl<E: Executor, C: Clock> Dispatcher<E, C> {
             }
             // A `skip` job that started running since it was queued (its definition
             // changed from `allow`) is skipped here; the loop hands the slot on.
-            if !self.start(fire, Some(waited)) {
+            if !self.start(fire, Some(waited), manual) {
                 inner.active.fetch_sub(1, Ordering::AcqRel);
             }
         }

@@ -85,6 +85,8 @@ pub enum SkipReason {
     Shutdown,
     /// A newer fire of the job took this one's place in the queue for a free slot.
     Superseded,
+    /// The job is paused (`chime pause`).
+    Paused,
 }
 
 impl SkipReason {
@@ -94,6 +96,30 @@ impl SkipReason {
             SkipReason::Disabled => "disabled",
             SkipReason::Shutdown => "shutdown",
             SkipReason::Superseded => "superseded",
+            SkipReason::Paused => "paused",
+        }
+    }
+}
+
+/// Who cancelled a run (`run.finished` with `outcome: cancelled`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CancelledBy {
+    Shutdown,
+    /// `overlap: replace`: a newer run of the job took its place.
+    Replace,
+    /// `chime kill`.
+    Operator,
+    /// With `--cluster`: this replica could not renew its leases (`cluster.fenced`).
+    Fence,
+}
+
+impl CancelledBy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CancelledBy::Shutdown => "shutdown",
+            CancelledBy::Replace => "replace",
+            CancelledBy::Operator => "operator",
+            CancelledBy::Fence => "fence",
         }
     }
 }
@@ -163,6 +189,18 @@ pub enum Event {
         /// How many errors there were in all.
         error_count: usize,
     },
+    /// Things legal but rarely meant in the schedules loaded (at start and at each
+    /// reload), e.g. a directory holding no schedule file.
+    ConfigWarning { warnings: Vec<String> },
+    /// Repeats while a shutdown waits for runs to finish.
+    ServiceDraining {
+        /// The runs waited for, each `job (run_id)`.
+        runs: Vec<String>,
+        /// How much of the shutdown grace is left.
+        grace_left_ms: u64,
+        /// The same for people: what is waited for, and how to stop it now.
+        message: String,
+    },
     ClockJumped {
         from: DateTime<Utc>,
         to: DateTime<Utc>,
@@ -178,6 +216,11 @@ pub enum Event {
         /// How long the fire waited for a free slot under `--max-concurrent-runs`; `None`
         /// when it did not go through the queue (and on retries).
         queued_ms: Option<f64>,
+        /// The process spawned, for shell jobs; `None` for HTTP jobs and when the spawn
+        /// failed.
+        pid: Option<u32>,
+        /// Who asked for a manual run (`chime trigger`), by uid.
+        caller_uid: Option<u32>,
     },
     RunOutput {
         job: Arc<str>,
@@ -207,6 +250,10 @@ pub enum Event {
         duration_ms: u64,
         output_bytes: u64,
         truncated: bool,
+        /// With `outcome: cancelled`: who cancelled it.
+        by: Option<CancelledBy>,
+        /// With `by: operator`: the uid of who asked (`chime kill`).
+        caller_uid: Option<u32>,
     },
     RunSkipped {
         job: Arc<str>,
@@ -254,6 +301,26 @@ pub enum Event {
         owner: String,
         rerun: bool,
     },
+    /// A request on the control socket (`chime trigger`, `pause`, …) and what came of it.
+    ControlRequest {
+        command: String,
+        /// The job, run id or `--all` it named (empty when none).
+        target: String,
+        caller_uid: Option<u32>,
+        /// `ok`, or what went wrong.
+        result: String,
+    },
+    /// A monitoring ping (`healthchecks`, `on_start`, `on_success`, `on_failure`) failed
+    /// after its own retries. The run's outcome is not changed by it. `url` is the URL as
+    /// written (before interpolation), never the one sent.
+    HookFailed {
+        job: Arc<str>,
+        run_id: Arc<str>,
+        hook: &'static str,
+        url: String,
+        attempts: u32,
+        error: String,
+    },
 }
 
 /// Which `cluster.*` event.
@@ -285,6 +352,18 @@ impl Event {
         }
     }
 
+    /// `config.warning` for `warnings` (the first [`REJECTED_ERRORS_SHOWN`]), or `None`
+    /// when there are none.
+    pub fn config_warning<W: ToString>(warnings: &[W]) -> Option<Event> {
+        (!warnings.is_empty()).then(|| Event::ConfigWarning {
+            warnings: warnings
+                .iter()
+                .take(REJECTED_ERRORS_SHOWN)
+                .map(ToString::to_string)
+                .collect(),
+        })
+    }
+
     /// The stable event name of DESIGN.md §6.
     pub fn name(&self) -> &'static str {
         match self {
@@ -294,6 +373,8 @@ impl Event {
             Event::ServiceFailed { .. } => "service.failed",
             Event::ConfigReloaded { .. } => "config.reloaded",
             Event::ConfigRejected { .. } => "config.rejected",
+            Event::ConfigWarning { .. } => "config.warning",
+            Event::ServiceDraining { .. } => "service.draining",
             Event::ClockJumped { .. } => "clock.jumped",
             Event::RunStarted { .. } => "run.started",
             Event::RunOutput { .. } => "run.output",
@@ -313,6 +394,8 @@ impl Event {
                 ClusterKind::Recovered => "cluster.recovered",
             },
             Event::RunLost { .. } => "run.lost",
+            Event::ControlRequest { .. } => "control.request",
+            Event::HookFailed { .. } => "hook.failed",
         }
     }
 
@@ -327,7 +410,21 @@ impl Event {
             | Event::RunSkipped { job, .. }
             | Event::RunMissed { job, .. }
             | Event::RunInterrupted { job, .. }
-            | Event::RunLost { job, .. } => Some(job),
+            | Event::RunLost { job, .. }
+            | Event::HookFailed { job, .. } => Some(job),
+            _ => None,
+        }
+    }
+
+    /// The run this event is about, if any.
+    pub fn run_id(&self) -> Option<&Arc<str>> {
+        match self {
+            Event::RunStarted { run_id, .. }
+            | Event::RunOutput { run_id, .. }
+            | Event::RunOutputTruncated { run_id, .. }
+            | Event::RunRetrying { run_id, .. }
+            | Event::RunFinished { run_id, .. }
+            | Event::RunInterrupted { run_id, .. } => Some(run_id),
             _ => None,
         }
     }

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::account::Account;
 use crate::cron::Schedule;
 use crate::zone::Zone;
 
@@ -23,8 +24,9 @@ impl std::fmt::Display for SourceLocation {
     }
 }
 
-/// One job, fully validated.
-#[derive(Debug, Clone, PartialEq)]
+/// One job, fully validated. `Debug` shows `env`'s names, never its values (they may
+/// hold `${file:…}` / `${credential:…}` secrets).
+#[derive(Clone, PartialEq)]
 pub struct Job {
     pub name: String,
     /// The expression as written, for display.
@@ -33,8 +35,13 @@ pub struct Job {
     pub timezone: Zone,
     pub action: Action,
     pub workdir: Option<PathBuf>,
-    /// Extra environment for shell jobs, over the service's own.
+    /// The job's own environment variables (shell jobs), over the clean one
+    /// [`crate::exec::environment`] builds.
     pub env: BTreeMap<String, String>,
+    /// `env_inherit: true`: start from the service's environment instead of a clean one.
+    pub env_inherit: bool,
+    /// `user:` / `group:`: who the job runs as; `None` = chime's own user.
+    pub run_as: Option<RunAs>,
     /// Per attempt; `None` means no limit.
     pub timeout: Option<Duration>,
     pub kill_grace: Duration,
@@ -46,8 +53,43 @@ pub struct Job {
     /// With replicas (`--cluster`): what becomes of a run whose replica was lost.
     pub on_owner_loss: OwnerLoss,
     pub enabled: bool,
+    /// Monitoring pings (`healthchecks`, `on_start`, `on_success`, `on_failure`,
+    /// `report_missed`); `None` when the job has none.
+    pub pings: Option<std::sync::Arc<Pings>>,
     /// Where the job's name stands in its file.
     pub source: SourceLocation,
+}
+
+impl std::fmt::Debug for Job {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Job")
+            .field("name", &self.name)
+            .field("schedule_text", &self.schedule_text)
+            .field("schedule", &self.schedule)
+            .field("timezone", &self.timezone)
+            .field("action", &self.action)
+            .field("workdir", &self.workdir)
+            .field("env", &self.env.keys().collect::<Vec<_>>())
+            .field("env_inherit", &self.env_inherit)
+            .field("run_as", &self.run_as)
+            .field("timeout", &self.timeout)
+            .field("kill_grace", &self.kill_grace)
+            .field("retry", &self.retry)
+            .field("overlap", &self.overlap)
+            .field("starting_deadline", &self.starting_deadline)
+            .field("enabled", &self.enabled)
+            .field("source", &self.source)
+            .finish()
+    }
+}
+
+/// Who a shell job runs as (`user:` / `group:`), looked up when the files were loaded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunAs {
+    /// `user:`'s account; `None` with only `group:`, which keeps chime's own user.
+    pub user: Option<Account>,
+    /// `group:`: its name and gid, instead of the account's primary group.
+    pub group: Option<(String, u32)>,
 }
 
 pub const DEFAULT_KILL_GRACE: Duration = Duration::from_secs(10);
@@ -71,6 +113,8 @@ impl Job {
             action,
             workdir: None,
             env: BTreeMap::new(),
+            env_inherit: false,
+            run_as: None,
             timeout: None,
             kill_grace: DEFAULT_KILL_GRACE,
             retry: RetryPolicy::default(),
@@ -79,6 +123,7 @@ impl Job {
             catch_up: CatchUp::None,
             on_owner_loss: OwnerLoss::Lost,
             enabled: true,
+            pings: None,
             source: SourceLocation {
                 file: PathBuf::from("(code)"),
                 line: 1,
@@ -173,6 +218,113 @@ impl RetryPolicy {
             .checked_mul(factor)
             .unwrap_or(Duration::MAX)
             .min(self.max_delay)
+    }
+}
+
+/// A job's monitoring pings (DESIGN.md §12). They never change a run's outcome.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Pings {
+    /// A healthchecks.io ping URL (`${VAR}` interpolated): `/start`, `/<exit code>`,
+    /// `/fail`, each with `?rid=RUN_ID`.
+    pub healthchecks: Option<PingUrl>,
+    pub on_start: Option<Hook>,
+    pub on_success: Option<Hook>,
+    pub on_failure: Option<Hook>,
+    /// Missed fires and skipped ones (but `disabled`) are reported as failures.
+    pub report_missed: bool,
+}
+
+/// A URL with `${VAR}` substituted; only `template` may be logged.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PingUrl {
+    pub url: String,
+    pub template: String,
+}
+
+impl std::fmt::Debug for PingUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.template)
+    }
+}
+
+/// An HTTP hook: like an HTTP job's request, with the run's facts (`${CHIME_*}`)
+/// filled in when it is sent.
+#[derive(Clone, PartialEq)]
+pub struct Hook {
+    pub method: String,
+    pub url: Template,
+    /// The URL as written: safe to log.
+    pub url_template: String,
+    pub headers: Vec<(String, Template)>,
+    pub body: Option<Template>,
+    pub timeout: Duration,
+    pub retry: RetryPolicy,
+}
+
+impl std::fmt::Debug for Hook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hook")
+            .field("method", &self.method)
+            .field("url", &self.url_template)
+            .field("headers", &self.headers.len())
+            .field("timeout", &self.timeout)
+            .field("retry", &self.retry)
+            .finish()
+    }
+}
+
+/// Text whose service-environment variables are already substituted, with the run's
+/// facts still to come.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Template(pub Vec<Piece>);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Piece {
+    Text(String),
+    /// `${CHIME_…}`, or `${json:CHIME_…}` (`json`: as a JSON string literal).
+    Var {
+        var: RunVar,
+        json: bool,
+    },
+}
+
+/// The run's facts a hook can use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunVar {
+    Job,
+    RunId,
+    Outcome,
+    ExitCode,
+    DurationMs,
+    ScheduledAt,
+    OutputTail,
+}
+
+impl RunVar {
+    pub const ALL: [RunVar; 7] = [
+        RunVar::Job,
+        RunVar::RunId,
+        RunVar::Outcome,
+        RunVar::ExitCode,
+        RunVar::DurationMs,
+        RunVar::ScheduledAt,
+        RunVar::OutputTail,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            RunVar::Job => "CHIME_JOB",
+            RunVar::RunId => "CHIME_RUN_ID",
+            RunVar::Outcome => "CHIME_OUTCOME",
+            RunVar::ExitCode => "CHIME_EXIT_CODE",
+            RunVar::DurationMs => "CHIME_DURATION_MS",
+            RunVar::ScheduledAt => "CHIME_SCHEDULED_AT",
+            RunVar::OutputTail => "CHIME_OUTPUT_TAIL",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<RunVar> {
+        RunVar::ALL.into_iter().find(|var| var.name() == name)
     }
 }
 

@@ -31,14 +31,18 @@
 //! - [`daemon`]: start, reloads (the control loop), drain, stop, fail — a library
 //!   function tests run in-process.
 //! - [`watch`]: the schedule directories watched for changes, replaced ones too.
+//! - [`control`]: the control socket (`chime trigger`, `pause`, `resume`, `kill`, live
+//!   `status`): its protocol, its server on the service's runtime, its client.
 //! - [`health`]: heartbeats of the scheduling and control loops; internal failures.
 //! - [`systemd`]: sd_notify: readiness, reload, stopping, status, watchdog.
 //! - [`memory`]: handing memory freed after loading back to the OS.
 //!
 //! Schedules and time
+//! - [`account`]: users and groups from the system's databases (`user:`, `group:`).
 //! - [`config`]: schedule files → validated jobs, with every error located.
 //! - [`job`]: the validated domain model of a job.
-//! - [`cron`]: cron expressions and the time engine (Debian cron's matching and DST rules).
+//! - [`cron`]: cron expressions and the time engine (Debian cron's matching and DST rules);
+//!   `cron::describe` puts a schedule in words (`check`, `next --cron`).
 //! - [`zone`]: time zones (IANA, TZif, POSIX rules) and the system's zone.
 //! - [`duration`]: the `90s` / `1h30m` duration syntax.
 //! - [`clock`]: the wall clock, steps of it, the early wake-up before an instant, and a
@@ -52,7 +56,9 @@
 //! - [`run`]: one run from its hand-over to the release of its slot: its place among
 //!   the job's runs in flight, attempt admission at shutdown, attempts, retry backoff,
 //!   run events.
-//! - [`exec`]: executors that carry out one attempt: [`exec::shell`], [`exec::http`].
+//! - [`exec`]: executors that carry out one attempt: [`exec::shell`], [`exec::http`];
+//!   a shell job's clean environment ([`exec::environment`]) and its switch to its
+//!   `user:` / `group:` ([`exec::identity`]).
 //!
 //! Memory across restarts
 //! - [`state`]: the state store (run history, last fires handled, paused jobs) behind
@@ -65,16 +71,19 @@
 //!   handle that carries them.
 //! - [`logging`]: the writers of that schema: text and JSON lines, native journal
 //!   entries; the writer thread.
+//! - [`monitor`]: Prometheus metrics, `/health` and `/metrics` (`--listen`), and each
+//!   job's pings (healthchecks.io, `on_*` hooks), fed from [`events`] on a thread of
+//!   its own.
 //!
-//! Where the next features go: a state store is a new module beside [`run`] (it
-//! records runs) read by [`daemon`] at start; a control socket is a second request
-//! source for the control loop in [`daemon`]; metrics read [`events`] like the log
-//! writers, and `/health` answers from [`health`].
+//! Where the next features go: metrics read [`events`] like the log writers, and
+//! `/health` answers from [`health`].
 
+pub mod account;
 pub mod cli;
 pub mod clock;
 pub mod cluster;
 pub mod config;
+pub mod control;
 pub mod cron;
 pub mod daemon;
 pub mod dispatch;
@@ -85,6 +94,7 @@ pub mod health;
 pub mod job;
 pub mod logging;
 pub mod memory;
+pub mod monitor;
 pub mod run;
 pub mod scheduler;
 pub mod state;

@@ -7,6 +7,8 @@
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
+    // Before anything else: no descriptor this process inherited may reach a job.
+    chime::exec::shell::close_inherited_on_exec();
     chime::memory::configure_allocator();
     chime::cli::main()
 }

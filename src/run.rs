@@ -13,6 +13,10 @@
 //! Timeouts and cancellation are enforced by the executor; this module decides
 //! whether and when to try again, and stops retrying when the run is cancelled.
 
+mod live;
+
+pub use live::{LiveRun, LiveRuns};
+
 use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -22,8 +26,8 @@ use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
-use crate::events::{Event, Events, Outcome, SkipReason, Trigger};
-use crate::exec::{Attempt, AttemptResult, Executor, OutputSink};
+use crate::events::{CancelledBy, Event, Events, Outcome, SkipReason, Trigger};
+use crate::exec::{Attempt, AttemptResult, Executor, OutputSink, StartNotice};
 use crate::job::Job;
 
 /// A fire turned into a run, ready to start.
@@ -39,6 +43,10 @@ pub struct RunRequest {
     pub cancel: CancellationToken,
     /// Lets the current attempt finish but drops any retry (shutdown).
     pub stop_retries: CancellationToken,
+    /// Who asked for a manual run (`chime trigger`), by uid.
+    pub caller_uid: Option<u32>,
+    /// The run's entry among the runs in flight (runs the dispatcher started).
+    pub live: Option<Arc<LiveRun>>,
 }
 
 /// What a finished run reports back.
@@ -72,13 +80,15 @@ pub(crate) struct Runner<E, C> {
     settings: RunSettings,
     /// Set once shutdown began: no attempt starts after it.
     stopping: AtomicBool,
-    /// Attempts between their admission and their `run.started` (see [`Self::admit`]).
-    starting: AtomicUsize,
-    /// Parent of every job's cancel token: terminates all runs. Replaced by a fresh one
-    /// after a fence ([`Self::fence`]), so that later runs start uncancelled.
-    cancel_all: std::sync::Mutex<CancellationToken>,
+    /// Attempts between their admission and their `run.started` (see [`Self::admit`]);
+    /// shared with the passes, which may end on a spawner thread.
+    starting: Arc<AtomicUsize>,
+    /// Parent of every job's cancel token: terminates all runs.
+    cancel_all: CancellationToken,
     /// Parent of every job's stop-retries token: shutdown drops pending retries.
     stop_retries: CancellationToken,
+    /// The runs in flight, for the control socket.
+    live: LiveRuns,
 }
 
 impl<E: Executor, C: Clock> Runner<E, C> {
@@ -89,9 +99,10 @@ impl<E: Executor, C: Clock> Runner<E, C> {
             events,
             settings,
             stopping: AtomicBool::new(false),
-            starting: AtomicUsize::new(0),
-            cancel_all: std::sync::Mutex::new(CancellationToken::new()),
+            starting: Arc::new(AtomicUsize::new(0)),
+            cancel_all: CancellationToken::new(),
             stop_retries: CancellationToken::new(),
+            live: LiveRuns::default(),
         }
     }
 }
@@ -103,6 +114,10 @@ impl<E, C> Runner<E, C> {
 
     pub(crate) fn events(&self) -> &Events {
         &self.events
+    }
+
+    pub(crate) fn live(&self) -> &LiveRuns {
+        &self.live
     }
 
     pub(crate) fn skip(&self, job: &Arc<str>, scheduled_at: DateTime<Utc>, reason: SkipReason) {
@@ -121,8 +136,9 @@ impl<E, C> Runner<E, C> {
     /// Closes the admission: once this returns, no `run.started` follows.
     pub(crate) fn stop_starting(&self) {
         self.stopping.store(true, Ordering::SeqCst);
-        // An attempt admitted before the flag was set is emitting its `run.started`,
-        // a few instructions from done, never across an await: wait for it.
+        // An attempt admitted before the flag was set is emitting its `run.started`, or
+        // its process is being spawned on a spawner thread, which emits it right after
+        // (never waiting for a runtime worker, so this cannot wait for itself): wait.
         while self.starting.load(Ordering::SeqCst) != 0 {
             std::thread::yield_now();
         }
@@ -135,30 +151,16 @@ impl<E, C> Runner<E, C> {
 
     /// Terminates every run in flight.
     pub(crate) fn cancel_all(&self) {
-        self.cancel_all_token().cancel();
+        self.cancel_all.cancel();
     }
 
-    /// Terminates every run in flight, as [`Self::cancel_all`], but later runs start
-    /// as usual (a replica that lost its lease, DESIGN.md §13).
+    /// Terminates every run in flight as a timeout does, through each run's own token
+    /// (as `chime kill` does), so that later runs start as usual: a replica that lost
+    /// its lease (DESIGN.md §13). Their `run.finished` says `by: fence`.
     pub(crate) fn fence(&self) {
-        let mut parent = self
-            .cancel_all
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let old = std::mem::replace(&mut *parent, CancellationToken::new());
-        if old.is_cancelled() {
-            // Shutdown terminated everything already; it stays so.
-            *parent = old;
-            return;
+        for run in self.live.all() {
+            run.fence();
         }
-        old.cancel();
-    }
-
-    fn cancel_all_token(&self) -> CancellationToken {
-        self.cancel_all
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clone()
     }
 
     /// A job's stop-retries token (one per job, made at its first run).
@@ -170,9 +172,9 @@ impl<E, C> Runner<E, C> {
     /// reading the flag, while [`Self::stop_starting`] sets the flag before reading the
     /// count (all SeqCst), means one of the two always sees the other: either the
     /// attempt is refused, or shutdown waits for its `run.started`.
-    fn admit(&self) -> Option<Admitted<'_>> {
+    fn admit(&self) -> Option<Admitted> {
         self.starting.fetch_add(1, Ordering::SeqCst);
-        let admitted = Admitted(&self.starting);
+        let admitted = Admitted(Arc::clone(&self.starting));
         if self.stopping.load(Ordering::SeqCst) {
             return None;
         }
@@ -181,9 +183,9 @@ impl<E, C> Runner<E, C> {
 }
 
 /// An attempt admitted to start: shutdown waits until it has emitted its `run.started`.
-struct Admitted<'a>(&'a AtomicUsize);
+struct Admitted(Arc<AtomicUsize>);
 
-impl Drop for Admitted<'_> {
+impl Drop for Admitted {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::SeqCst);
     }
@@ -246,13 +248,9 @@ impl InFlight {
             replaced = self.finished.iter().map(|f| f.token.clone()).collect();
         }
         self.running += 1;
-        if self.running == 1 && self.cancel.as_ref().is_some_and(|c| c.is_cancelled()) {
-            // Ended by a fence: the job's next run gets a fresh token.
-            self.cancel = None;
-        }
         let cancel = self
             .cancel
-            .get_or_insert_with(|| runner.cancel_all_token().child_token())
+            .get_or_insert_with(|| runner.cancel_all.child_token())
             .clone();
         let finished = replace.then(|| {
             let token = CancellationToken::new();
@@ -375,6 +373,8 @@ pub(crate) struct Handover<J> {
     pub scheduled_at: DateTime<Utc>,
     pub trigger: Trigger,
     pub stop_retries: CancellationToken,
+    /// Who asked for a manual run, by uid.
+    pub caller_uid: Option<u32>,
     /// The job's entry, where [`Entered`] was made.
     pub runs: Arc<J>,
     pub queued: Option<Duration>,
@@ -399,8 +399,12 @@ impl<S: Slots, J: JobRecord> Run<S, J> {
                 run_id: fire.run_id,
                 scheduled_at: fire.scheduled_at,
                 trigger: fire.trigger,
-                cancel,
+                // The run's own token, so that `chime kill` can end this run alone;
+                // a child of the job's, which `replace` and shutdown cancel.
+                cancel: cancel.child_token(),
                 stop_retries: fire.stop_retries,
+                caller_uid: fire.caller_uid,
+                live: None,
             },
             queued: fire.queued,
             replaced,
@@ -411,17 +415,28 @@ impl<S: Slots, J: JobRecord> Run<S, J> {
     /// Carries the run out, from its start to the release of its slot.
     pub(crate) async fn run(self) {
         let Run {
-            request,
+            mut request,
             queued,
             replaced,
             place,
             slot,
         } = self;
+        let runner = slot.slots.runner();
+        let clock = &*runner.clock;
+        let live = Arc::new(LiveRun::new(
+            Arc::clone(&request.name),
+            Arc::clone(&request.run_id),
+            request.trigger,
+            request.scheduled_at,
+            (clock.now(), clock.steady()),
+            request.cancel.clone(),
+        ));
+        let registered = Registered::new(&runner.live, &live);
+        request.live = Some(live);
         // `replace`: the new run starts once the old one is terminated and reaped.
         for old in replaced {
             old.cancelled().await;
         }
-        let runner = slot.slots.runner();
         let name = Arc::clone(&request.name);
         let scheduled_at = request.scheduled_at;
         let report = execute_admitted_run(
@@ -439,8 +454,32 @@ impl<S: Slots, J: JobRecord> Run<S, J> {
             // the task was first polled).
             runner.skip(&name, scheduled_at, SkipReason::Shutdown);
         }
+        drop(registered);
         drop(place);
         slot.release();
+    }
+}
+
+/// A run's entry among the runs in flight, removed when it is dropped (at the run's
+/// end, or when its task ends otherwise).
+struct Registered<'a> {
+    live: &'a LiveRuns,
+    run_id: Arc<str>,
+}
+
+impl<'a> Registered<'a> {
+    fn new(live: &'a LiveRuns, run: &Arc<LiveRun>) -> Self {
+        live.insert(Arc::clone(run));
+        Registered {
+            live,
+            run_id: Arc::clone(&run.run_id),
+        }
+    }
+}
+
+impl Drop for Registered<'_> {
+    fn drop(&mut self) {
+        self.live.remove(&self.run_id);
     }
 }
 
@@ -507,7 +546,9 @@ pub async fn execute_run<E: Executor, C: Clock>(
 /// emitted, or `None` once shutdown has begun: then the first attempt does not start
 /// (the result is `None`; the caller logs the fire as skipped) and a later one ends
 /// the run as cancelled, as a dropped retry does. Holding the pass across the event
-/// lets shutdown wait for a start it raced with, so none can follow it.
+/// lets shutdown wait for a start it raced with, so none can follow it. The pass goes
+/// with the attempt's [`StartNotice`] (to a spawner thread for a shell job), so it is
+/// held until the job has really started and `run.started` is out.
 pub async fn execute_admitted_run<E, C, P>(
     executor: &E,
     clock: &C,
@@ -520,6 +561,7 @@ pub async fn execute_admitted_run<E, C, P>(
 where
     E: Executor,
     C: Clock,
+    P: Send + 'static,
 {
     // Refused before anything of the run exists: nothing to report but the refusal.
     let first_pass = admit()?;
@@ -531,6 +573,8 @@ where
         trigger,
         cancel,
         stop_retries,
+        caller_uid,
+        live,
     } = request;
     let output = Arc::new(OutputSink::new(
         events.clone(),
@@ -538,6 +582,9 @@ where
         Arc::clone(&run_id),
         settings.output_limit,
     ));
+    if let Some(live) = &live {
+        live.attach_output(&output);
+    }
     let started = tokio::time::Instant::now();
     let attempts_allowed = job.retry.attempts.max(1);
     // When the current attempt was due: the fire for the first, the end of the backoff after.
@@ -545,11 +592,11 @@ where
     let mut attempt = 1;
     let mut pass = Some(first_pass);
     let result = loop {
-        {
-            // Held while `run.started` is emitted, dropped before the attempt runs.
-            let _pass = pass.take();
-            let now = clock.now();
-            events.emit(Event::RunStarted {
+        // `run.started` goes out when the job has really started (DESIGN.md §6): the
+        // executor announces it, with the pass held until then.
+        let start = StartNotice::new(
+            events.clone(),
+            Event::RunStarted {
                 job: Arc::clone(&name),
                 run_id: Arc::clone(&run_id),
                 trigger: if attempt == 1 {
@@ -558,14 +605,20 @@ where
                     Trigger::Retry
                 },
                 scheduled_at,
-                lateness_ms: lateness_ms(due, now),
+                lateness_ms: 0.0,
                 attempt,
                 queued_ms: queued
                     .filter(|_| attempt == 1)
                     .map(|waited| waited.as_secs_f64() * 1000.0),
-            });
-        }
+                pid: None,
+                caller_uid,
+            },
+            due,
+            clock.now(),
+            pass.take().map(|pass| Box::new(pass) as Box<dyn Send>),
+        );
         let result = if cancel.is_cancelled() {
+            start.now();
             AttemptResult::with_outcome(Outcome::Cancelled, Default::default())
         } else {
             let spec = Attempt {
@@ -576,7 +629,9 @@ where
                 deadline: job.timeout.map(|t| tokio::time::Instant::now() + t),
                 cancel: cancel.clone(),
             };
-            executor.execute(spec, Arc::clone(&output)).await
+            executor
+                .execute_announced(spec, Arc::clone(&output), start)
+                .await
         };
         let retry = result.outcome != Outcome::Success
             && result.retryable
@@ -613,6 +668,14 @@ where
         }
         attempt += 1;
     };
+    let killed_by = live.as_ref().and_then(|live| live.killed_by());
+    let fenced = live.as_ref().is_some_and(|live| live.fenced());
+    let by = (result.outcome == Outcome::Cancelled).then(|| match killed_by {
+        Some(_) => CancelledBy::Operator,
+        None if fenced => CancelledBy::Fence,
+        None if stop_retries.is_cancelled() => CancelledBy::Shutdown,
+        None => CancelledBy::Replace,
+    });
     events.emit(Event::RunFinished {
         job: Arc::clone(&name),
         run_id: Arc::clone(&run_id),
@@ -622,6 +685,8 @@ where
         duration_ms: started.elapsed().as_millis() as u64,
         output_bytes: output.total_bytes(),
         truncated: output.truncated(),
+        by,
+        caller_uid: killed_by.filter(|_| by == Some(CancelledBy::Operator)),
     });
     Some(RunReport {
         outcome: result.outcome,
@@ -671,6 +736,73 @@ mod tests {
         assert!(b.replaced.is_empty() && b.finished.is_none());
         runner.cancel_all();
         assert!(a.cancel.is_cancelled() && b.cancel.is_cancelled());
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+        /// Model: a count of admitted attempts. Each admitted attempt's `run.started`
+        /// goes out through its notice, here or on a spawner thread, announced or
+        /// dropped; when `stop_starting` returns, every admitted attempt has been
+        /// announced, and no attempt is admitted after it.
+        #[test]
+        fn no_start_is_announced_after_stop_starting(
+            ops in proptest::collection::vec(0u8..4, 1..60),
+            stop_at in 0usize..60,
+        ) {
+            let (events, store) = Events::recorder();
+            let runner = Runner::new(
+                crate::exec::Real::new().expect("the real executor starts"),
+                Arc::new(crate::clock::SystemClock),
+                events.clone(),
+                RunSettings::default(),
+            );
+            let announced = || store.lock().map_or(0, |s| s.len());
+            let mut admitted = 0;
+            let mut stopped = false;
+            for (i, &op) in ops.iter().enumerate() {
+                if i == stop_at {
+                    runner.stop_starting();
+                    stopped = true;
+                    proptest::prop_assert_eq!(announced(), admitted);
+                }
+                let Some(pass) = runner.admit() else {
+                    proptest::prop_assert!(stopped);
+                    continue;
+                };
+                proptest::prop_assert!(!stopped);
+                admitted += 1;
+                let now = Utc::now();
+                let notice = StartNotice::new(
+                    events.clone(),
+                    Event::RunStarted {
+                        job: "j".into(),
+                        run_id: i.to_string().into(),
+                        trigger: Trigger::Schedule,
+                        scheduled_at: now,
+                        lateness_ms: 0.0,
+                        attempt: 1,
+                        queued_ms: None,
+                        pid: None,
+                        caller_uid: None,
+                    },
+                    now,
+                    now,
+                    Some(Box::new(pass)),
+                );
+                match op {
+                    0 => notice.now(),
+                    1 => drop(notice),
+                    2 => crate::exec::spawner::submit(Box::new(move || notice.spawned(Some(1)))),
+                    _ => crate::exec::spawner::submit(Box::new(move || {
+                        std::thread::yield_now();
+                        drop(notice);
+                    })),
+                }
+            }
+            runner.stop_starting();
+            proptest::prop_assert_eq!(announced(), admitted);
+        }
     }
 
     #[test]

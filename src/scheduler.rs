@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::{self, Clock};
 use crate::cron::Schedule;
-use crate::dispatch::{Dispatcher, Fire, JobRuns};
+use crate::dispatch::{Dispatched, Dispatcher, Fire, JobRuns, Manual};
 use crate::events::{Event, Events, MissReason, Trigger};
 use crate::exec::Executor;
 use crate::job::{CatchUp, Job};
@@ -86,6 +86,16 @@ pub enum Command {
         jobs: Vec<Job>,
         reply: oneshot::Sender<ReloadCounts>,
     },
+    /// Run a job now (`chime trigger`); the reply is `None` when no job has the name.
+    Trigger {
+        job: String,
+        manual: Manual,
+        reply: oneshot::Sender<Option<Dispatched>>,
+    },
+    /// The names of the jobs loaded (`chime pause`, `resume`).
+    Names {
+        reply: oneshot::Sender<Vec<Arc<str>>>,
+    },
 }
 
 /// Something to do at least every `every` from inside the loop itself (the systemd
@@ -107,6 +117,8 @@ fn same_definition(a: &Job, b: &Job) -> bool {
         action,
         workdir,
         env,
+        env_inherit,
+        run_as,
         timeout,
         kill_grace,
         retry,
@@ -115,6 +127,7 @@ fn same_definition(a: &Job, b: &Job) -> bool {
         catch_up,
         on_owner_loss,
         enabled,
+        pings,
         source: _,
     } = a;
     *name == b.name
@@ -124,6 +137,8 @@ fn same_definition(a: &Job, b: &Job) -> bool {
         && *action == b.action
         && *workdir == b.workdir
         && *env == b.env
+        && *env_inherit == b.env_inherit
+        && *run_as == b.run_as
         && *timeout == b.timeout
         && *kill_grace == b.kill_grace
         && *retry == b.retry
@@ -132,6 +147,7 @@ fn same_definition(a: &Job, b: &Job) -> bool {
         && *catch_up == b.catch_up
         && *on_owner_loss == b.on_owner_loss
         && *enabled == b.enabled
+        && *pings == b.pings
 }
 
 /// The timer structure and its loop.
@@ -249,6 +265,16 @@ impl<E: Executor, C: Clock> Scheduler<E, C> {
             scheduled_at,
             trigger,
         }
+    }
+
+    /// Runs a job now, by hand, through the dispatcher's rules; `None`: no such job.
+    pub fn trigger(&self, job: &str, manual: Manual) -> Option<Dispatched> {
+        let entry = self
+            .by_name
+            .get(job)
+            .and_then(|&slot| self.slots[slot].as_ref())?;
+        let fire = Self::fire_of(entry, self.clock.now(), Trigger::Manual);
+        Some(self.dispatcher.fire_manual(fire, manual))
     }
 
     /// Starts every enabled `@reboot` job once.
@@ -584,6 +610,12 @@ impl<E: Executor, C: Clock> Scheduler<E, C> {
                 command = commands.recv(), if commands_open => match command {
                     Some(Command::Replace { jobs, reply }) => {
                         replacing = Some((self.start_replace(jobs), reply));
+                    }
+                    Some(Command::Trigger { job, manual, reply }) => {
+                        let _ = reply.send(self.trigger(&job, manual));
+                    }
+                    Some(Command::Names { reply }) => {
+                        let _ = reply.send(self.by_name.keys().cloned().collect());
                     }
                     None => commands_open = false,
                 },

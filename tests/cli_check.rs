@@ -162,7 +162,8 @@ fn good_file_lists_jobs_with_schedule_zone_and_next_fire() {
 
     let lines: Vec<&str> = out.stdout.lines().collect();
     let column = lines[0].find("NEXT FIRE").expect("a NEXT FIRE column");
-    let next = |row: usize| -> &str { &lines[row][column..] };
+    let meaning = lines[0].find("MEANING").expect("a MEANING column");
+    let next = |row: usize| -> &str { lines[row][column..meaning].trim_end() };
     // The next fires depend on now: check their shape, zone offset and that they lie
     // ahead, then blank them for the snapshot of the rest.
     let fire = |row: usize| -> DateTime<FixedOffset> {
@@ -191,20 +192,102 @@ fn good_file_lists_jobs_with_schedule_zone_and_next_fire() {
         .iter()
         .enumerate()
         .map(|(row, line)| match row {
-            1..=3 => format!("{}<next>", &line[..column]),
+            1..=3 => format!("{}<next>  {}", &line[..column], &line[meaning..]),
             _ => line.to_string(),
         })
         .collect();
     let expected = [
-        "JOB     SCHEDULE    ZONE          NEXT FIRE",
-        "backup  30 2 * * *  Asia/Kolkata  <next>",
-        "tokyo   @hourly     Asia/Tokyo    <next>",
-        "ping    @every 5m   Asia/Kolkata  <next>",
-        "boot    @reboot     Asia/Kolkata  at service start",
-        "off     @daily      Asia/Kolkata  disabled",
+        "JOB     SCHEDULE    ZONE          NEXT FIRE                  MEANING",
+        "backup  30 2 * * *  Asia/Kolkata  <next>  at 02:30 every day",
+        "tokyo   @hourly     Asia/Tokyo    <next>  at minute 0 of every hour",
+        "ping    @every 5m   Asia/Kolkata  <next>  every 5 minutes (epoch-aligned)",
+        "boot    @reboot     Asia/Kolkata  at service start           once, when the service starts",
+        "off     @daily      Asia/Kolkata  disabled                   at 00:00 every day",
         "5 jobs in 1 file: ok",
     ];
     assert_eq!(blanked, expected, "\n{}", out.stdout);
+}
+
+#[test]
+fn six_fields_that_look_like_five_and_question_marks_warn_but_pass() {
+    let dir = temp_dir();
+    let path = write(
+        dir.path(),
+        "habits.yaml",
+        "jobs:\n  meant-0230:\n    schedule: \"30 2 * * * *\"\n    command: echo hi\n  \
+         quartz:\n    schedule: \"0 0 12 ? * MON\"\n    command: echo hi\n",
+    );
+    let out = check(&[&path]);
+    assert_eq!(out.code, Some(0), "{out:#?}");
+    let warnings: Vec<&str> = out
+        .stderr
+        .lines()
+        .filter_map(|line| line.strip_prefix("warning: "))
+        .collect();
+    assert_eq!(warnings.len(), 2, "{out:#?}");
+    assert_error(
+        warnings[0],
+        &path,
+        "3:15",
+        &[
+            "fires at second 30 of minute 2 of every hour",
+            "drop the last `*`: \"30 2 * * *\"",
+        ],
+    );
+    assert_error(warnings[1], &path, "6:15", &["`?` is read as `*`"]);
+    assert!(
+        out.stdout
+            .contains("at second 30 of minute 2 of every hour"),
+        "{}",
+        out.stdout
+    );
+}
+
+/// Regression (issue 12): a directory holding no `*.yaml` gave "0 jobs in 0 files:
+/// ok" and nothing else.
+#[test]
+fn a_directory_without_schedule_files_is_warned_about() {
+    let dir = temp_dir();
+    write(dir.path(), "jobs.yaml.disabled", "jobs: {}\n");
+    let out = check(&[dir.path()]);
+    assert_eq!(out.code, Some(0), "{out:#?}");
+    let warning = out
+        .stderr
+        .lines()
+        .find_map(|line| line.strip_prefix("warning: "))
+        .unwrap_or_else(|| panic!("no warning: {out:#?}"));
+    assert_error(
+        warning,
+        dir.path(),
+        "",
+        &["holds no schedule files", "`*.yaml` and `*.yml`"],
+    );
+}
+
+/// Regression (issue 12): unquoted `schedule: */5 * * * *` said "reference to unknown
+/// value", `schedule: @daily` "unexpected character", and neither said to quote it.
+#[test]
+fn unquoted_schedule_starting_with_a_yaml_character_says_to_quote_it() {
+    for value in ["*/5 * * * *", "@daily", "? * * * *", "*"] {
+        let text = format!("jobs:\n  a:\n    schedule: {value}\n    command: echo hi\n");
+        assert_only_error(
+            text,
+            "3:15",
+            &[
+                "invalid YAML",
+                "quote the schedule",
+                "`schedule: \"*/5 * * * *\"`",
+            ],
+        );
+    }
+    // Unquoted and fine in YAML: no error at all.
+    let dir = temp_dir();
+    let path = write(
+        dir.path(),
+        "ok.yaml",
+        "jobs:\n  a:\n    schedule: 0 0 * * *\n    command: echo hi\n",
+    );
+    assert_eq!(check(&[&path]).code, Some(0));
 }
 
 #[test]
@@ -526,13 +609,14 @@ fn fifo_in_the_directory_is_an_error_not_a_hang() {
     assert_error(out.errors()[0], &fifo, "", &["not a regular file (a FIFO)"]);
 
     // The service refuses to start on it the same way, rather than hanging unkillable.
+    // (Its log is JSON here, not a terminal: the error is in `config.rejected`.)
     let out = run(dir.path(), [Path::new("run"), &schedules], LIMIT);
     assert_eq!(out.code, Some(1), "{out:#?}");
     assert!(
-        out.stderr.contains(&format!(
-            "error: {}: not a regular file (a FIFO)",
-            fifo.display()
-        )),
+        out.stderr.contains("\"event\":\"config.rejected\"")
+            && out
+                .stderr
+                .contains(&format!("{}: not a regular file (a FIFO)", fifo.display())),
         "{out:#?}"
     );
 }
@@ -662,7 +746,7 @@ fn check_names_the_default_zone_it_took_from_tz() {
         assert!(
             offsets
                 .iter()
-                .any(|offset| row.ends_with(&format!("T03:00:00{offset}"))),
+                .any(|offset| row.contains(&format!("T03:00:00{offset}  "))),
             "TZ={tz}: {row}"
         );
     }

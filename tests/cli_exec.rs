@@ -213,15 +213,15 @@ fn sigterm_cancels_the_run_and_exits_1() {
 }
 
 /// The harness (tests/support) starts every process with directories of its own for
-/// what the service may keep (state, runtime sockets, home), which jobs inherit:
-/// two starts never share one.
+/// what the service may keep (state, runtime sockets, home), which jobs inherit with
+/// `env_inherit: true`: two starts never share one.
 #[test]
 fn each_start_gets_directories_of_its_own() {
     let dir = temp_dir();
     write(
         dir.path(),
         "jobs.yaml",
-        "jobs:\n  where:\n    schedule: \"@daily\"\n    \
+        "jobs:\n  where:\n    schedule: \"@daily\"\n    env_inherit: true\n    \
          command: echo \"$STATE_DIRECTORY $RUNTIME_DIRECTORY $XDG_RUNTIME_DIR $HOME\"; \
          test -d \"$STATE_DIRECTORY\" -a -d \"$XDG_RUNTIME_DIR\"\n",
     );

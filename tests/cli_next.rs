@@ -17,7 +17,101 @@ fn next(args: &[&str]) -> Output {
 fn assert_prints(out: &Output, expected: &str) {
     assert_eq!(out.code, Some(0), "{out:#?}");
     assert_eq!(out.stdout, expected, "{out:#?}");
-    assert_eq!(out.stderr, "", "{out:#?}");
+    // With --cron, stderr holds the expression in words, one line; nothing else.
+    assert!(
+        out.stderr.lines().count() <= 1
+            && !out.stderr.contains("error")
+            && !out.stderr.contains("warning"),
+        "{out:#?}"
+    );
+}
+
+#[test]
+fn cron_in_words_goes_to_stderr_and_times_to_stdout() {
+    let out = next(&[
+        "--cron",
+        "30 2 * * *",
+        "--tz",
+        "Europe/Berlin",
+        "--from",
+        "2026-03-30T12:00:00Z",
+        "-n",
+        "1",
+    ]);
+    assert_eq!(out.code, Some(0), "{out:#?}");
+    assert_eq!(out.stdout, "2026-03-31T02:30:00+02:00\n", "{out:#?}");
+    assert_eq!(
+        out.stderr, "30 2 * * *: at 02:30 every day (Europe/Berlin)\n",
+        "{out:#?}"
+    );
+}
+
+#[test]
+fn cron_six_fields_looking_like_five_warns_on_stderr() {
+    let out = next(&[
+        "--cron",
+        "*/5 * * * * *",
+        "--tz",
+        "UTC",
+        "--from",
+        "2026-03-30T12:00:00Z",
+        "-n",
+        "2",
+    ]);
+    assert_eq!(out.code, Some(0), "{out:#?}");
+    assert_eq!(
+        out.stdout,
+        "2026-03-30T12:00:05+00:00\n2026-03-30T12:00:10+00:00\n"
+    );
+    let lines: Vec<&str> = out.stderr.lines().collect();
+    assert_eq!(lines[0], "*/5 * * * * *: every 5 seconds (UTC)", "{out:#?}");
+    assert!(
+        lines[1].starts_with("warning: six fields") && lines[1].contains("\"*/5 * * * *\""),
+        "{out:#?}"
+    );
+}
+
+/// Regression (issue 12): `next --cron "0 0 31 2 *"` printed nothing and exited 0 while
+/// `check` called it "never fires".
+#[test]
+fn cron_that_never_fires_exits_1_with_checks_message() {
+    let out = next(&["--cron", "0 0 31 2 *", "--tz", "UTC"]);
+    assert_eq!(out.code, Some(1), "{out:#?}");
+    assert_eq!(out.stdout, "", "{out:#?}");
+    assert!(
+        out.stderr.contains(
+            "error: `schedule` \"0 0 31 2 *\" never fires: no date matches it (such as February 30)"
+        ),
+        "{out:#?}"
+    );
+    // The same words as `check` on a file holding it.
+    let dir = temp_dir();
+    let path = write(
+        dir.path(),
+        "feb.yaml",
+        "jobs:\n  feb:\n    schedule: \"0 0 31 2 *\"\n    command: x\n",
+    );
+    let checked = run(dir.path(), ["check", path.to_str().unwrap()], LIMIT);
+    assert_eq!(checked.code, Some(1), "{checked:#?}");
+    assert!(
+        checked
+            .stderr
+            .contains("`schedule` \"0 0 31 2 *\" never fires: no date matches it"),
+        "{checked:#?}"
+    );
+}
+
+/// Regression (issue 12): `--cron */5 * * * *` unquoted reached clap as several words.
+#[test]
+fn cron_given_as_several_words_says_to_quote_it() {
+    let out = next(&["--cron", "*/5", "*", "*", "*", "*"]);
+    assert_eq!(out.code, Some(2), "{out:#?}");
+    assert_eq!(out.stdout, "", "{out:#?}");
+    assert!(
+        out.stderr
+            .contains("quote the schedule, for example --cron \"*/5 * * * *\""),
+        "{out:#?}"
+    );
 }
 
 #[test]

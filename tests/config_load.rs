@@ -28,6 +28,7 @@ fn opts() -> LoadOptions {
             .map(|(name, value)| (name.to_string(), value.to_string()))
             .collect(),
         max_jobs: None,
+        privileges: chime::config::Privileges::of_process(),
     }
 }
 
@@ -858,6 +859,8 @@ jobs:
                 ("RCLONE_CONFIG", "/etc/rclone.conf"),
                 ("SHARED", "1"),
             ]),
+            env_inherit: false,
+            run_as: None,
             timeout: Some(Duration::from_secs(7200)),
             kill_grace: Duration::from_secs(30),
             retry: RetryPolicy {
@@ -870,6 +873,7 @@ jobs:
             catch_up: CatchUp::None,
             on_owner_loss: chime::job::OwnerLoss::Lost,
             enabled: false,
+            pings: None,
             source: at(7, 3),
         },
         Job {
@@ -883,6 +887,8 @@ jobs:
             ])),
             workdir: None,
             env: env(&[("SHARED", "1")]),
+            env_inherit: false,
+            run_as: None,
             timeout: Some(Duration::from_secs(1800)),
             kill_grace: DEFAULT_KILL_GRACE,
             retry: RetryPolicy::default(),
@@ -891,6 +897,7 @@ jobs:
             catch_up: CatchUp::None,
             on_owner_loss: chime::job::OwnerLoss::Lost,
             enabled: true,
+            pings: None,
             source: at(18, 3),
         },
         Job {
@@ -911,6 +918,8 @@ jobs:
             }),
             workdir: None,
             env: env(&[("SHARED", "1")]),
+            env_inherit: false,
+            run_as: None,
             timeout: Some(Duration::from_secs(10)),
             kill_grace: DEFAULT_KILL_GRACE,
             retry: RetryPolicy::default(),
@@ -919,6 +928,7 @@ jobs:
             catch_up: CatchUp::None,
             on_owner_loss: chime::job::OwnerLoss::Lost,
             enabled: true,
+            pings: None,
             source: at(23, 3),
         },
     ];
@@ -936,6 +946,7 @@ fn the_example_schedules_load() {
         default_timezone: Zone::UTC,
         env: Default::default(),
         max_jobs: None,
+        privileges: chime::config::Privileges::of_process(),
     };
     let config = load(&[dir], &opts).unwrap_or_else(|errors| panic!("{errors}"));
     assert!(!config.jobs.is_empty());
@@ -1164,4 +1175,118 @@ fn a_job_with_only_the_required_keys_loads_as_job_new_builds_it() {
         ..built
     };
     assert_eq!(config.jobs, vec![expected]);
+}
+
+#[test]
+fn pings_merge_over_defaults_and_keep_the_run_facts_for_later() {
+    use chime::job::{Piece, RunVar};
+    let (_dir, path, result) = load_one(
+        "pings.yaml",
+        r#"
+defaults:
+  healthchecks: "https://hc-ping.com/${HC_UUID}/"
+  report_missed: true
+  on_failure:
+    url: "https://ntfy.example/${CHIME_JOB}"
+    method: post
+    headers: { Authorization: "Bearer ${HC_TOKEN}" }
+    body: '{"tail": ${json:CHIME_OUTPUT_TAIL}, "token": ${json:HC_TOKEN}}'
+    timeout: 3s
+    retry: { attempts: 2 }
+jobs:
+  inherits:
+    schedule: "@daily"
+    command: "true"
+  own:
+    schedule: "@daily"
+    command: "true"
+    healthchecks: "https://hc.example/ping/x?create=1"
+    report_missed: false
+  none:
+    schedule: "@daily"
+    command: "true"
+    on_success: { url: "https://x.example/ok" }
+"#,
+    );
+    let config = result.unwrap_or_else(|errors| panic!("{errors:?} in {}", path.display()));
+    let job = |name: &str| {
+        config
+            .jobs
+            .iter()
+            .find(|job| job.name == name)
+            .and_then(|job| job.pings.clone())
+            .expect("pings")
+    };
+    let inherits = job("inherits");
+    let hc = inherits.healthchecks.as_ref().expect("from defaults");
+    assert_eq!(hc.url, "https://hc-ping.com/1234-abcd");
+    assert_eq!(hc.template, "https://hc-ping.com/${HC_UUID}/");
+    assert!(inherits.report_missed);
+    let hook = inherits.on_failure.as_ref().expect("from defaults");
+    assert_eq!(hook.method, "POST");
+    assert_eq!(hook.timeout, Duration::from_secs(3));
+    assert_eq!(hook.retry.attempts, 2);
+    assert_eq!(
+        hook.url.0,
+        [
+            Piece::Text("https://ntfy.example/".into()),
+            Piece::Var {
+                var: RunVar::Job,
+                json: false
+            }
+        ]
+    );
+    assert_eq!(
+        hook.body.as_ref().expect("a body").0,
+        [
+            Piece::Text("{\"tail\": ".into()),
+            Piece::Var {
+                var: RunVar::OutputTail,
+                json: true
+            },
+            Piece::Text(format!(", \"token\": \"{SECRET}\"}}")),
+        ]
+    );
+    // Secrets stay out of Debug output.
+    assert!(!format!("{inherits:?}").contains(SECRET));
+    let own = job("own");
+    assert_eq!(
+        own.healthchecks.as_ref().map(|hc| hc.url.as_str()),
+        Some("https://hc.example/ping/x?create=1")
+    );
+    assert!(!own.report_missed);
+    assert!(own.on_failure.is_some());
+    assert!(job("none").on_success.is_some());
+}
+
+#[test]
+fn ping_keys_are_checked_like_every_key() {
+    let (_dir, path, result) = load_one(
+        "bad-pings.yaml",
+        r#"jobs:
+  j:
+    schedule: "@daily"
+    command: "true"
+    on_fail: { url: "https://x.example" }
+    report_missed: yes
+    on_start: "https://x.example"
+    on_success: { method: POST }
+"#,
+    );
+    let errors = messages(result);
+    assert_eq!(errors.len(), 4, "{errors:#?}");
+    assert_error(
+        &errors[0],
+        &path,
+        "5:5",
+        &["on_fail", "did you mean `on_failure`"],
+    );
+    assert_error(
+        &errors[1],
+        &path,
+        "6:20",
+        &["report_missed", "true or false"],
+    );
+    assert_error(&errors[2], &path, "7:15", &["on_start", "mapping", "url"]);
+    assert_error(&errors[3], &path, "8:17", &["on_success", "no `url`"]);
 }

@@ -193,6 +193,7 @@ fn options() -> LoadOptions {
         .map(|(name, value)| (name.to_string(), value.to_string()))
         .collect(),
         max_jobs: None,
+        privileges: chime::config::Privileges::of_process(),
     }
 }
 

@@ -61,6 +61,8 @@ fn every_kind_of_event() -> Vec<Event> {
             lateness_ms: 0.4567,
             attempt: 2,
             queued_ms: None,
+            pid: None,
+            caller_uid: None,
         },
         Event::RunStarted {
             job: "backup".into(),
@@ -70,6 +72,8 @@ fn every_kind_of_event() -> Vec<Event> {
             lateness_ms: 1500.25,
             attempt: 1,
             queued_ms: Some(1499.5),
+            pid: Some(4242),
+            caller_uid: None,
         },
         Event::RunOutput {
             job: "backup".into(),
@@ -106,6 +110,8 @@ fn every_kind_of_event() -> Vec<Event> {
             duration_ms: 7_200_000,
             output_bytes: 1024,
             truncated: true,
+            by: None,
+            caller_uid: None,
         },
         Event::RunSkipped {
             job: "backup".into(),
@@ -268,6 +274,8 @@ fn superseded_and_queued_ms_in_every_format() {
         lateness_ms: 12.5,
         attempt: 1,
         queued_ms,
+        pid: None,
+        caller_uid: None,
     };
     let queued = started(Some(12.25));
     assert!(format_text(at(), &queued).ends_with(" queued_ms=12.250"));

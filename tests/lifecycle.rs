@@ -703,3 +703,46 @@ fn without_a_notify_socket_nothing_breaks() {
         chime.stop();
     }
 }
+
+/// Regression (issue 12): after the first Ctrl-C the service was silent for the whole
+/// grace while a run drained, which looked like a hang. Now `service.draining` names
+/// the runs waited for and the grace left, says a second Ctrl-C stops them now, and
+/// repeats while the shutdown waits.
+#[test]
+fn the_drain_says_what_it_waits_for_and_repeats() {
+    let dir = temp_dir();
+    write(
+        dir.path(),
+        "jobs.yaml",
+        schedule_file(&[("long", "@reboot", "echo started; exec sleep 300")]),
+    );
+    let mut chime = Chime::start(dir.path(), &["--shutdown-grace", "60s"]);
+    let started = chime.wait_for("run.started of long", LIMIT, |e| {
+        is(e, "run.started", "long")
+    });
+    chime.wait_for("output started", LIMIT, |e| is(e, "run.output", "long"));
+    chime.signal(libc::SIGINT);
+    chime.wait_event("service.stopping", LIMIT);
+    let first = chime.wait_event("service.draining", LIMIT);
+    let run = format!("long ({})", started["run_id"].as_str().unwrap());
+    assert_eq!(first["runs"], serde_json::json!([run]), "{first}");
+    let left = uint(&first, "grace_left_ms");
+    assert!((50_000..=60_000).contains(&left), "{first}");
+    let message = first["message"].as_str().unwrap_or_default();
+    assert!(
+        message.starts_with(&format!("waiting for 1 run ({run}) to finish, up to "))
+            && message.ends_with("press Ctrl-C again (or send SIGTERM again) to stop it now"),
+        "{first}"
+    );
+    // It repeats while the shutdown waits, with less grace left.
+    let second = chime.wait_event("service.draining", LIMIT);
+    assert!(uint(&second, "grace_left_ms") < left, "{first}\n{second}");
+    assert!(time(&second, "timestamp") > time(&first, "timestamp"));
+    chime.signal(libc::SIGINT);
+    let finished = chime.wait_for("run.finished of long", LIMIT, |e| {
+        is(e, "run.finished", "long")
+    });
+    assert_eq!(finished["outcome"], "cancelled", "{finished}");
+    chime.wait_event("service.stopped", LIMIT);
+    assert_eq!(chime.wait_exit(LIMIT).code(), Some(0));
+}

@@ -2075,6 +2075,8 @@ async fn a_retry_refused_at_shutdown_does_not_start() {
         trigger: Trigger::Schedule,
         cancel: CancellationToken::new(),
         stop_retries: CancellationToken::new(),
+        caller_uid: None,
+        live: None,
     };
     let (events, store) = Events::recorder();
     let settings = RunSettings::default();

@@ -223,6 +223,9 @@ async fn a_panicking_reload_is_a_service_failure_not_a_clean_stop() {
 async fn a_panicking_scheduling_loop_is_a_service_failure() {
     let mut service = Service::start(vec![job("tick", "* * * * * *")]);
     service.wait_event("service.started").await;
+    // The start-up's own reads of the clock (@reboot jobs, leftovers, catch-up) follow
+    // `service.started`; a run started means the scheduling loop has taken over.
+    service.wait_event("run.started").await;
     service
         .clock
         .broken
@@ -379,6 +382,7 @@ mod on_virtual_time {
                 default_timezone: chime::zone::Zone::UTC,
                 env: HashMap::new(),
                 max_jobs: None,
+                privileges: chime::config::Privileges::of_process(),
             };
             let (source, config) =
                 FileSource::load(vec![dir.path().to_path_buf()], options).unwrap();

@@ -242,10 +242,16 @@ fn invalid_schedules_exit_1_without_starting() {
     assert_eq!(status.code(), Some(1), "{status:?}");
     let (lines, stdout) = chime.finish(LIMIT);
     assert_eq!(stdout, "");
+    // In the JSON log: `config.rejected`, as a reload's (issue 12).
+    let rejected = lines
+        .iter()
+        .filter_map(|line| parse_event(line))
+        .find(|e| name(e) == "config.rejected")
+        .unwrap_or_else(|| panic!("no config.rejected in {lines:#?}"));
     assert!(
-        lines
-            .iter()
-            .any(|line| line.starts_with(&format!("error: {}:5:14: ", path.display()))),
+        rejected["errors"][0]
+            .as_str()
+            .is_some_and(|e| e.starts_with(&format!("{}:5:14: ", path.display()))),
         "{}",
         lines.join("\n")
     );
@@ -280,15 +286,82 @@ fn run_reports_every_startup_error_like_check() {
     let mut chime = Chime::spawn(dir.path(), args);
     assert_eq!(chime.wait_exit(LIMIT).code(), Some(1));
     let (lines, _) = chime.finish(LIMIT);
-    let all = lines.join("\n");
+    // Regression (issue 12): with --log-format json they were plain `error:` lines that
+    // broke a JSON reader; now one `config.rejected` event, as at reload, and only it.
+    assert_eq!(lines.len(), 1, "{lines:#?}");
+    let rejected = parse_event(&lines[0]).expect("a JSON event");
+    assert_eq!(name(&rejected), "config.rejected", "{rejected}");
+    assert_eq!(rejected["error_count"], 2, "{rejected}");
+    let errors = rejected["errors"].as_array().expect("a list of errors");
     assert!(
-        all.contains(&format!("error: {}: no such file", missing.display())),
-        "{all}"
+        errors[0]
+            .as_str()
+            .is_some_and(|e| e.starts_with(&format!("{}: no such file", missing.display()))),
+        "{rejected}"
     );
     assert!(
-        all.contains(&format!("error: {}:5:14: ", bad.display())),
-        "the bad file's error is missing:\n{all}"
+        errors[1]
+            .as_str()
+            .is_some_and(|e| e.starts_with(&format!("{}:5:14: ", bad.display()))),
+        "the bad file's error is missing: {rejected}"
     );
+
+    // On a terminal's format, people read lines, as from `check`.
+    let text = support::run(
+        dir.path(),
+        ["run", "--log-format", "text", bad.to_str().unwrap()],
+        LIMIT,
+    );
+    assert_eq!(text.code, Some(1), "{text:#?}");
+    assert!(
+        text.stderr
+            .starts_with(&format!("error: {}:5:14: ", bad.display())),
+        "{text:#?}"
+    );
+}
+
+/// Regression (issue 12): a directory holding no schedule file gave "0 jobs in 0
+/// files: ok" and no word. `run` warns at start and at a reload that empties it, and
+/// keeps watching it: a file added later is loaded.
+#[test]
+fn an_empty_schedule_directory_is_warned_about_and_watched() {
+    let dir = temp_dir();
+    let schedules = dir.path().join("schedules.d");
+    std::fs::create_dir(&schedules).unwrap();
+    write(&schedules, "README.txt", "not a schedule");
+    let mut chime = Chime::spawn(
+        dir.path(),
+        ["run", "--log-format", "json", schedules.to_str().unwrap()],
+    );
+    assert_service_event(&chime.wait_event("service.started", LIMIT), 0, 0);
+    let warning = chime.wait_event("config.warning", LIMIT);
+    let text = warning["warnings"][0]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        text.starts_with(&format!(
+            "{}: this directory holds no schedule files",
+            schedules.display()
+        )) && text.contains("`*.yaml` and `*.yml`"),
+        "{warning}"
+    );
+    // Still watched: a file added is loaded.
+    let file = write(&schedules, "tick.yaml", TICK);
+    let reloaded = chime.wait_event("config.reloaded", LIMIT);
+    assert_eq!(reloaded["added"], 1, "{reloaded}");
+    // Emptied again: the warning again, with the reload.
+    std::fs::remove_file(file).unwrap();
+    let again = chime.wait_event("config.warning", LIMIT);
+    assert!(
+        again["warnings"][0]
+            .as_str()
+            .is_some_and(|w| w.contains("holds no schedule files")),
+        "{again}"
+    );
+    let reloaded = chime.wait_event("config.reloaded", LIMIT);
+    assert_eq!(reloaded["removed"], 1, "{reloaded}");
+    stop_with(&mut chime, libc::SIGTERM, 0, 0);
 }
 
 /// Regression (issue 8): a panic in the reload loader ended the reload loop and the
@@ -449,7 +522,12 @@ fn a_set_over_max_jobs_does_not_start() {
         }
         let out = command.run(LIMIT);
         assert_eq!(out.code, Some(1), "{out:#?}");
-        assert!(out.stderr.contains(OVER_TWO), "{out:#?}");
+        // Not a terminal: the log is JSON, and the error a `config.rejected` event.
+        let over = OVER_TWO.strip_prefix("error: ").expect("an error line");
+        assert!(
+            out.stderr.contains("\"event\":\"config.rejected\"") && out.stderr.contains(over),
+            "{out:#?}"
+        );
     }
     // At the limit it starts.
     let mut chime = start(dir.path(), &["--max-jobs", "3"]);
@@ -482,5 +560,55 @@ fn a_reload_over_max_jobs_is_rejected_and_the_old_set_keeps_running() {
             .iter()
             .all(|event| !(name(event) == "run.started" && event["job"] == "c")),
         "job c of the rejected set ran"
+    );
+}
+
+/// Regression (issue 12): `schedules/` pinged 127.0.0.1:8080, which a fresh machine
+/// does not have, and logged retries and errors. The examples run clean offline, and
+/// within the first half-minute show output, an `@reboot` job, the overlap policy and
+/// a retry that succeeds.
+#[test]
+fn the_example_schedules_run_clean_offline() {
+    let dir = temp_dir();
+    let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("schedules");
+    let mut chime = Chime::spawn(
+        dir.path(),
+        [
+            std::ffi::OsStr::new("run"),
+            std::ffi::OsStr::new("--log-format"),
+            std::ffi::OsStr::new("json"),
+            examples.as_os_str(),
+        ],
+    );
+    let wait = std::time::Duration::from_secs(45);
+    chime.wait_for("warm-cache's run.finished", wait, |e| {
+        support::is(e, "run.finished", "warm-cache") && e["outcome"] == "success"
+    });
+    chime.wait_for("overlap-demo skipped", wait, |e| {
+        support::is(e, "run.skipped", "overlap-demo") && e["reason"] == "overlap"
+    });
+    chime.wait_for("retry-demo retrying", wait, |e| {
+        support::is(e, "run.retrying", "retry-demo")
+    });
+    let retried = chime.wait_for("retry-demo's run.finished", wait, |e| {
+        support::is(e, "run.finished", "retry-demo")
+    });
+    assert_eq!(retried["outcome"], "success", "{retried}");
+    assert_eq!(retried["attempts"], 2, "{retried}");
+    chime.signal(libc::SIGTERM);
+    chime.wait_event("service.stopped", LIMIT);
+    assert_eq!(chime.wait_exit(LIMIT).code(), Some(0));
+    let (lines, _) = chime.finish(LIMIT);
+    let events: Vec<Value> = lines.iter().filter_map(|l| parse_event(l)).collect();
+    assert_eq!(events.len(), lines.len(), "only JSON events: {lines:#?}");
+    let bad: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["level"] == "error" || name(e) == "config.warning")
+        .collect();
+    assert!(bad.is_empty(), "errors on a fresh machine: {bad:#?}");
+    // Nothing of the disabled HTTP examples was tried.
+    assert!(
+        !lines.iter().any(|l| l.contains("127.0.0.1:8080")),
+        "{lines:#?}"
     );
 }

@@ -322,7 +322,11 @@ async fn probe_systemd_env() {
     if std::env::var_os(PROBE).is_none() {
         return;
     }
-    let (result, _, lines) = run(argv(&["env"])).await;
+    // With `env_inherit: true`: a clean environment (the default) has none of them
+    // anyway (tests/root.rs).
+    let mut job = argv(&["env"]);
+    job.env_inherit = true;
+    let (result, _, lines) = run(job).await;
     assert_eq!(result.outcome, Outcome::Success);
     let env = stdout(&lines);
     assert!(env.contains(&"CHIME_TEST_INHERITED=yes"), "{env:?}");

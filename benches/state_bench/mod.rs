@@ -97,6 +97,8 @@ pub fn writer_throughput(rate: u64, secs: u64) -> WriterResult {
             lateness_ms: 0.5,
             attempt: 1,
             queued_ms: None,
+            pid: None,
+            caller_uid: None,
         });
         writer.observe(&Event::RunOutput {
             job: Arc::clone(&job),
@@ -116,6 +118,8 @@ pub fn writer_throughput(rate: u64, secs: u64) -> WriterResult {
             duration_ms: 12,
             output_bytes: 30,
             truncated: false,
+            by: None,
+            caller_uid: None,
         });
     }
     let offered_s = start.elapsed().as_secs_f64();

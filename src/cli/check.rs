@@ -4,7 +4,8 @@ use super::*;
 
 pub(super) fn check(paths: &[PathBuf], settings: &Settings) -> u8 {
     let default_zone = config::default_zone(settings.default_timezone);
-    let options = LoadOptions::from_process(Some(default_zone.clone().warned()));
+    let mut options = settings.load_options(Some(default_zone.clone().warned()));
+    options.privileges.check_only = true;
     let Some(config) = load_with(paths, &options) else {
         return exit::FAILED;
     };
@@ -15,7 +16,7 @@ pub(super) fn check(paths: &[PathBuf], settings: &Settings) -> u8 {
     for warning in &config.warnings {
         let _ = writeln!(stderr, "warning: {warning}");
     }
-    let rows: Vec<[String; 4]> = config
+    let rows: Vec<[String; 5]> = config
         .jobs
         .iter()
         .map(|job| {
@@ -24,11 +25,13 @@ pub(super) fn check(paths: &[PathBuf], settings: &Settings) -> u8 {
                 job.schedule_text.clone(),
                 job.timezone.name().to_string(),
                 describe_next(job, now),
+                crate::cron::describe::describe(&job.schedule_text),
             ]
         })
         .collect();
     let mut stdout = std::io::stdout().lock();
-    let _ = write_table(&mut stdout, ["JOB", "SCHEDULE", "ZONE", "NEXT FIRE"], &rows);
+    let header = ["JOB", "SCHEDULE", "ZONE", "NEXT FIRE", "MEANING"];
+    let _ = write_table(&mut stdout, header, &rows);
     let _ = writeln!(
         stdout,
         "{} job{} in {} file{}: ok",
@@ -51,10 +54,10 @@ fn describe_next(job: &Job, now: DateTime<Utc>) -> String {
     }
 }
 
-fn write_table(
+fn write_table<const N: usize>(
     out: &mut impl Write,
-    header: [&str; 4],
-    rows: &[[String; 4]],
+    header: [&str; N],
+    rows: &[[String; N]],
 ) -> std::io::Result<()> {
     let mut widths = header.map(str::len);
     for row in rows {
@@ -62,7 +65,7 @@ fn write_table(
             *width = (*width).max(cell.chars().count());
         }
     }
-    let line = |out: &mut dyn Write, cells: [&str; 4]| -> std::io::Result<()> {
+    let line = |out: &mut dyn Write, cells: [&str; N]| -> std::io::Result<()> {
         let mut text = String::new();
         for (i, (cell, width)) in cells.iter().zip(widths).enumerate() {
             if i + 1 == cells.len() {
@@ -75,7 +78,7 @@ fn write_table(
     };
     line(out, header)?;
     for row in rows {
-        line(out, [&row[0], &row[1], &row[2], &row[3]])?;
+        line(out, row.each_ref().map(String::as_str))?;
     }
     Ok(())
 }

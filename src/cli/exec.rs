@@ -10,14 +10,14 @@ use tokio_util::sync::CancellationToken;
 use super::run::{forward_signals, runtime, start_logging};
 use super::{Settings, exit, real_executor, report_errors};
 use crate::clock::{Clock, SystemClock};
-use crate::config::{self, LoadOptions};
+use crate::config;
 use crate::daemon::Control;
 use crate::events::{Outcome, Trigger};
 use crate::run::{RunRequest, RunSettings, execute_run, new_run_id};
 
 /// `chime exec JOB`: one run now, in the foreground, logged to stderr.
 pub(super) fn exec(name: &str, paths: &[PathBuf], settings: &Settings) -> u8 {
-    let options = LoadOptions::from_process(settings.default_timezone);
+    let options = settings.load_options(settings.default_timezone);
     let config = match config::load(paths, &options) {
         Ok(config) => config,
         Err(errors) => {
@@ -61,8 +61,11 @@ pub(super) fn exec(name: &str, paths: &[PathBuf], settings: &Settings) -> u8 {
             run_id: new_run_id(),
             scheduled_at: clock.now(),
             trigger: Trigger::Manual,
+            // A signal ends the run as a shutdown does (`by: shutdown`).
+            stop_retries: cancel.clone(),
             cancel,
-            stop_retries: CancellationToken::new(),
+            caller_uid: None,
+            live: None,
         };
         let report =
             execute_run(&executor, &clock, &events, &RunSettings::default(), request).await;

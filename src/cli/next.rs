@@ -5,6 +5,25 @@ use super::*;
 pub(super) fn next(args: &NextArgs, settings: &Settings) -> u8 {
     let from = args.from.unwrap_or_else(Utc::now);
     let lines: Vec<String> = if let Some(expr) = &args.cron {
+        // `--cron */5 * * * *` unquoted: the shell split it, clap took the rest as PATHS.
+        if args.paths.len() != 1 || args.paths[0] != std::path::Path::new(DEFAULT_PATH) {
+            // The shell may have expanded a `*` into every file name here: show a few.
+            let mut extra: Vec<String> = args
+                .paths
+                .iter()
+                .take(4)
+                .map(|p| p.display().to_string())
+                .collect();
+            if args.paths.len() > extra.len() {
+                extra.push(format!("… ({} words in all)", args.paths.len()));
+            }
+            eprintln!(
+                "error: --cron takes the whole expression as one argument, but `{}` followed \
+                 it; quote the schedule, for example --cron \"*/5 * * * *\"",
+                extra.join(" ")
+            );
+            return exit::USAGE;
+        }
         let schedule = match Schedule::parse(expr) {
             Ok(schedule) => schedule,
             Err(err) => {
@@ -16,6 +35,22 @@ pub(super) fn next(args: &NextArgs, settings: &Settings) -> u8 {
             Some(tz) => tz,
             None => config::default_zone(settings.default_timezone).warned(),
         };
+        // In words on stderr; stdout stays the fire times only.
+        eprintln!(
+            "{expr}: {}",
+            crate::cron::describe::describe_in(expr, tz.name())
+        );
+        for warning in schedule
+            .warnings()
+            .into_iter()
+            .chain(crate::cron::describe::warnings(expr))
+        {
+            eprintln!("warning: {warning}");
+        }
+        if matches!(schedule, Schedule::Cron(_)) && schedule.next_after(tz, from).is_none() {
+            eprintln!("error: {}", crate::cron::never_fires_message(expr));
+            return exit::FAILED;
+        }
         schedule
             .fires_after(tz, from)
             .take(args.count)

@@ -12,11 +12,13 @@ use tokio::sync::mpsc;
 
 use super::{LogFormat, Settings, exit, real_executor, report_errors};
 use crate::clock::SystemClock;
-use crate::config::LoadOptions;
+use crate::control::server::PauseStore;
 use crate::daemon::{ConfigSource, Control, FileSource, Reloaded, ServeOptions, World, serve};
-use crate::events::Events;
+use crate::events::{Event, Events};
 use crate::health::Health;
 use crate::logging::{self, Format, Level};
+use crate::monitor::{Monitor, MonitorOptions};
+use crate::state::Write;
 use crate::systemd::Notifier;
 
 pub(super) fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
@@ -115,8 +117,9 @@ async fn run_service(paths: Vec<PathBuf>, settings: &Settings) -> u8 {
         eprintln!("error: cannot install signal handlers: {err}");
         return exit::FAILED;
     }
-    let options =
-        LoadOptions::from_process(settings.default_timezone).with_max_jobs(settings.max_jobs);
+    let options = settings
+        .load_options(settings.default_timezone)
+        .with_max_jobs(settings.max_jobs);
     let loading = tokio::task::spawn_blocking(move || FileSource::load(paths, options));
     // Loading is not awaited blindly: a shutdown asked for meanwhile is served.
     let loaded = tokio::select! {
@@ -129,7 +132,14 @@ async fn run_service(paths: Vec<PathBuf>, settings: &Settings) -> u8 {
     let (source, config) = match loaded {
         Ok(Ok(pair)) => pair,
         Ok(Err(errors)) => {
-            report_errors(&errors);
+            // In the log's format: a JSON or journal log gets `config.rejected`, as at
+            // reload, so that one reader sees both; a person on a terminal, lines.
+            if resolve_format(settings.log_format) == Format::Text {
+                report_errors(&errors);
+            } else {
+                let (events, _guard) = start_logging(settings);
+                events.emit(Event::config_rejected(&errors.0));
+            }
             return exit::FAILED;
         }
         Err(err) => {
@@ -140,6 +150,31 @@ async fn run_service(paths: Vec<PathBuf>, settings: &Settings) -> u8 {
     let executor = match real_executor() {
         Ok(executor) => executor,
         Err(code) => return code,
+    };
+    let control = match crate::control::socket_path(
+        settings.control_socket.as_deref(),
+        &crate::control::Env::from_process(),
+    ) {
+        Ok(None) => None,
+        Ok(Some(path)) => match crate::control::server::bind(&path) {
+            Ok(socket) => Some(socket),
+            Err(err) => {
+                super::print_error(&err);
+                return exit::FAILED;
+            }
+        },
+        Err(hint) => {
+            eprintln!("warning: {hint}; running without a control socket");
+            None
+        }
+    };
+    // A port in use is an error at start, before anything runs.
+    let listener = match settings.listen.map(crate::monitor::http::bind).transpose() {
+        Ok(listener) => listener,
+        Err(err) => {
+            super::print_error(&err);
+            return exit::FAILED;
+        }
     };
     let (mut events, _guard) = start_logging(settings);
     let cluster = match super::cluster_options(settings) {
@@ -163,6 +198,40 @@ async fn run_service(paths: Vec<PathBuf>, settings: &Settings) -> u8 {
         }
         None => super::state::start(settings, &mut events),
     };
+    crate::daemon::log_file_warnings(&config);
+    let pauses = state.as_ref().map(|state| {
+        let writer = state.thread.writer();
+        PauseStore::new(move |job, paused| {
+            writer.write(Write::Paused {
+                job: job.to_string(),
+                paused,
+            });
+        })
+    });
+    let monitor = match Monitor::start(
+        MonitorOptions {
+            metrics: listener.is_some(),
+            last_success: resume.last_success.clone(),
+        },
+        &config.jobs,
+        events.clone(),
+        tokio::runtime::Handle::current(),
+    ) {
+        Ok(monitor) => monitor,
+        Err(err) => {
+            eprintln!("error: cannot start the monitor thread: {err}");
+            return exit::INTERNAL;
+        }
+    };
+    let events = monitor.observe(events);
+    let health = Health::new();
+    let server = listener.map(|listener| {
+        tokio::spawn(crate::monitor::http::serve(
+            listener,
+            monitor.clone(),
+            health.clone(),
+        ))
+    });
     let dirs = source.watch_dirs();
     let quiet = Duration::from_millis(250);
     if let Err(err) = crate::watch::watch(&dirs, quiet, tx, Control::ReloadIfChanged) {
@@ -174,6 +243,8 @@ async fn run_service(paths: Vec<PathBuf>, settings: &Settings) -> u8 {
         watchdog: Notifier::watchdog_interval(),
         resume,
         cluster: cluster.clone(),
+        control,
+        pauses,
         ..ServeOptions::default()
     };
     let world = World {
@@ -181,14 +252,22 @@ async fn run_service(paths: Vec<PathBuf>, settings: &Settings) -> u8 {
         executor,
         events,
         notifier: Notifier::from_env(),
-        health: Health::new(),
+        health,
     };
-    let source = InjectedFault::from_env(source);
+    let source = Monitored {
+        source: InjectedFault::from_env(source),
+        monitor: monitor.clone(),
+    };
     let served = serve(config, source, options, world, rx).await;
     if let Some(cluster) = &cluster {
         // The runs' ends are written before the exit (a database that is down is not
         // waited for long: those runs become lost once their leases run out).
         cluster.flush(Duration::from_secs(5)).await;
+    }
+    // The last runs' pings (a run cancelled at shutdown reports its failure).
+    monitor.flush(PING_GRACE).await;
+    if let Some(server) = server {
+        server.abort();
     }
     if let Some(state) = state {
         // What is queued is written before the exit (one last try if the disk fails).
@@ -200,6 +279,9 @@ async fn run_service(paths: Vec<PathBuf>, settings: &Settings) -> u8 {
     }
 }
 
+/// How long a stopping service waits for the pings still in flight.
+const PING_GRACE: Duration = Duration::from_secs(5);
+
 /// Resolves at the first shutdown request; reload requests before it are moot.
 async fn shutdown_requested(control: &mut mpsc::Receiver<Control>) {
     loop {
@@ -208,6 +290,22 @@ async fn shutdown_requested(control: &mut mpsc::Receiver<Control>) {
             Some(_) => {}
             None => std::future::pending().await,
         }
+    }
+}
+
+/// Tells the monitor each set of jobs a reload loaded (a loaded set is applied).
+struct Monitored<S> {
+    source: S,
+    monitor: Monitor,
+}
+
+impl<S: ConfigSource> ConfigSource for Monitored<S> {
+    fn reload(&mut self, force: bool) -> Reloaded {
+        let reloaded = self.source.reload(force);
+        if let Reloaded::Loaded(config) = &reloaded {
+            self.monitor.jobs_loaded(&config.jobs);
+        }
+        reloaded
     }
 }
 

@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use chrono::{DateTime, SecondsFormat, Utc};
 use clap::Args;
 use serde::Serialize;
+use serde_json::Value;
 
 use super::{Settings, exit, load_or_report, parse_duration_arg, print_error};
 use crate::daemon::Resume;
@@ -164,6 +165,27 @@ fn take_over(store: &mut SqliteStore, events: &Events, resume: &mut Resume) {
             resume.leftovers.push((run.job.clone(), *group));
         }
     }
+    match store.paused_jobs() {
+        Ok(paused) => resume.paused = paused,
+        Err(err) => events.emit(Event::StateFailed {
+            what: "reading the paused jobs".into(),
+            error: err.to_string(),
+            fix: format!("{}; every job runs until paused again", err.fix()),
+            dropped: 0,
+        }),
+    }
+    match store.last_successes() {
+        Ok(last) => resume.last_success = last,
+        Err(err) => events.emit(Event::StateFailed {
+            what: "reading the jobs' last successes".into(),
+            error: err.to_string(),
+            fix: format!(
+                "{}; chime_last_success_timestamp_seconds starts empty",
+                err.fix()
+            ),
+            dropped: 0,
+        }),
+    }
     match store.last_handled() {
         Ok(handled) => resume.last_handled = handled,
         Err(err) => events.emit(Event::StateFailed {
@@ -280,6 +302,10 @@ struct StatusJson<'a> {
     running: u32,
     failures_in_row: u32,
     paused: bool,
+    /// While the service answers: its runs of the job in flight (pid, elapsed time).
+    runs_in_flight: Vec<Value>,
+    /// Whether the service answered (else only stored facts are shown).
+    live: bool,
 }
 
 fn json_line(out: &mut impl std::io::Write, value: &impl Serialize) {
@@ -296,9 +322,13 @@ pub(super) fn status(paths: &[PathBuf], json_out: bool, settings: &Settings) -> 
     let Some(config) = load_or_report(paths, settings) else {
         return exit::FAILED;
     };
-    let store = match open_reader(settings) {
-        Ok(store) => store,
-        Err(code) => return code,
+    // Stateless (`--state-dir none`): only what the service itself tells.
+    let store = match state_dir(settings) {
+        None => None,
+        Some(_) => match open_reader(settings) {
+            Ok(store) => store,
+            Err(code) => return code,
+        },
     };
     let summaries: HashMap<String, JobSummary> = match store.as_ref().map(|s| s.job_summaries()) {
         None => HashMap::new(),
@@ -308,6 +338,35 @@ pub(super) fn status(paths: &[PathBuf], json_out: bool, settings: &Settings) -> 
             return exit::FAILED;
         }
     };
+    // While the service runs, its live facts (runs in flight, pauses) come first.
+    let live = match super::control::live_status(settings) {
+        Ok(live) => live,
+        Err(code) => return code,
+    };
+    let live_runs: Vec<Value> = live
+        .as_ref()
+        .and_then(|live| live.get("running"))
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let live_paused: Option<Vec<String>> = live.as_ref().map(|live| {
+        live.get("paused")
+            .and_then(Value::as_array)
+            .map(|names| {
+                names
+                    .iter()
+                    .filter_map(|n| n.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    });
+    let runs_of = |job: &str| -> Vec<Value> {
+        live_runs
+            .iter()
+            .filter(|run| run.get("job").and_then(Value::as_str) == Some(job))
+            .cloned()
+            .collect()
+    };
     let now = Utc::now();
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let mut jobs: Vec<_> = config.jobs.iter().collect();
@@ -315,7 +374,7 @@ pub(super) fn status(paths: &[PathBuf], json_out: bool, settings: &Settings) -> 
     if !json_out {
         let _ = writeln!(
             out,
-            "{:<24} {:<16} {:<16} {:<25} {:<11} {:<25} {:<11} {:<11} {:>8} {:>9} {:>7} {:>5}",
+            "{:<24} {:<16} {:<16} {:<25} {:<11} {:<25} {:<11} {:<11} {:>8} {:>9} {:>7} {:>5} PAUSED",
             "JOB",
             "SCHEDULE",
             "ZONE",
@@ -327,7 +386,7 @@ pub(super) fn status(paths: &[PathBuf], json_out: bool, settings: &Settings) -> 
             "DURATION",
             "LATENESS",
             "RUNNING",
-            "FAILS"
+            "FAILS",
         );
     }
     for job in jobs {
@@ -338,7 +397,16 @@ pub(super) fn status(paths: &[PathBuf], json_out: bool, settings: &Settings) -> 
         };
         let summary = summaries.get(&job.name);
         let last = summary.and_then(|s| s.last_run.as_ref());
-        let running = summary.map_or(0, |s| s.running);
+        let in_flight = runs_of(&job.name);
+        let running = if live.is_some() {
+            in_flight.len() as u32
+        } else {
+            summary.map_or(0, |s| s.running)
+        };
+        let paused = match &live_paused {
+            Some(paused) => paused.contains(&job.name),
+            None => summary.is_some_and(|s| s.paused),
+        };
         let fails = summary.map_or(0, |s| s.failures_in_row);
         if json_out {
             let line = StatusJson {
@@ -350,7 +418,9 @@ pub(super) fn status(paths: &[PathBuf], json_out: bool, settings: &Settings) -> 
                 last_run: last.map(run_json),
                 running,
                 failures_in_row: fails,
-                paused: summary.is_some_and(|s| s.paused),
+                paused,
+                runs_in_flight: in_flight,
+                live: live.is_some(),
             };
             json_line(&mut out, &line);
         } else {
@@ -383,7 +453,7 @@ pub(super) fn status(paths: &[PathBuf], json_out: bool, settings: &Settings) -> 
             };
             let _ = writeln!(
                 out,
-                "{:<24} {:<16} {:<16} {:<25} {:<11} {:<25} {:<11} {:<11} {:>8} {:>9} {:>7} {:>5}",
+                "{:<24} {:<16} {:<16} {:<25} {:<11} {:<25} {:<11} {:<11} {:>8} {:>9} {:>7} {:>5} {}",
                 job.name,
                 job.schedule_text,
                 job.timezone.name(),
@@ -395,8 +465,34 @@ pub(super) fn status(paths: &[PathBuf], json_out: bool, settings: &Settings) -> 
                 took,
                 late,
                 running,
-                fails
+                fails,
+                if paused { "paused" } else { "-" }
             );
+        }
+    }
+    if !json_out {
+        if live.is_none() {
+            eprintln!("(the service does not answer on its control socket: stored facts only)");
+        } else if !live_runs.is_empty() {
+            let _ = writeln!(out, "\nRUNS IN FLIGHT");
+            for run in &live_runs {
+                let field = |key: &str| {
+                    run.get(key).map_or(String::from("-"), |v| match v {
+                        Value::String(s) => s.clone(),
+                        Value::Null => "-".into(),
+                        other => other.to_string(),
+                    })
+                };
+                let _ = writeln!(
+                    out,
+                    "{:<16} {:<24} pid {:<8} {:<9} running for {}",
+                    field("run_id"),
+                    field("job"),
+                    field("pid"),
+                    field("trigger"),
+                    duration(run.get("elapsed_ms").and_then(Value::as_u64))
+                );
+            }
         }
     }
     let _ = out.flush();

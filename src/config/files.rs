@@ -14,11 +14,14 @@ pub(super) const MAX_FILE_BYTES: u64 = 64 * 1024 * 1024;
 
 /// See [`super::discover`].
 pub(super) fn discover(paths: &[PathBuf]) -> Result<Vec<PathBuf>, ConfigErrors> {
-    into_result(discover_all(paths))
+    let (files, errors, _) = discover_all(paths);
+    into_result((files, errors))
 }
 
-/// The files found, and an error for each path that could not be used.
-pub(super) fn discover_all(paths: &[PathBuf]) -> (Vec<PathBuf>, Vec<ConfigError>) {
+/// The files found, an error for each path that could not be used, and the
+/// directories that hold no schedule file (a warning: `run` keeps watching them).
+pub(super) fn discover_all(paths: &[PathBuf]) -> (Vec<PathBuf>, Vec<ConfigError>, Vec<PathBuf>) {
+    let mut empty = Vec::new();
     let mut files = Vec::new();
     let mut errors = Vec::new();
     for path in paths {
@@ -83,13 +86,16 @@ pub(super) fn discover_all(paths: &[PathBuf]) -> (Vec<PathBuf>, Vec<ConfigError>
             }
         }
         found.sort_by(|a, b| a.file_name().cmp(&b.file_name()));
+        if found.is_empty() {
+            empty.push(path.clone());
+        }
         files.extend(found);
     }
     // The same file named twice (`chime check a.yaml a.yaml`, or a file and its
     // directory) is loaded once, not reported as defining all its jobs twice.
     let mut seen = HashSet::new();
     files.retain(|file| seen.insert(std::fs::canonicalize(file).unwrap_or_else(|_| file.clone())));
-    (files, errors)
+    (files, errors, empty)
 }
 
 fn into_result<T>((value, errors): (T, Vec<ConfigError>)) -> Result<T, ConfigErrors> {

@@ -1,10 +1,16 @@
-//! `${VAR}` substitution in `http.url`, header values and `body`.
+//! `${VAR}` substitution in `http.url`, header values, `body` and `env` values, and in
+//! hook (`on_start` …) URLs, headers and bodies with the run's `${CHIME_*}` facts.
 //!
 //! `${NAME}` is replaced by the variable's value; `${NAME:-default}` by the default text
 //! when NAME is unset or empty; `$${` writes a literal `${`; a `$` followed by anything
-//! else is kept as it is. Errors name variables, never values.
+//! else is kept as it is. `${file:/path}` is replaced by the file's contents without its
+//! trailing newline, and `${credential:NAME}` by `$CREDENTIALS_DIRECTORY/NAME`'s (systemd's
+//! `LoadCredential=`); both are read at every load, so a reload picks up a rotated
+//! secret. Errors name variables and files, never values.
 
 use std::collections::HashMap;
+
+use crate::job::{Piece, RunVar, Template};
 
 /// What is wrong with a template. Carries no interpolated value.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -15,7 +21,13 @@ pub(super) enum Problem {
     Unterminated,
     /// `${...}` whose content is not a variable name.
     BadName(String),
+    /// `${file:…}` or `${credential:…}` that could not be read: the reference as
+    /// written, and why (never the contents).
+    Secret { reference: String, reason: String },
 }
+
+/// Secrets are tokens and passwords; a larger file is not one.
+const MAX_SECRET_BYTES: u64 = 64 * 1024;
 
 impl Problem {
     /// The message for `key` (e.g. `http.url`), with how to fix it.
@@ -35,8 +47,88 @@ impl Problem {
                  letters, digits and `_`, not starting with a digit (write `$${{` for a \
                  literal `${{`)"
             ),
+            Problem::Secret { reference, reason } => {
+                format!("`{key}` uses `${{{reference}}}`, which cannot be used: {reason}")
+            }
         }
     }
+}
+
+/// The secret `${reference}` names, for `file:` and `credential:` references; `None`
+/// for anything else.
+fn secret(reference: &str, env: &HashMap<String, String>) -> Option<Result<String, Problem>> {
+    let problem = |reason: String| Problem::Secret {
+        reference: reference.to_string(),
+        reason,
+    };
+    let path = if let Some(path) = reference.strip_prefix("file:") {
+        if !path.starts_with('/') {
+            return Some(Err(problem(
+                "the path must be absolute; write e.g. `${file:/etc/chime/token}`".to_string(),
+            )));
+        }
+        std::path::PathBuf::from(path)
+    } else if let Some(name) = reference.strip_prefix("credential:") {
+        if name.is_empty() || name.contains('/') || name == "." || name == ".." {
+            return Some(Err(problem(
+                "a credential name is a plain file name, as in `LoadCredential=NAME:/path`"
+                    .to_string(),
+            )));
+        }
+        let Some(dir) = env
+            .get("CREDENTIALS_DIRECTORY")
+            .filter(|dir| !dir.is_empty())
+        else {
+            return Some(Err(problem(format!(
+                "CREDENTIALS_DIRECTORY is not set; systemd sets it when the unit has \
+                 `LoadCredential={name}:/path/to/secret` (see systemd/chime.service)"
+            ))));
+        };
+        std::path::Path::new(dir).join(name)
+    } else {
+        return None;
+    };
+    Some(read_secret(&path).map_err(problem))
+}
+
+/// A secret file's contents without one trailing newline (`\n` or `\r\n`).
+fn read_secret(path: &std::path::Path) -> Result<String, String> {
+    use std::io::Read;
+
+    let shown = path.display();
+    let cannot = |err: std::io::Error| {
+        let text = err.to_string();
+        let text = match err.raw_os_error() {
+            Some(code) => text.replace(&format!(" (os error {code})"), ""),
+            None => text,
+        };
+        format!("cannot read `{shown}`: {text}")
+    };
+    let file = std::fs::File::open(path).map_err(cannot)?;
+    let mut bytes = Vec::new();
+    file.take(MAX_SECRET_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(cannot)?;
+    if bytes.len() as u64 > MAX_SECRET_BYTES {
+        return Err(format!(
+            "`{shown}` is larger than {} KiB, which no secret is; name the right file",
+            MAX_SECRET_BYTES / 1024
+        ));
+    }
+    let mut text = String::from_utf8(bytes)
+        .map_err(|_| format!("`{shown}` is not UTF-8 text; store the secret as text"))?;
+    if text.contains('\0') {
+        return Err(format!(
+            "`{shown}` contains a NUL byte, which no value can hold"
+        ));
+    }
+    if text.ends_with('\n') {
+        text.pop();
+        if text.ends_with('\r') {
+            text.pop();
+        }
+    }
+    Ok(text)
 }
 
 /// Substitutes every `${NAME}` in `template` from `env`; reports every problem.
@@ -60,6 +152,14 @@ pub(super) fn interpolate(
                 break;
             };
             let inside = &tail[..close];
+            if let Some(found) = secret(inside, env) {
+                match found {
+                    Ok(value) => out.push_str(&value),
+                    Err(problem) => problems.push(problem),
+                }
+                rest = &tail[close + 1..];
+                continue;
+            }
             let (name, default) = match inside.split_once(":-") {
                 Some((name, default)) => (name, Some(default)),
                 None => (inside, None),
@@ -83,6 +183,90 @@ pub(super) fn interpolate(
     out.push_str(rest);
     if problems.is_empty() {
         Ok(out)
+    } else {
+        Err(problems)
+    }
+}
+
+/// Like [`interpolate`], for hooks: the run's facts (`${CHIME_JOB}` …, see
+/// [`RunVar`]) are kept for run time, and `${json:NAME}` gives a variable as a JSON
+/// string literal (a service variable at once, a run's fact when the hook is sent).
+/// `${file:…}` and `${credential:…}` secrets are read at load as in [`interpolate`]
+/// (`${json:file:…}` as a JSON string).
+pub(super) fn template(
+    text: &str,
+    env: &HashMap<String, String>,
+) -> Result<Template, Vec<Problem>> {
+    let mut pieces = Vec::new();
+    let mut literal = String::new();
+    let mut problems = Vec::new();
+    let mut rest = text;
+    while let Some(dollar) = rest.find('$') {
+        literal.push_str(&rest[..dollar]);
+        let after = &rest[dollar..];
+        if let Some(tail) = after.strip_prefix("$${") {
+            literal.push_str("${");
+            rest = tail;
+        } else if let Some(tail) = after.strip_prefix("${") {
+            let Some(close) = tail.find('}') else {
+                problems.push(Problem::Unterminated);
+                rest = "";
+                break;
+            };
+            let inside = &tail[..close];
+            rest = &tail[close + 1..];
+            let (json, inside) = match inside.strip_prefix("json:") {
+                Some(name) => (true, name),
+                None => (false, inside),
+            };
+            if let Some(found) = secret(inside, env) {
+                match found {
+                    Ok(value) if json => {
+                        literal.push_str(&serde_json::Value::from(value).to_string())
+                    }
+                    Ok(value) => literal.push_str(&value),
+                    Err(problem) => problems.push(problem),
+                }
+                continue;
+            }
+            let (name, default) = match inside.split_once(":-") {
+                Some((name, default)) => (name, Some(default)),
+                None => (inside, None),
+            };
+            if !is_var_name(name) {
+                problems.push(Problem::BadName(inside.to_string()));
+                continue;
+            }
+            if let Some(var) = RunVar::from_name(name) {
+                pieces.push(Piece::Text(std::mem::take(&mut literal)));
+                pieces.push(Piece::Var { var, json });
+                continue;
+            }
+            let value = env
+                .get(name)
+                .filter(|value| default.is_none() || !value.is_empty())
+                .map(String::as_str)
+                .or(default);
+            match value {
+                Some(value) if json => {
+                    literal.push_str(&serde_json::Value::from(value).to_string())
+                }
+                Some(value) => literal.push_str(value),
+                None if !problems.contains(&Problem::Unset(name.to_string())) => {
+                    problems.push(Problem::Unset(name.to_string()));
+                }
+                None => {}
+            }
+        } else {
+            literal.push('$');
+            rest = &after[1..];
+        }
+    }
+    literal.push_str(rest);
+    pieces.push(Piece::Text(literal));
+    pieces.retain(|piece| !matches!(piece, Piece::Text(text) if text.is_empty()));
+    if problems.is_empty() {
+        Ok(Template(pieces))
     } else {
         Err(problems)
     }
@@ -152,6 +336,92 @@ mod tests {
         assert!(
             message.contains("`${NOPE}`") && message.contains("not set"),
             "{message}"
+        );
+    }
+
+    #[test]
+    fn secrets_come_from_files_and_credentials() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("token"), "s3cret-from-file\n").unwrap();
+        std::fs::write(dir.path().join("crlf"), "two\r\n").unwrap();
+        std::fs::write(dir.path().join("bare"), "no newline").unwrap();
+        let mut env = env();
+        env.insert(
+            "CREDENTIALS_DIRECTORY".into(),
+            dir.path().display().to_string(),
+        );
+        let file = format!("${{file:{}/token}}", dir.path().display());
+        assert_eq!(
+            interpolate(&format!("Bearer {file}"), &env).unwrap(),
+            "Bearer s3cret-from-file"
+        );
+        assert_eq!(
+            interpolate("${credential:crlf}|${credential:bare}", &env).unwrap(),
+            "two|no newline"
+        );
+        // Missing, relative, bad names, no directory: each names the reference only.
+        let problems =
+            interpolate("${credential:nope}${file:rel}${credential:../x}", &env).unwrap_err();
+        assert_eq!(problems.len(), 3, "{problems:?}");
+        let message = problems[0].message("env.TOKEN");
+        assert!(message.contains("${credential:nope}") && message.contains("No such file"));
+        env.remove("CREDENTIALS_DIRECTORY");
+        let problems = interpolate("${credential:bare}", &env).unwrap_err();
+        assert!(problems[0].message("x").contains("LoadCredential=bare"));
+    }
+
+    #[test]
+    fn hook_templates_keep_the_run_facts_for_later() {
+        let got = template(
+            "${HC_UUID}/${CHIME_JOB}?o=${json:CHIME_OUTCOME}&t=${json:TOKEN}$${x}",
+            &env(),
+        )
+        .unwrap();
+        assert_eq!(
+            got.0,
+            [
+                Piece::Text("abc-123/".into()),
+                Piece::Var {
+                    var: RunVar::Job,
+                    json: false
+                },
+                Piece::Text("?o=".into()),
+                Piece::Var {
+                    var: RunVar::Outcome,
+                    json: true
+                },
+                Piece::Text("&t=\"s3cret\"${x}".into()),
+            ]
+        );
+        let problems = template("${CHIME_NOPE}${json:}", &env()).unwrap_err();
+        assert_eq!(
+            problems,
+            [
+                Problem::Unset("CHIME_NOPE".into()),
+                Problem::BadName("".into())
+            ]
+        );
+    }
+
+    #[test]
+    fn hook_templates_read_secrets() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("token"), "s3cret-from-file\n").unwrap();
+        let mut env = env();
+        env.insert(
+            "CREDENTIALS_DIRECTORY".into(),
+            dir.path().display().to_string(),
+        );
+        let got = template("t=${credential:token}&j=${json:credential:token}", &env).unwrap();
+        assert_eq!(
+            got.0,
+            [Piece::Text(
+                "t=s3cret-from-file&j=\"s3cret-from-file\"".into()
+            )]
+        );
+        let problems = template("${credential:nope}", &env).unwrap_err();
+        assert!(
+            matches!(&problems[0], Problem::Secret { reference, .. } if reference == "credential:nope")
         );
     }
 

@@ -26,11 +26,13 @@ use super::{ConfigError, LoadOptions};
 use crate::job::{self, Action, Job, ShellCommand, SourceLocation};
 
 mod command;
+mod hooks;
 mod http;
 mod keys;
 mod loader;
 mod retry;
 mod schedule;
+mod schema;
 mod settings;
 #[cfg(test)]
 mod tests;
@@ -39,6 +41,7 @@ use keys::{Entry, JOB_KEYS};
 pub(super) use loader::Loader;
 use loader::{FileOutcome, JobBudget, NameUse};
 use schedule::ParsedSchedule;
+pub use schema::{json_schema, schema_keys};
 use settings::Settings;
 
 /// Checks one file's tree.
@@ -289,6 +292,7 @@ impl<'a> FileChecker<'a, '_> {
         let retry = self.retry_policy(&settings.retry);
 
         let (schedule_text, schedule) = schedule?;
+        let pings = settings.pings();
         Some(Job {
             name: name.to_string(),
             schedule_text,
@@ -297,6 +301,11 @@ impl<'a> FileChecker<'a, '_> {
             action: action?,
             workdir: settings.workdir,
             env: settings.env,
+            env_inherit: settings.env_inherit.unwrap_or(false),
+            run_as: (settings.user.is_some() || settings.group.is_some()).then_some(job::RunAs {
+                user: settings.user,
+                group: settings.group,
+            }),
             timeout: settings.timeout,
             kill_grace: settings.kill_grace.unwrap_or(job::DEFAULT_KILL_GRACE),
             retry: retry?,
@@ -305,6 +314,7 @@ impl<'a> FileChecker<'a, '_> {
             catch_up: settings.catch_up.unwrap_or_default(),
             on_owner_loss: settings.on_owner_loss.unwrap_or_default(),
             enabled: settings.enabled.unwrap_or(true),
+            pings,
             source: here,
         })
     }

@@ -30,18 +30,23 @@
 //!   together; `jobs::keys` (unknown keys, "did you mean", booleans), `jobs::schedule`,
 //!   `jobs::settings` (what `defaults` and jobs share), `jobs::retry`, `jobs::command`
 //!   and `jobs::http` each check their keys.
-//! - [`interpolate`]: `${VAR}`, `${VAR:-default}`, `$${`. [`suggest`]: "did you mean".
+//! - [`interpolate`]: `${VAR}`, `${VAR:-default}`, `$${`, `${file:…}`, `${credential:…}`.
+//!   [`suggest`]: "did you mean".
+//! - [`trust`]: who may change the files (as root: only root), checked at every read.
 
 mod files;
 mod interpolate;
 mod jobs;
 mod suggest;
 mod tree;
+mod trust;
 
 use std::collections::HashMap;
 use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
+
+pub use jobs::{json_schema, schema_keys};
 
 use crate::job::{Job, SourceLocation};
 use crate::zone::{SystemZone, Zone};
@@ -56,6 +61,33 @@ pub struct LoadOptions {
     /// `--max-jobs`: a set of files that defines more jobs is refused with one error
     /// naming the flag, found before the jobs are built. `None`: no limit.
     pub max_jobs: Option<usize>,
+    /// How far files are trusted and whether `user:` / `group:` may be used: see
+    /// [`Privileges`].
+    pub privileges: Privileges,
+}
+
+/// What running as root changes when loading (README, "Running as root").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Privileges {
+    /// The uid the service runs as: 0 makes untrusted schedule files errors and allows
+    /// `user:` / `group:`.
+    pub euid: u32,
+    /// `--insecure-allow-writable-schedules`: untrusted files are warnings even as root.
+    pub allow_writable: bool,
+    /// `chime check`: `user:` as non-root is a warning, as check cannot know how the
+    /// service will run; `run` and `exec` make it an error.
+    pub check_only: bool,
+}
+
+impl Privileges {
+    /// This process's effective uid, nothing allowed beyond the rules.
+    pub fn of_process() -> Privileges {
+        Privileges {
+            euid: crate::account::effective_uid(),
+            allow_writable: false,
+            check_only: false,
+        }
+    }
 }
 
 impl LoadOptions {
@@ -73,7 +105,14 @@ impl LoadOptions {
             default_timezone: default_zone(default_timezone.map(Into::into)).warned(),
             env,
             max_jobs: None,
+            privileges: Privileges::of_process(),
         }
+    }
+
+    /// With `--insecure-allow-writable-schedules` as given.
+    pub fn allow_writable(mut self, allow: bool) -> LoadOptions {
+        self.privileges.allow_writable = allow;
+        self
     }
 
     /// With `--max-jobs limit`; 0 means no limit.
@@ -92,6 +131,7 @@ impl fmt::Debug for LoadOptions {
             .field("default_timezone", &self.default_timezone)
             .field("env", &format_args!("{} variables", self.env.len()))
             .field("max_jobs", &self.max_jobs)
+            .field("privileges", &self.privileges)
             .finish()
     }
 }
@@ -147,7 +187,7 @@ pub fn load_sources(sources: &[Source], opts: &LoadOptions) -> Result<Config, Co
 /// unreadable file does not stop the others from being checked: the errors of all of
 /// them come back together.
 pub fn load(paths: &[PathBuf], opts: &LoadOptions) -> Result<Config, ConfigErrors> {
-    read_snapshot(paths).load(opts)
+    read_snapshot(paths, opts.privileges).load(opts)
 }
 
 /// The files behind a set of paths as read at one moment, with every problem met while
@@ -156,14 +196,57 @@ pub fn load(paths: &[PathBuf], opts: &LoadOptions) -> Result<Config, ConfigError
 pub(crate) struct Snapshot {
     pub sources: Vec<Source>,
     errors: Vec<ConfigError>,
+    /// Files and directories others could change, when that is not an error
+    /// ([`trust`]).
+    /// (Also directories given that hold no schedule file: a warning each.)
+    warnings: Vec<ConfigWarning>,
 }
 
-/// Finds and reads the files behind `paths`, collecting every error on the way.
-pub(crate) fn read_snapshot(paths: &[PathBuf]) -> Snapshot {
-    let (files, mut errors) = files::discover_all(paths);
+/// Finds and reads the files behind `paths`, collecting every error on the way. Each
+/// path given and each file found is checked for who may change it ([`trust`]): as
+/// root an error unless `--insecure-allow-writable-schedules`, otherwise a warning.
+pub(crate) fn read_snapshot(paths: &[PathBuf], privileges: Privileges) -> Snapshot {
+    let (files, mut errors, empty_dirs) = files::discover_all(paths);
+    let mut warnings: Vec<ConfigWarning> = empty_dirs
+        .into_iter()
+        .map(|dir| ConfigWarning {
+            location: SourceLocation {
+                file: dir,
+                line: 0,
+                column: 0,
+            },
+            message: NO_SCHEDULE_FILES.to_string(),
+        })
+        .collect();
+    let enforce = privileges.euid == 0 && !privileges.allow_writable;
+    for path in paths.iter().chain(&files) {
+        for untrusted in trust::check(path, privileges) {
+            if enforce {
+                let message = format!(
+                    "{} (or, where the modes cannot be fixed, start chime with \
+                     --insecure-allow-writable-schedules)",
+                    untrusted.message
+                );
+                errors.push(ConfigError::in_file(&untrusted.path, message));
+            } else {
+                warnings.push(ConfigWarning {
+                    location: SourceLocation {
+                        file: untrusted.path,
+                        line: 0,
+                        column: 0,
+                    },
+                    message: untrusted.message,
+                });
+            }
+        }
+    }
     let (sources, read_errors) = files::read_all(&files);
     errors.extend(read_errors);
-    Snapshot { sources, errors }
+    Snapshot {
+        sources,
+        errors,
+        warnings,
+    }
 }
 
 /// What a [`Snapshot`] was, in a few bytes a file: enough to tell whether the files
@@ -196,7 +279,12 @@ fn hash_of(value: &impl Hash) -> u64 {
 impl Snapshot {
     /// The snapshot's fingerprint, to compare with a later read.
     pub fn fingerprint(&self) -> Fingerprint {
-        let errors: Vec<String> = self.errors.iter().map(ToString::to_string).collect();
+        let errors: Vec<String> = self
+            .errors
+            .iter()
+            .map(ToString::to_string)
+            .chain(self.warnings.iter().map(ToString::to_string))
+            .collect();
         Fingerprint {
             files: self
                 .sources
@@ -215,14 +303,21 @@ impl Snapshot {
     pub fn load(&self, opts: &LoadOptions) -> Result<Config, ConfigErrors> {
         let mut loader = jobs::Loader::new(opts, self.errors.clone());
         loader.add_sources(&self.sources);
-        loader.finish(
+        let mut config = loader.finish(
             self.sources
                 .iter()
                 .map(|source| source.path.clone())
                 .collect(),
-        )
+        )?;
+        config.warnings.splice(0..0, self.warnings.iter().cloned());
+        Ok(config)
     }
 }
+
+/// The warning for a directory given that holds no schedule file.
+pub const NO_SCHEDULE_FILES: &str = "this directory holds no schedule files (looked for \
+     `*.yaml` and `*.yml`, not dotfiles or editor leftovers such as `*~`); nothing is \
+     scheduled from it until one is added (`chime run` keeps watching it)";
 
 /// A valid set of schedule files.
 #[derive(Debug, Clone)]
@@ -235,6 +330,22 @@ pub struct Config {
     pub files: Vec<PathBuf>,
     /// Things that are legal but rarely meant; `check` prints them.
     pub warnings: Vec<ConfigWarning>,
+}
+
+impl Config {
+    /// The warnings about whole paths (a directory holding no schedule file), which
+    /// `run` logs as `config.warning` at start and at reload; `check` prints them all.
+    pub fn path_warnings(&self) -> Vec<&ConfigWarning> {
+        path_warnings(&self.warnings)
+    }
+}
+
+/// See [`Config::path_warnings`].
+pub fn path_warnings(warnings: &[ConfigWarning]) -> Vec<&ConfigWarning> {
+    warnings
+        .iter()
+        .filter(|warning| warning.location.line == 0)
+        .collect()
 }
 
 /// One problem, and where it is.
@@ -300,7 +411,11 @@ pub struct ConfigWarning {
 
 impl fmt::Display for ConfigWarning {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.location, self.message)
+        match self.location.line {
+            // About a whole file or directory.
+            0 => write!(f, "{}: {}", self.location.file.display(), self.message),
+            _ => write!(f, "{}: {}", self.location, self.message),
+        }
     }
 }
 
@@ -356,6 +471,7 @@ mod tests {
             default_timezone: Zone::UTC,
             env: [("TOKEN".to_string(), "s3cret".to_string())].into(),
             max_jobs: None,
+            privileges: Privileges::of_process(),
         };
         let shown = format!("{opts:?}");
         assert!(

@@ -1,7 +1,7 @@
 //! Cron expressions and the time engine: when does a job fire?
 //!
 //! Parsing lives in [`expr`]; the search for the next fire, with Debian cron's
-//! daylight-saving rules, lives in [`engine`]. The rules are ours and are tested as
+//! daylight-saving rules, lives in [`engine`]; [`describe`] puts a schedule in words. The rules are ours and are tested as
 //! such; no cron crate decides them.
 //!
 //! # The rules
@@ -14,6 +14,7 @@
 //! - Local times repeated by a backward shift: a fixed-time job fires only at the first
 //!   occurrence; a wildcard job fires in both passes.
 
+pub mod describe;
 mod engine;
 mod expr;
 
@@ -24,6 +25,16 @@ use chrono::{DateTime, Utc};
 pub use expr::CronExpr;
 
 use crate::zone::Zone;
+
+/// The error for a schedule that parses but never fires, the same from `check` and
+/// `next --cron`.
+pub fn never_fires_message(text: &str) -> String {
+    format!(
+        "`schedule` \"{}\" never fires: no date matches it (such as February 30); \
+         fix the day-of-month, month or day-of-week field",
+        text.escape_debug()
+    )
+}
 
 /// A parsed `schedule:` value.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -23,9 +23,10 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-pub use self::source::{ConfigSource, FileSource, Reloaded};
+pub use self::source::{ConfigSource, FileSource, Reloaded, log_file_warnings};
 use crate::clock::Clock;
 use crate::config::Config;
+use crate::control::server::{self as control, ControlSocket, PauseStore, Taps};
 use crate::dispatch::Dispatcher;
 use crate::events::{Event, Events};
 use crate::exec::Executor;
@@ -37,6 +38,29 @@ use crate::systemd::Notifier;
 /// How long shutdown waits for the scheduling loop to notice it (it may be applying a
 /// huge reload) before going on without it.
 const SCHEDULER_STOP_BOUND: Duration = Duration::from_secs(10);
+
+/// How often a shutdown that waits for runs says so again (`service.draining`).
+pub const DRAIN_REPORT_EVERY: Duration = Duration::from_secs(5);
+
+/// "waiting for 1 run (backup (r-1)) to finish, up to 27s more; press Ctrl-C again
+/// (or send SIGTERM again) to stop it now".
+fn draining_message(runs: &[String], left: Duration) -> String {
+    let shown: Vec<&str> = runs.iter().take(5).map(String::as_str).collect();
+    let more = match runs.len().saturating_sub(shown.len()) {
+        0 => String::new(),
+        n => format!(" and {n} more"),
+    };
+    let (count, them) = match runs.len() {
+        1 => ("1 run".to_string(), "it"),
+        n => (format!("{n} runs"), "them"),
+    };
+    format!(
+        "waiting for {count} ({}{more}) to finish, up to {}s more; press Ctrl-C again (or \
+         send SIGTERM again) to stop {them} now",
+        shown.join(", "),
+        left.as_secs_f64().ceil() as u64,
+    )
+}
 
 /// What the outside world can ask of a running service.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,6 +94,10 @@ pub struct ServeOptions {
     pub resume: Resume,
     /// Replicas: scheduled fires are claimed in the cluster's database first.
     pub cluster: Option<crate::cluster::Cluster>,
+    /// The control socket to serve (DESIGN.md §11), bound already; `None`: no socket.
+    pub control: Option<ControlSocket>,
+    /// Where `chime pause` keeps pauses across restarts; `None`: in memory only.
+    pub pauses: Option<PauseStore>,
 }
 
 /// What a start takes over from the chime before it (DESIGN.md §10).
@@ -79,6 +107,10 @@ pub struct Resume {
     pub last_handled: HashMap<String, DateTime<Utc>>,
     /// Interrupted runs whose process groups still live, by job.
     pub leftovers: Vec<(String, crate::state::leftover::Group)>,
+    /// Jobs paused with `chime pause`.
+    pub paused: Vec<String>,
+    /// When each job last succeeded, for the metrics.
+    pub last_success: HashMap<String, DateTime<Utc>>,
 }
 
 impl Default for ServeOptions {
@@ -92,6 +124,8 @@ impl Default for ServeOptions {
             watchdog: None,
             resume: Resume::default(),
             cluster: None,
+            control: None,
+            pauses: None,
         }
     }
 }
@@ -180,6 +214,9 @@ struct Service<E, C> {
     /// Reloads for the scheduling loop.
     commands: mpsc::Sender<Command>,
     watchdog: Option<JoinHandle<()>>,
+    /// Cancelled to close the control socket.
+    control_stop: CancellationToken,
+    control_task: Option<JoinHandle<()>>,
 }
 
 impl<E: Executor, C: Clock> Service<E, C> {
@@ -194,6 +231,12 @@ impl<E: Executor, C: Clock> Service<E, C> {
             health,
         } = world;
         let notifier = Arc::new(notifier);
+        // `trigger --wait` follows a run's events from here.
+        let taps = Arc::new(Taps::default());
+        let events = match options.control {
+            Some(_) => taps.wrap(events),
+            None => events,
+        };
         let version = env!("CARGO_PKG_VERSION").to_string();
         let status = Arc::new(Mutex::new(Status {
             jobs: config.jobs.len(),
@@ -211,6 +254,9 @@ impl<E: Executor, C: Clock> Service<E, C> {
         if let Some(cluster) = &options.cluster {
             cluster.attach(&dispatcher, &config.jobs);
         }
+        for job in &options.resume.paused {
+            dispatcher.paused().pause(job);
+        }
         let mut scheduler = Scheduler::new(Arc::clone(&clock), dispatcher.clone(), events.clone());
         scheduler.add_jobs(config.jobs);
         crate::memory::release_freed();
@@ -220,6 +266,11 @@ impl<E: Executor, C: Clock> Service<E, C> {
             files: config.files.len(),
             zone: config.default_timezone.name().to_string(),
         });
+        if let Some(warning) =
+            Event::config_warning(&crate::config::path_warnings(&config.warnings))
+        {
+            events.emit(warning);
+        }
         notifier.ready();
         notifier.status(&lock(&status).line(0));
         scheduler.fire_reboot_jobs();
@@ -238,6 +289,22 @@ impl<E: Executor, C: Clock> Service<E, C> {
         let watchdog = options
             .watchdog
             .map(|interval| spawn_watchdog(interval, &notifier, &health, &status, &dispatcher));
+        let control_stop = CancellationToken::new();
+        let control_task = options.control.as_ref().and_then(|socket| {
+            let server = control::Server {
+                dispatcher: dispatcher.clone(),
+                commands: commands.clone(),
+                events: events.clone(),
+                taps,
+                pauses: options.pauses.clone(),
+                stop: control_stop.clone(),
+            };
+            control::spawn(socket, server)
+                .inspect_err(|err| {
+                    tracing::warn!(error = %err, path = %socket.path.display(), "the control socket cannot be served");
+                })
+                .ok()
+        });
         Service {
             options,
             events,
@@ -250,6 +317,8 @@ impl<E: Executor, C: Clock> Service<E, C> {
             scheduler_task,
             commands,
             watchdog,
+            control_stop,
+            control_task,
         }
     }
 
@@ -301,7 +370,7 @@ impl<E: Executor, C: Clock> Service<E, C> {
     /// Fail: nothing is drained, the service is broken. Logs `service.failed`, then
     /// terminates every run (its group gets SIGTERM, then SIGKILL) and reaps it, so
     /// nothing is left behind.
-    async fn fail(&self, failure: &Failure) {
+    async fn fail(&mut self, failure: &Failure) {
         self.events.emit(Event::ServiceFailed {
             what: failure.what.to_string(),
             error: failure.error.clone(),
@@ -310,6 +379,15 @@ impl<E: Executor, C: Clock> Service<E, C> {
         self.dispatcher.stop_accepting();
         self.dispatcher.cancel_all();
         self.dispatcher.wait_idle().await;
+        self.close_control().await;
+    }
+
+    /// Closes the control socket (and removes it); `trigger --wait` clients are told.
+    async fn close_control(&mut self) {
+        self.control_stop.cancel();
+        if let Some(task) = self.control_task.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(1), task).await;
+        }
     }
 
     /// The jobs and files loaded last, for the stopping events.
@@ -354,14 +432,37 @@ impl<E: Executor, C: Clock> Service<E, C> {
             () = self.dispatcher.wait_idle() => {}
             () = tokio::time::sleep(self.options.shutdown_grace) => {}
             () = second_shutdown => {}
+            () = self.report_draining() => {}
+        }
+    }
+
+    /// `service.draining` now and every [`DRAIN_REPORT_EVERY`] while runs are waited
+    /// for: which, how much grace is left, and that a second signal stops them now.
+    /// Never returns; the drain ends it.
+    async fn report_draining(&self) {
+        let deadline = tokio::time::Instant::now() + self.options.shutdown_grace;
+        loop {
+            let runs = self.dispatcher.running_runs();
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if !runs.is_empty() {
+                let message = draining_message(&runs, left);
+                self.notifier.status(&message);
+                self.events.emit(Event::ServiceDraining {
+                    runs,
+                    grace_left_ms: u64::try_from(left.as_millis()).unwrap_or(u64::MAX),
+                    message,
+                });
+            }
+            tokio::time::sleep(DRAIN_REPORT_EVERY).await;
         }
     }
 
     /// Stop: whatever still runs is terminated (SIGTERM to its group, SIGKILL after
     /// its `kill_grace`) and reaped; then `service.stopped`.
-    async fn finish(self) {
+    async fn finish(mut self) {
         self.dispatcher.cancel_all();
         self.dispatcher.wait_idle().await;
+        self.close_control().await;
         let (jobs, files) = self.counts();
         self.events.emit(Event::ServiceStopped {
             version: self.version,

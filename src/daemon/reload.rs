@@ -224,6 +224,9 @@ fn step_reload<S: ConfigSource>(
             }
             match outcome {
                 Reloaded::Loaded(config) => {
+                    if let Some(warning) = Event::config_warning(&config.path_warnings()) {
+                        report.events.emit(warning);
+                    }
                     let files = config.files.len();
                     let jobs = config.jobs.len();
                     let (reply, counts) = oneshot::channel();

@@ -35,7 +35,7 @@ impl FileSource {
         paths: Vec<PathBuf>,
         options: LoadOptions,
     ) -> Result<(FileSource, Config), ConfigErrors> {
-        let snapshot = config::read_snapshot(&paths);
+        let snapshot = config::read_snapshot(&paths, options.privileges);
         let config = snapshot.load(&options)?;
         Ok((
             FileSource {
@@ -73,16 +73,28 @@ impl FileSource {
 
 impl ConfigSource for FileSource {
     fn reload(&mut self, force: bool) -> Reloaded {
-        let snapshot = config::read_snapshot(&self.paths);
+        let snapshot = config::read_snapshot(&self.paths, self.options.privileges);
         let fingerprint = snapshot.fingerprint();
         if !force && fingerprint == self.last {
             return Reloaded::Unchanged;
         }
         let outcome = match snapshot.load(&self.options) {
-            Ok(config) => Reloaded::Loaded(config),
+            Ok(config) => {
+                log_file_warnings(&config);
+                Reloaded::Loaded(config)
+            }
             Err(errors) => Reloaded::Rejected(errors),
         };
         self.last = fingerprint;
         outcome
+    }
+}
+
+/// Warnings about whole files (who may change them: see `config::trust`) go to the
+/// service's log at start and at each reload; the rest of `check`'s warnings are
+/// advice about the text, which `check` shows.
+pub fn log_file_warnings(config: &Config) {
+    for warning in config.warnings.iter().filter(|w| w.location.line == 0) {
+        tracing::warn!(warning = %warning, "schedule warning");
     }
 }

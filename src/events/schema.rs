@@ -67,14 +67,17 @@ pub(crate) fn level_of(event: &Event) -> Level {
         },
         Event::ClockJumped { .. }
         | Event::RunLost { .. }
+        | Event::ConfigWarning { .. }
         | Event::RunRetrying { .. }
         | Event::RunMissed { .. }
         | Event::RunOutputTruncated { .. }
-        | Event::RunInterrupted { .. } => Level::Warn,
+        | Event::RunInterrupted { .. }
+        | Event::HookFailed { .. } => Level::Warn,
         Event::RunSkipped {
             reason: SkipReason::Disabled,
             ..
         } => Level::Debug,
+        Event::ControlRequest { result, .. } if result != "ok" => Level::Warn,
         _ => Level::Info,
     }
 }
@@ -160,6 +163,18 @@ pub fn fields(event: &Event) -> Vec<(&'static str, Value)> {
             f.push(("errors", List(errors.clone())));
             f.push(("error_count", UInt(*error_count as u64)));
         }
+        Event::ConfigWarning { warnings } => {
+            f.push(("warnings", List(warnings.clone())));
+        }
+        Event::ServiceDraining {
+            runs,
+            grace_left_ms,
+            message,
+        } => {
+            f.push(("runs", List(runs.clone())));
+            f.push(("grace_left_ms", UInt(*grace_left_ms)));
+            f.push(("message", s(message)));
+        }
         Event::ClockJumped { from, to, delta_ms } => {
             f.push(("from", t(from)));
             f.push(("to", t(to)));
@@ -173,6 +188,8 @@ pub fn fields(event: &Event) -> Vec<(&'static str, Value)> {
             lateness_ms,
             attempt,
             queued_ms,
+            pid,
+            caller_uid,
         } => {
             f.push(("job", s(job)));
             f.push(("run_id", s(run_id)));
@@ -182,6 +199,12 @@ pub fn fields(event: &Event) -> Vec<(&'static str, Value)> {
             f.push(("attempt", UInt((*attempt).into())));
             if let Some(queued_ms) = queued_ms {
                 f.push(("queued_ms", Float(*queued_ms)));
+            }
+            if let Some(pid) = pid {
+                f.push(("pid", UInt((*pid).into())));
+            }
+            if let Some(uid) = caller_uid {
+                f.push(("caller_uid", UInt((*uid).into())));
             }
         }
         Event::RunOutput {
@@ -228,6 +251,8 @@ pub fn fields(event: &Event) -> Vec<(&'static str, Value)> {
             duration_ms,
             output_bytes,
             truncated,
+            by,
+            caller_uid,
         } => {
             f.push(("job", s(job)));
             f.push(("run_id", s(run_id)));
@@ -237,6 +262,12 @@ pub fn fields(event: &Event) -> Vec<(&'static str, Value)> {
             f.push(("duration_ms", UInt(*duration_ms)));
             f.push(("output_bytes", UInt(*output_bytes)));
             f.push(("truncated", Bool(*truncated)));
+            if let Some(by) = by {
+                f.push(("by", s(by.as_str())));
+            }
+            if let Some(uid) = caller_uid {
+                f.push(("caller_uid", UInt((*uid).into())));
+            }
         }
         Event::RunSkipped {
             job,
@@ -310,6 +341,34 @@ pub fn fields(event: &Event) -> Vec<(&'static str, Value)> {
             f.push(("scheduled_at", t(scheduled_at)));
             f.push(("owner", s(owner)));
             f.push(("rerun", Bool(*rerun)));
+        }
+        Event::ControlRequest {
+            command,
+            target,
+            caller_uid,
+            result,
+        } => {
+            f.push(("command", s(command)));
+            f.push(("target", s(target)));
+            if let Some(uid) = caller_uid {
+                f.push(("caller_uid", UInt((*uid).into())));
+            }
+            f.push(("result", s(result)));
+        }
+        Event::HookFailed {
+            job,
+            run_id,
+            hook,
+            url,
+            attempts,
+            error,
+        } => {
+            f.push(("job", s(job)));
+            f.push(("run_id", s(run_id)));
+            f.push(("hook", s(hook)));
+            f.push(("url", s(url)));
+            f.push(("attempts", UInt((*attempts).into())));
+            f.push(("error", s(error)));
         }
     }
     f

@@ -19,7 +19,7 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::{Attempt, AttemptResult, OutputSink};
+use super::{Attempt, AttemptResult, OutputSink, StartNotice};
 use crate::events::{ExitDetail, Outcome, Stream, rfc3339};
 use crate::job::{Action, HttpRequest};
 
@@ -69,6 +69,18 @@ impl HttpExecutor {
     }
 
     pub async fn execute(&self, attempt: Attempt, output: Arc<OutputSink>) -> AttemptResult {
+        self.execute_announced(attempt, output, StartNotice::silent())
+            .await
+    }
+
+    /// [`Self::execute`], announcing the start through `start` when the request is
+    /// handed to the client (or could not be built).
+    pub async fn execute_announced(
+        &self,
+        attempt: Attempt,
+        output: Arc<OutputSink>,
+        start: StartNotice,
+    ) -> AttemptResult {
         let Action::Http(spec) = &attempt.job.action else {
             // `Real` dispatches by action, so this is a caller's bug; report, don't panic.
             return failure("not an HTTP job", false);
@@ -78,6 +90,7 @@ impl HttpExecutor {
             // The same request would be just as invalid next time.
             Err(reason) => return failure(reason, false),
         };
+        start.spawned(None);
 
         let sent = race(
             &attempt.cancel,

@@ -8,13 +8,17 @@
 //! token itself (terminating a process group, aborting a request), reaps what it
 //! started, and streams output through the [`OutputSink`] while the attempt runs.
 
+pub mod environment;
 pub mod http;
+pub mod identity;
 pub mod shell;
+pub mod spawner;
 
 use std::future::Future;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -78,6 +82,126 @@ pub trait Executor: Send + Sync + 'static {
         attempt: Attempt,
         output: Arc<OutputSink>,
     ) -> impl Future<Output = AttemptResult> + Send;
+
+    /// [`Self::execute`], announcing the attempt's start through `start` once the job
+    /// has really started (its process spawned, its request handed to the client). The
+    /// default announces it at once, before the attempt runs: right for executors whose
+    /// start is the call itself.
+    fn execute_announced(
+        &self,
+        attempt: Attempt,
+        output: Arc<OutputSink>,
+        start: StartNotice,
+    ) -> impl Future<Output = AttemptResult> + Send {
+        start.now();
+        self.execute(attempt, output)
+    }
+}
+
+/// An attempt's `run.started`, emitted once: by [`Self::spawned`] when the job has
+/// started, or when it is dropped (an attempt that ended before it could start still
+/// has its `run.started`, DESIGN.md §6). It may be sent to another thread (the
+/// spawner), and it holds the shutdown's admission pass of the attempt until the event
+/// is out, so that no `run.started` can follow `service.stopping`.
+pub struct StartNotice {
+    inner: Option<StartInner>,
+}
+
+struct StartInner {
+    events: Events,
+    /// `run.started` with its `lateness_ms` and `pid` still to be filled in.
+    event: Event,
+    /// When the attempt was due.
+    due: DateTime<Utc>,
+    /// The run's clock when the notice was made, and the steady clock then: the start
+    /// instant is read on the steady clock (any thread can), then put on the run's.
+    made_at: DateTime<Utc>,
+    made: std::time::Instant,
+    _pass: Option<Box<dyn Send>>,
+}
+
+impl StartNotice {
+    /// `event` is the attempt's `run.started` (its `lateness_ms` and `pid` are filled in
+    /// when it is emitted); `now` is the run's clock at this moment.
+    pub fn new(
+        events: Events,
+        event: Event,
+        due: DateTime<Utc>,
+        now: DateTime<Utc>,
+        pass: Option<Box<dyn Send>>,
+    ) -> Self {
+        StartNotice {
+            inner: Some(StartInner {
+                events,
+                event,
+                due,
+                made_at: now,
+                made: std::time::Instant::now(),
+                _pass: pass,
+            }),
+        }
+    }
+
+    /// A notice that emits nothing (an executor driven directly, outside a run).
+    pub fn silent() -> Self {
+        StartNotice { inner: None }
+    }
+
+    /// The job has started now: its process `pid` spawned (or its spawn failed, or its
+    /// request was handed to the client, `pid` `None`).
+    pub fn spawned(mut self, pid: Option<u32>) {
+        if let Some(inner) = self.inner.take() {
+            let elapsed = TimeDelta::from_std(inner.made.elapsed()).unwrap_or(TimeDelta::zero());
+            inner.emit(pid, elapsed);
+        }
+    }
+
+    /// The attempt starts at the instant the notice was made (read on the run's clock).
+    pub fn now(mut self) {
+        if let Some(inner) = self.inner.take() {
+            inner.emit(None, TimeDelta::zero());
+        }
+    }
+}
+
+impl StartInner {
+    fn emit(self, spawned_pid: Option<u32>, elapsed: TimeDelta) {
+        let StartInner {
+            events,
+            mut event,
+            due,
+            made_at,
+            made: _,
+            _pass: pass,
+        } = self;
+        if let Event::RunStarted {
+            lateness_ms, pid, ..
+        } = &mut event
+        {
+            *lateness_ms = crate::run::lateness_ms(due, made_at + elapsed);
+            *pid = spawned_pid;
+        }
+        events.emit(event);
+        // Only now that the event is out may shutdown go on.
+        drop(pass);
+    }
+}
+
+impl Drop for StartNotice {
+    fn drop(&mut self) {
+        if let Some(inner) = self.inner.take() {
+            let elapsed = TimeDelta::from_std(inner.made.elapsed()).unwrap_or(TimeDelta::zero());
+            inner.emit(None, elapsed);
+        }
+    }
+}
+
+impl std::fmt::Debug for StartNotice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StartNotice")
+            .field("pending", &self.inner.is_some())
+            .finish()
+    }
 }
 
 /// The production executor: shell jobs as processes, HTTP jobs through one shared client.
@@ -96,9 +220,19 @@ impl Real {
 
 impl Executor for Real {
     async fn execute(&self, attempt: Attempt, output: Arc<OutputSink>) -> AttemptResult {
+        self.execute_announced(attempt, output, StartNotice::silent())
+            .await
+    }
+
+    async fn execute_announced(
+        &self,
+        attempt: Attempt,
+        output: Arc<OutputSink>,
+        start: StartNotice,
+    ) -> AttemptResult {
         match &attempt.job.action {
-            Action::Shell(_) => shell::execute(attempt, output).await,
-            Action::Http(_) => self.http.execute(attempt, output).await,
+            Action::Shell(_) => shell::execute_announced(attempt, output, start).await,
+            Action::Http(_) => self.http.execute_announced(attempt, output, start).await,
         }
     }
 }
@@ -120,6 +254,8 @@ pub struct OutputSink {
     run_id: Arc<str>,
     limit: u64,
     state: Mutex<OutputState>,
+    /// The process of the run's current attempt (0: none yet), for `chime status`.
+    pid: AtomicU32,
 }
 
 #[derive(Debug, Default)]
@@ -139,7 +275,18 @@ impl OutputSink {
             run_id,
             limit,
             state: Mutex::new(OutputState::default()),
+            pid: AtomicU32::new(0),
         }
+    }
+
+    /// Records the process of the attempt that writes here (shell jobs).
+    pub fn set_pid(&self, pid: u32) {
+        self.pid.store(pid, Ordering::Release);
+    }
+
+    /// The process of the current attempt, once one was spawned.
+    pub fn pid(&self) -> Option<u32> {
+        Some(self.pid.load(Ordering::Acquire)).filter(|&pid| pid != 0)
     }
 
     /// Logs one line (without its newline). Lines over [`MAX_LINE_BYTES`] are split.

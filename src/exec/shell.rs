@@ -21,9 +21,9 @@
 //! is passed on in pieces, so memory stays bounded. The pipes are read to the end
 //! whatever the sink keeps, so a chatty job never blocks on a full pipe.
 
-use std::ffi::{OsStr, OsString};
+use std::ffi::OsStr;
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,8 +34,10 @@ use tokio::task::JoinHandle;
 use tokio::time::{Instant, sleep, sleep_until, timeout};
 use tokio_util::sync::CancellationToken;
 
-use super::{Attempt, AttemptResult, MAX_LINE_BYTES, OutputSink};
-use crate::events::{ExitDetail, Outcome, Stream, rfc3339};
+use super::{
+    Attempt, AttemptResult, MAX_LINE_BYTES, OutputSink, StartNotice, environment, identity,
+};
+use crate::events::{ExitDetail, Outcome, Stream};
 use crate::job::{Action, ShellCommand};
 
 /// While terminating, how often to check whether the group has emptied.
@@ -53,38 +55,58 @@ const KILL_WAIT: Duration = Duration::from_secs(2);
 /// How much is read from a pipe at once.
 const READ_CHUNK: usize = 8 * 1024;
 
-/// The environment variables systemd hands to the service itself. A job inheriting
-/// them could notify or claim sockets on the service's behalf.
-const SERVICE_ONLY_VARS: &[&str] = &["NOTIFY_SOCKET"];
-const SERVICE_ONLY_PREFIXES: &[&str] = &["WATCHDOG_", "LISTEN_"];
-
 /// Runs one attempt of a shell job to its end; see the module documentation.
 pub async fn execute(attempt: Attempt, output: Arc<OutputSink>) -> AttemptResult {
-    let Action::Shell(command) = &attempt.job.action else {
+    execute_announced(attempt, output, StartNotice::silent()).await
+}
+
+/// [`execute`], announcing the start through `start` once the process is spawned (or
+/// its spawn failed). The spawn itself happens on a spawner thread
+/// ([`super::spawner`]), never on the runtime's workers.
+pub async fn execute_announced(
+    attempt: Attempt,
+    output: Arc<OutputSink>,
+    start: StartNotice,
+) -> AttemptResult {
+    if !matches!(attempt.job.action, Action::Shell(_)) {
         return AttemptResult::failure(error_detail("not a shell job".to_owned()), false);
-    };
+    }
     // Shutdown or `replace` may have come before the process: then there is no point
     // in starting it only to terminate it.
     if attempt.cancel.is_cancelled() {
+        start.now();
         return AttemptResult::with_outcome(
             Outcome::Cancelled,
             error_detail("cancelled before start".to_owned()),
         );
     }
-    let Some((program, mut command)) = build_command(command, &attempt) else {
-        return AttemptResult::failure(error_detail("empty command".to_owned()), false);
-    };
-    let mut child = match command.spawn() {
-        Ok(child) => child,
-        Err(err) => {
-            let message = spawn_error(&program, attempt.job.workdir.as_deref(), &err);
+    let (attempt, spawned) = match spawn_off_runtime(attempt, start).await {
+        Some(done) => done,
+        None => {
+            let message = "cannot start the job: the spawner thread failed".to_owned();
             return AttemptResult::failure(error_detail(message), true);
         }
     };
-    let pid = child
+    let (program, mut child) = match spawned {
+        Ok(spawned) => spawned,
+        Err(Some(message)) => return AttemptResult::failure(error_detail(message), true),
+        Err(None) => {
+            return AttemptResult::with_outcome(
+                Outcome::Cancelled,
+                error_detail("cancelled before start".to_owned()),
+            );
+        }
+    };
+    // A child not yet waited for always has a pid, and a pid always fits in pid_t;
+    // should either ever fail, the attempt fails instead of the service.
+    let Some((pid, pgid)) = child
         .id()
-        .expect("a child that has not been waited for has a pid");
-    let pgid = libc::pid_t::try_from(pid).expect("a pid fits in pid_t");
+        .and_then(|pid| Some((pid, libc::pid_t::try_from(pid).ok()?)))
+    else {
+        let message = format!("cannot start `{program}`: its process has no pid");
+        return AttemptResult::failure(error_detail(message), true);
+    };
+    output.set_pid(pid);
 
     let stop_reading = CancellationToken::new();
     let readers = tokio::spawn(pump_both(
@@ -156,9 +178,65 @@ async fn expiry(deadline: Option<Instant>) {
     }
 }
 
+/// Spawns the attempt's process on a spawner thread, in the runtime of the caller
+/// (its pipes and its exit are then watched by that runtime), and announces the start
+/// there, at the moment of the spawn. The attempt comes back with the spawned child
+/// and the program's name, or the error message (`None`: cancelled while it waited
+/// for a spawner thread, so not started). `None` if the spawner lost the task.
+async fn spawn_off_runtime(attempt: Attempt, start: StartNotice) -> Option<(Attempt, Spawned)> {
+    let runtime = tokio::runtime::Handle::current();
+    let (done, spawned) = tokio::sync::oneshot::channel();
+    super::spawner::submit(Box::new(move || {
+        let _runtime = runtime.enter();
+        let result = if attempt.cancel.is_cancelled() {
+            Err(None)
+        } else {
+            spawn(&attempt).map_err(Some)
+        };
+        start.spawned(result.as_ref().ok().and_then(|(_, child)| child.id()));
+        // The run's task may be gone (its runtime shutting down): then the child is
+        // dropped, and tokio's orphan reaper reaps it when it exits.
+        let _ = done.send((attempt, result));
+    }));
+    spawned.await.ok()
+}
+
+/// What a spawn task gives back: see [`spawn_off_runtime`].
+type Spawned = Result<(String, Child), Option<String>>;
+
+/// Builds and spawns the attempt's process: the program's name (for messages) and the
+/// child, or why it could not start.
+fn spawn(attempt: &Attempt) -> Result<(String, Child), String> {
+    let Action::Shell(shell) = &attempt.job.action else {
+        return Err("not a shell job".to_owned());
+    };
+    let (program, mut command) = build_command(shell, attempt)?;
+    match command.spawn() {
+        Ok(child) => Ok((program, child)),
+        Err(err) => {
+            let workdir = attempt.job.workdir.as_deref();
+            Err(attempt
+                .job
+                .run_as
+                .as_ref()
+                .and_then(|run_as| identity::spawn_error(&program, run_as, workdir, &err))
+                .unwrap_or_else(|| spawn_error(&program, workdir, &err)))
+        }
+    }
+}
+
 /// The command for `shell`, with its environment, directory and stdio, and the name
-/// of the program for error messages. `None` for an empty argv (config rejects it).
-fn build_command(shell: &ShellCommand, attempt: &Attempt) -> Option<(String, Command)> {
+/// of the program for error messages (switched to the job's `user:` / `group:` in the
+/// child before exec, issue 13); or why it cannot be started (an empty argv,
+/// which config rejects; a program not found in the job's `PATH`).
+///
+/// The program is always given to [`Command`] as a path (a bare name is looked up in
+/// the job's `PATH` here), and only a job with `user:` / `group:` needs a `pre_exec`
+/// closure: so the standard library spawns the others with `posix_spawn` (clone3 with `CLONE_VM | CLONE_VFORK`), never
+/// with a `fork` that copies the page tables of a service holding 100,000 jobs.
+fn build_command(shell: &ShellCommand, attempt: &Attempt) -> Result<(String, Command), String> {
+    let env = environment::for_attempt(attempt, std::env::vars_os());
+    let workdir = attempt.job.workdir.as_deref();
     let (program, mut command) = match shell {
         ShellCommand::Script(script) => {
             let mut command = Command::new("/bin/sh");
@@ -166,58 +244,116 @@ fn build_command(shell: &ShellCommand, attempt: &Attempt) -> Option<(String, Com
             ("/bin/sh".to_owned(), command)
         }
         ShellCommand::Argv(argv) => {
-            let (first, rest) = argv.split_first()?;
-            let mut command = Command::new(first);
-            command.args(rest);
+            let Some((first, rest)) = argv.split_first() else {
+                return Err("empty command".to_owned());
+            };
+            let path = env
+                .iter()
+                .rev()
+                .find(|(key, _)| key == "PATH")
+                .map(|(_, value)| value.as_os_str());
+            let resolved = resolve_program(OsStr::new(first), path, workdir)
+                .map_err(|err| spawn_error(first, workdir, &err))?;
+            let mut command = Command::new(resolved);
+            // The program sees the name it was given as its argv[0], as with execvp.
+            command.arg0(first).args(rest);
             (first.clone(), command)
         }
     };
+    // Issue 13: a clean environment (exec::environment) and the job's `user:` /
+    // `group:` (exec::identity), switched to in the child before exec.
     command
         .env_clear()
-        .envs(child_env(std::env::vars_os(), attempt))
+        .envs(env)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0);
-    if let Some(dir) = &attempt.job.workdir {
+    if let Some(dir) = workdir {
         command.current_dir(dir);
     }
-    Some((program, command))
-}
-
-/// The job's environment: the service's own (`base`) minus what systemd meant for the
-/// service alone, then the job's `env`, then the `CHIME_*` values, which a job's `env`
-/// cannot override because the run's identity must be trustworthy.
-fn child_env(
-    base: impl Iterator<Item = (OsString, OsString)>,
-    attempt: &Attempt,
-) -> Vec<(OsString, OsString)> {
-    let mut env: Vec<(OsString, OsString)> = base.filter(|(key, _)| !service_only(key)).collect();
-    let job = &attempt.job;
-    let chime = [
-        ("CHIME_JOB", job.name.clone()),
-        ("CHIME_RUN_ID", attempt.run_id.to_string()),
-        ("CHIME_SCHEDULED_AT", rfc3339(attempt.scheduled_at)),
-        ("CHIME_ATTEMPT", attempt.attempt.to_string()),
-    ];
-    let overrides = job
-        .env
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.clone()))
-        .chain(chime);
-    for (key, value) in overrides {
-        env.retain(|(k, _)| k != key);
-        env.push((key.into(), value.into()));
+    if let Some(run_as) = &attempt.job.run_as {
+        let switch =
+            identity::Switch::prepare(run_as, attempt.job.workdir.as_deref()).map_err(|err| {
+                format!(
+                    "cannot prepare to run as {}: {}",
+                    identity::describe(run_as),
+                    describe(&err)
+                )
+            })?;
+        // SAFETY: `apply` makes only system calls on memory prepared before the fork.
+        unsafe {
+            command.pre_exec(move || switch.apply());
+        }
     }
-    env
+    Ok((program, command))
 }
 
-fn service_only(key: &OsStr) -> bool {
-    let key = key.as_encoded_bytes();
-    SERVICE_ONLY_VARS.iter().any(|v| key == v.as_bytes())
-        || SERVICE_ONLY_PREFIXES
-            .iter()
-            .any(|p| key.starts_with(p.as_bytes()))
+/// Where `program` is, as `execvp` would find it with the job's `PATH` (`path`; the
+/// C library's default `/bin:/usr/bin` without one): a name with a `/` is used as
+/// it is, a bare name is the first executable regular file of that name in the
+/// `PATH`'s directories. Relative directories are taken from the job's `workdir`,
+/// where the job runs. Not found is `ENOENT`; found but never executable, `EACCES`.
+pub fn resolve_program(
+    program: &OsStr,
+    path: Option<&OsStr>,
+    workdir: Option<&Path>,
+) -> io::Result<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+
+    if program.is_empty() {
+        return Err(io::Error::from_raw_os_error(libc::ENOENT));
+    }
+    if program.as_encoded_bytes().contains(&b'/') {
+        return Ok(PathBuf::from(program));
+    }
+    let path = path.unwrap_or(OsStr::new("/bin:/usr/bin"));
+    let mut denied = false;
+    for dir in std::env::split_paths(path) {
+        // An empty entry is the current directory, as with execvp.
+        let dir = if dir.as_os_str().is_empty() {
+            PathBuf::from(".")
+        } else {
+            dir
+        };
+        let dir = match workdir {
+            Some(workdir) if dir.is_relative() => workdir.join(dir),
+            _ => dir,
+        };
+        let candidate = dir.join(program);
+        match std::fs::metadata(&candidate) {
+            Ok(meta) if meta.is_file() && meta.permissions().mode() & 0o111 != 0 => {
+                return Ok(candidate);
+            }
+            Ok(_) => denied = true,
+            Err(_) => {}
+        }
+    }
+    let code = if denied { libc::EACCES } else { libc::ENOENT };
+    Err(io::Error::from_raw_os_error(code))
+}
+
+/// Marks every descriptor above stderr that this process inherited as close-on-exec,
+/// so that jobs get none of them (what chime opens itself is close-on-exec already).
+/// Called once at startup, before any thread or descriptor of chime's own exists.
+pub fn close_inherited_on_exec() {
+    let Ok(entries) = std::fs::read_dir("/proc/self/fd") else {
+        return;
+    };
+    let fds: Vec<libc::c_int> = entries
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
+        .filter(|&fd| fd > 2)
+        .collect();
+    for fd in fds {
+        // SAFETY: F_GETFD/F_SETFD only read and set the descriptor's flag; a descriptor
+        // that is no longer open (the one `read_dir` used) makes them fail harmlessly.
+        unsafe {
+            let flags = libc::fcntl(fd, libc::F_GETFD);
+            if flags >= 0 && flags & libc::FD_CLOEXEC == 0 {
+                libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC);
+            }
+        }
+    }
 }
 
 /// "cannot start `x`: No such file or directory", naming the workdir when that is
@@ -585,9 +721,6 @@ impl LineSplitter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::BTreeMap;
-
-    use crate::job::Job;
 
     fn split(chunks: &[&[u8]]) -> Vec<Vec<u8>> {
         let mut out = Vec::new();
@@ -631,64 +764,43 @@ mod tests {
         assert_eq!(proc_scan::parse_stat("garbage"), None);
     }
 
-    fn attempt(env: &[(&str, &str)]) -> Attempt {
-        let job = Job {
-            env: env
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect::<BTreeMap<_, _>>(),
-            kill_grace: Duration::from_secs(1),
-            ..Job::new(
-                "backup",
-                "* * * * *",
-                Action::Shell(ShellCommand::Script("true".into())),
-            )
-            .unwrap()
-        };
-        Attempt {
-            job: Arc::new(job),
-            run_id: "r1".into(),
-            scheduled_at: "2024-03-01T02:03:04.5Z".parse().unwrap(),
-            attempt: 2,
-            deadline: None,
-            cancel: CancellationToken::new(),
-        }
-    }
-
     #[test]
-    fn systemd_variables_are_dropped_and_job_env_and_chime_values_win() {
-        let base = [
-            ("PATH", "/bin"),
-            ("NOTIFY_SOCKET", "/run/notify"),
-            ("WATCHDOG_USEC", "1000"),
-            ("WATCHDOG_PID", "1"),
-            ("LISTEN_FDS", "2"),
-            ("LISTEN_PID", "1"),
-            ("LISTEN_FDNAMES", "a:b"),
-            ("LISTENER", "kept: not a systemd variable"),
-            ("HOME", "/root"),
-            ("CHIME_RUN_ID", "spoofed"),
-        ]
-        .map(|(k, v)| (OsString::from(k), OsString::from(v)));
-        let attempt = attempt(&[("HOME", "/srv"), ("CHIME_JOB", "spoofed"), ("X", "1")]);
-        let env: BTreeMap<String, String> = child_env(base.into_iter(), &attempt)
-            .into_iter()
-            .map(|(k, v)| (k.into_string().unwrap(), v.into_string().unwrap()))
-            .collect();
-        let expected: BTreeMap<String, String> = [
-            ("PATH", "/bin"),
-            ("LISTENER", "kept: not a systemd variable"),
-            ("HOME", "/srv"),
-            ("X", "1"),
-            ("CHIME_JOB", "backup"),
-            ("CHIME_RUN_ID", "r1"),
-            ("CHIME_SCHEDULED_AT", "2024-03-01T02:03:04.500Z"),
-            ("CHIME_ATTEMPT", "2"),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect();
-        assert_eq!(env, expected);
+    fn programs_are_resolved_as_execvp_would() {
+        use std::os::unix::fs::PermissionsExt;
+
+        let dir = tempfile::tempdir().unwrap();
+        let (bin, plain, rel) = (dir.path().join("bin"), dir.path().join("plain"), "rel");
+        for sub in [&bin, &plain, &dir.path().join(rel)] {
+            std::fs::create_dir(sub).unwrap();
+        }
+        let write = |path: PathBuf, mode: u32| {
+            std::fs::write(&path, "#!/bin/sh\n").unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+            path
+        };
+        let tool = write(bin.join("tool"), 0o755);
+        write(plain.join("tool"), 0o644);
+        let noexec = write(plain.join("noexec"), 0o644);
+        let local = write(dir.path().join(rel).join("local"), 0o700);
+        let path = std::env::join_paths([&plain, &bin, Path::new(rel)]).unwrap();
+        let resolve = |program: &str| {
+            resolve_program(OsStr::new(program), Some(&path), Some(dir.path()))
+                .map_err(|e| e.raw_os_error())
+        };
+        // Not executable in the first directory: the next one's.
+        assert_eq!(resolve("tool"), Ok(tool));
+        assert_eq!(resolve("noexec"), Err(Some(libc::EACCES)));
+        assert_eq!(resolve("missing"), Err(Some(libc::ENOENT)));
+        // A relative entry is taken from the workdir.
+        assert_eq!(resolve("local"), Ok(local));
+        // A name with a slash is used as given.
+        assert_eq!(resolve("./x/y"), Ok(PathBuf::from("./x/y")));
+        assert_eq!(resolve(noexec.to_str().unwrap()), Ok(noexec));
+        // Without a PATH, the C library's default.
+        assert_eq!(
+            resolve_program(OsStr::new("sh"), None, None).ok(),
+            Some(PathBuf::from("/bin/sh"))
+        );
     }
 
     #[test]

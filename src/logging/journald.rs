@@ -195,6 +195,8 @@ mod tests {
             duration_ms: 1234,
             output_bytes: 99,
             truncated: false,
+            by: None,
+            caller_uid: None,
         }
     }
 
@@ -249,6 +251,8 @@ mod tests {
             lateness_ms: 1.5,
             attempt: 1,
             queued_ms: None,
+            pid: None,
+            caller_uid: None,
         };
         let map = as_map(&event);
         assert_eq!(map["EVENT"], "run.started");
@@ -274,6 +278,8 @@ mod tests {
             lateness_ms: 2500.25,
             attempt: 1,
             queued_ms: Some(2500.0),
+            pid: None,
+            caller_uid: None,
         };
         let map = as_map(&event);
         assert_eq!(map["QUEUED_MS"], "2500.000");
@@ -324,6 +330,14 @@ mod tests {
                 from: at(),
                 to: at(),
                 delta_ms: -5000,
+            },
+            Event::ConfigWarning {
+                warnings: vec!["/etc/chime/schedules.d: holds no schedule files".into()],
+            },
+            Event::ServiceDraining {
+                runs: vec!["backup (r1)".into()],
+                grace_left_ms: 25_000,
+                message: "waiting for 1 run".into(),
             },
             Event::RunRetrying {
                 job: "j".into(),

@@ -206,6 +206,9 @@ pub trait Store: Send {
 
     /// The last fire handled of each job that has one.
     fn last_handled(&self) -> Result<HashMap<String, DateTime<Utc>>, StoreError>;
+    /// When each job's last successful run ended (for `chime_last_success_timestamp_seconds`
+    /// across restarts), of the runs still kept.
+    fn last_successes(&self) -> Result<HashMap<String, DateTime<Utc>>, StoreError>;
     /// Runs still `running`.
     fn unfinished_runs(&self) -> Result<Vec<RunRecord>, StoreError>;
     fn paused_jobs(&self) -> Result<Vec<String>, StoreError>;

@@ -273,6 +273,20 @@ impl Store for SqliteStore {
         rows.collect::<rusqlite::Result<_>>().map_err(classify)
     }
 
+    fn last_successes(&self) -> Result<HashMap<String, DateTime<Utc>>, StoreError> {
+        let mut statement = self
+            .conn
+            .prepare(
+                "SELECT job, max(finished) FROM runs \
+                 WHERE status = 'success' AND finished IS NOT NULL GROUP BY job",
+            )
+            .map_err(classify)?;
+        let rows = statement
+            .query_map([], |row| Ok((row.get::<_, String>(0)?, at(row.get(1)?))))
+            .map_err(classify)?;
+        rows.collect::<rusqlite::Result<_>>().map_err(classify)
+    }
+
     fn unfinished_runs(&self) -> Result<Vec<RunRecord>, StoreError> {
         let sql = format!(
             "SELECT {RUN_COLUMNS} FROM runs WHERE status = 'running' ORDER BY started, run_id"

@@ -24,10 +24,13 @@ use crate::events::{Event, Events};
 pub const DEFAULT_QUEUE: usize = 100_000;
 /// Writes applied in one transaction at most.
 const BATCH: usize = 10_000;
-/// How long the writer lets writes gather after the first one arrives, so that a burst
-/// of fires is written as one transaction after it has been dispatched rather than
-/// competing with it for the CPU in many small ones.
-const LINGER: Duration = Duration::from_millis(25);
+/// After the first write arrives, the writer lets more gather until none came for this
+/// long (or [`GATHER_MAX`] passed), so that a burst of fires is written after it has
+/// been dispatched rather than competing with it for the CPU (a fixed wait could end
+/// in the middle of a burst).
+const GATHER_QUIET: Duration = Duration::from_millis(8);
+/// The longest a write waits in the queue before the writer takes it (durability).
+const GATHER_MAX: Duration = Duration::from_millis(50);
 /// Output tails of runs in flight kept at most.
 const MAX_TAILS: usize = 100_000;
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
@@ -108,9 +111,15 @@ impl StateWriter {
             queue.items.pop_front();
             queue.dropped += 1;
         }
+        let first = queue.items.is_empty();
         queue.items.push_back(item);
         drop(queue);
-        self.shared.ready.notify_one();
+        // The writer only waits on `ready` while the queue is empty (or a retry is
+        // pending, which is timed): later pushes of a batch need no wake-up, which
+        // spares the firing path a futex call per event.
+        if first {
+            self.shared.ready.notify_one();
+        }
     }
 
     /// Queues a write.
@@ -258,8 +267,11 @@ impl Sink {
         let mut next_prune = Instant::now();
         let mut backoff = BACKOFF_FIRST;
         let mut retry_at: Option<Instant> = None;
+        // The batch taken from the queue: whole queues are swapped under the lock
+        // (no copying there), and this one is handed back empty the next time.
+        let mut taken: VecDeque<Item> = VecDeque::new();
         loop {
-            let (items, closed) = {
+            let closed = {
                 let mut queue = lock(shared);
                 loop {
                     let now = Instant::now();
@@ -281,31 +293,48 @@ impl Sink {
                         .map(|(guard, _)| guard)
                         .unwrap_or_else(|poisoned| poisoned.into_inner().0);
                 }
-                if !queue.closed && queue.items.len() < BATCH && retry_at.is_none() {
+                if !queue.closed && !queue.items.is_empty() && retry_at.is_none() {
                     drop(queue);
-                    std::thread::sleep(LINGER);
-                    queue = lock(shared);
+                    queue = gather(shared);
                 }
-                let take = queue.items.len().min(BATCH);
-                let items: Vec<Item> = queue.items.drain(..take).collect();
-                queue.taken = items.len();
-                (items, queue.closed)
+                if taken.capacity() > 4 * BATCH {
+                    // Let a past backlog's memory go.
+                    taken = VecDeque::new();
+                }
+                std::mem::swap(&mut queue.items, &mut taken);
+                queue.taken = taken.len();
+                queue.closed
             };
             if next_prune <= Instant::now() && retry_at.is_none() {
                 self.prune();
                 next_prune = Instant::now() + PRUNE_EVERY;
             }
-            let writes = self.take_writes(items);
-            let result = if writes.is_empty() {
-                Ok(())
-            } else {
-                self.apply(&writes)
-            };
+            // One transaction per BATCH items.
+            let mut failed = None;
+            while !taken.is_empty() {
+                let chunk: Vec<Item> = taken.drain(..taken.len().min(BATCH)).collect();
+                let writes = self.take_writes(chunk);
+                let result = if writes.is_empty() {
+                    Ok(())
+                } else {
+                    self.apply(&writes)
+                };
+                match result {
+                    Ok(()) => {
+                        let mut queue = lock(shared);
+                        queue.applied += writes.len() as u64;
+                        queue.taken = taken.len();
+                    }
+                    Err(err) => {
+                        failed = Some((err, writes));
+                        break;
+                    }
+                }
+            }
             let mut queue = lock(shared);
             queue.taken = 0;
-            match result {
-                Ok(()) => {
-                    queue.applied += writes.len() as u64;
+            match failed {
+                None => {
                     if self.failing {
                         self.failing = false;
                         self.last_said = None;
@@ -313,14 +342,18 @@ impl Sink {
                     backoff = BACKOFF_FIRST;
                     retry_at = None;
                 }
-                Err(err) => {
+                Some((err, writes)) => {
                     let dropped = queue.dropped;
                     if closed {
                         drop(queue);
                         self.say(&err, "writing the run history at shutdown", dropped, true);
                         return;
                     }
-                    // Back to the front of the queue, dropping the oldest over capacity.
+                    // Back to the front of the queue (the failed writes, then the rest
+                    // of the batch), dropping the oldest over capacity.
+                    while let Some(item) = taken.pop_back() {
+                        queue.items.push_front(item);
+                    }
                     for write in writes.into_iter().rev() {
                         queue.items.push_front(Item::Write(write));
                     }
@@ -506,6 +539,24 @@ fn replace_corrupt(
     SqliteStore::open(path)
 }
 
+/// Lets writes gather until none arrived for [`GATHER_QUIET`], [`GATHER_MAX`] passed, the
+/// queue is half full or closing; returns the queue locked.
+fn gather(shared: &Shared) -> MutexGuard<'_, Queue> {
+    let start = Instant::now();
+    let mut seen = lock(shared).items.len();
+    loop {
+        let left = GATHER_MAX.saturating_sub(start.elapsed());
+        std::thread::sleep(GATHER_QUIET.min(left));
+        let queue = lock(shared);
+        let len = queue.items.len();
+        if queue.closed || len == seen || len >= queue.capacity / 2 || start.elapsed() >= GATHER_MAX
+        {
+            return queue;
+        }
+        seen = len;
+    }
+}
+
 /// What an event means for the store, as items for the writer's batch (`at`: when it
 /// was emitted).
 fn expand(event: Event, at: DateTime<Utc>, out: &mut Vec<Item>) {
@@ -517,6 +568,7 @@ fn expand(event: Event, at: DateTime<Utc>, out: &mut Vec<Item>) {
             scheduled_at,
             lateness_ms,
             attempt,
+            pid,
             ..
         } => {
             let started =
@@ -535,7 +587,9 @@ fn expand(event: Event, at: DateTime<Utc>, out: &mut Vec<Item>) {
                 attempt,
                 started,
                 lateness_ms,
-                pid: None,
+                // The spawned process (shell jobs): a later start tells a leftover
+                // group by it, with its start time read on this thread.
+                pid,
                 pid_start: None,
             })));
         }

@@ -9,7 +9,7 @@ use crate::config::tree::{Node, NodeKind};
 use crate::job::HttpRequest;
 
 pub(super) const HTTP_KEYS: &[&str] = &["url", "method", "headers", "body", "expect_status"];
-const METHODS: &[&str] = &["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
+pub(super) const METHODS: &[&str] = &["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
 
 /// `http.url` as it will be called, and as written (the only form messages may show).
 struct CheckedUrl {
@@ -129,7 +129,12 @@ impl FileChecker<'_, '_> {
     }
 
     /// `template` with `${VAR}` substituted, or `None` after reporting each problem.
-    fn interpolated(&mut self, key: &str, node: &Node, template: &str) -> Option<String> {
+    pub(super) fn interpolated(
+        &mut self,
+        key: &str,
+        node: &Node,
+        template: &str,
+    ) -> Option<String> {
         match interpolate(template, &self.opts.env) {
             Ok(value) => Some(value),
             Err(problems) => {

@@ -27,6 +27,14 @@ pub(super) const JOB_KEYS: &[&str] = &[
     "catch_up",
     "on_owner_loss",
     "enabled",
+    "user",
+    "group",
+    "env_inherit",
+    "healthchecks",
+    "on_start",
+    "on_success",
+    "on_failure",
+    "report_missed",
 ];
 /// Keys a job has but `defaults` cannot: they say what and when, not how.
 pub(super) const JOB_ONLY_KEYS: &[&str] = &["schedule", "command", "http"];
@@ -55,6 +63,14 @@ const KEY_ALIASES: &[(&str, &str)] = &[
     ("expected_status", "expect_status"),
     ("header", "headers"),
     ("max_attempts", "attempts"),
+    ("run_as", "user"),
+    ("uid", "user"),
+    ("gid", "group"),
+    ("inherit_env", "env_inherit"),
+    ("on_fail", "on_failure"),
+    ("on_error", "on_failure"),
+    ("on_ok", "on_success"),
+    ("hc", "healthchecks"),
 ];
 
 /// A mapping entry whose key is a scalar.

@@ -11,7 +11,7 @@ use crate::job::{RetryPolicy, SourceLocation};
 
 pub(super) const RETRY_KEYS: &[&str] = &["attempts", "delay", "max_delay"];
 /// Upper bound of `retry.attempts`: beyond this a retry policy is a polling loop.
-const MAX_ATTEMPTS: u32 = 100;
+pub(super) const MAX_ATTEMPTS: u32 = 100;
 
 /// `retry` as one mapping (a job's or `defaults`') sets it; `None` means "not set here".
 #[derive(Debug, Clone, Default)]

@@ -51,15 +51,15 @@ impl<'a> FileChecker<'a, '_> {
             }
         };
         if !fires {
-            let message = format!(
-                "`schedule` \"{}\" never fires: no date matches it (such as February 30); \
-                 fix the day-of-month, month or day-of-week field",
-                text.escape_debug()
-            );
+            let message = crate::cron::never_fires_message(text);
             self.error(node, message);
             return None;
         }
-        for warning in schedule.warnings() {
+        for warning in schedule
+            .warnings()
+            .into_iter()
+            .chain(crate::cron::describe::warnings(text))
+        {
             let location = self.location(node);
             self.out.warnings.push(ConfigWarning {
                 location,

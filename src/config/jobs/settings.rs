@@ -4,16 +4,19 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::keys::{Entry, JOB_KEYS, JOB_ONLY_KEYS};
 use super::retry::RetrySettings;
 use super::{FileChecker, escaped};
+use crate::account::Account;
+use crate::config::ConfigWarning;
 use crate::config::interpolate::is_var_name;
 use crate::config::suggest::closest;
 use crate::config::tree::{Node, NodeKind};
 use crate::duration::parse_duration;
-use crate::job::{CatchUp, Overlap, OwnerLoss};
+use crate::job::{CatchUp, Hook, Overlap, OwnerLoss, PingUrl, Pings};
 use crate::zone::Zone;
 
 const OVERLAPS: &[(&str, Overlap)] = &[
@@ -36,6 +39,16 @@ pub(super) struct Settings {
     pub(super) catch_up: Option<CatchUp>,
     pub(super) on_owner_loss: Option<OwnerLoss>,
     pub(super) enabled: Option<bool>,
+    /// `user:`'s account, looked up.
+    pub(super) user: Option<Account>,
+    /// `group:`'s name and gid, looked up.
+    pub(super) group: Option<(String, u32)>,
+    pub(super) env_inherit: Option<bool>,
+    pub(super) healthchecks: Option<PingUrl>,
+    pub(super) on_start: Option<Hook>,
+    pub(super) on_success: Option<Hook>,
+    pub(super) on_failure: Option<Hook>,
+    pub(super) report_missed: Option<bool>,
 }
 
 impl Settings {
@@ -55,7 +68,27 @@ impl Settings {
             catch_up: self.catch_up.or(defaults.catch_up),
             on_owner_loss: self.on_owner_loss.or(defaults.on_owner_loss),
             enabled: self.enabled.or(defaults.enabled),
+            user: self.user.or_else(|| defaults.user.clone()),
+            group: self.group.or_else(|| defaults.group.clone()),
+            env_inherit: self.env_inherit.or(defaults.env_inherit),
+            healthchecks: self.healthchecks.or_else(|| defaults.healthchecks.clone()),
+            on_start: self.on_start.or_else(|| defaults.on_start.clone()),
+            on_success: self.on_success.or_else(|| defaults.on_success.clone()),
+            on_failure: self.on_failure.or_else(|| defaults.on_failure.clone()),
+            report_missed: self.report_missed.or(defaults.report_missed),
         }
+    }
+
+    /// The job's pings, if it has any.
+    pub(super) fn pings(&self) -> Option<Arc<Pings>> {
+        let pings = Pings {
+            healthchecks: self.healthchecks.clone(),
+            on_start: self.on_start.clone(),
+            on_success: self.on_success.clone(),
+            on_failure: self.on_failure.clone(),
+            report_missed: self.report_missed.unwrap_or(false),
+        };
+        (pings != Pings::default()).then(|| Arc::new(pings))
     }
 }
 
@@ -125,9 +158,76 @@ impl FileChecker<'_, '_> {
             "catch_up" => settings.catch_up = self.catch_up(&path(), value),
             "on_owner_loss" => settings.on_owner_loss = self.on_owner_loss(&path(), value),
             "enabled" => settings.enabled = self.boolean(&path(), value),
+            "env_inherit" => settings.env_inherit = self.boolean(&path(), value),
+            "user" => {
+                settings.user = self.account_name(&path(), value).and_then(|name| {
+                    self.looked_up(value, crate::account::user(&name), "getent passwd")
+                });
+            }
+            "group" => {
+                settings.group = self.account_name(&path(), value).and_then(|name| {
+                    let gid =
+                        self.looked_up(value, crate::account::group(&name), "getent group")?;
+                    Some((name, gid))
+                });
+            }
+            "report_missed" => settings.report_missed = self.boolean(&path(), value),
+            "healthchecks" => settings.healthchecks = self.healthchecks(&path(), value),
+            "on_start" => settings.on_start = self.hook(&path(), value, !prefix.is_empty()),
+            "on_success" => settings.on_success = self.hook(&path(), value, !prefix.is_empty()),
+            "on_failure" => settings.on_failure = self.hook(&path(), value, !prefix.is_empty()),
             _ => return false,
         }
         true
+    }
+
+    /// The name given to `user` or `group`, if the service may use it: only root can
+    /// start a process as someone else, so as non-root this is an error (a warning in
+    /// `chime check`, which cannot know how the service will run).
+    fn account_name(&mut self, path: &str, node: &Node) -> Option<String> {
+        let name = match &node.kind {
+            NodeKind::Str(_) | NodeKind::Int(_) => self.text(node).into_owned(),
+            _ => {
+                let message = format!(
+                    "`{path}` must be the name of an account, not {}; write e.g. \
+                     `{path}: backup`",
+                    node.describe()
+                );
+                self.error(node, message);
+                return None;
+            }
+        };
+        let privileges = self.opts.privileges;
+        if privileges.euid != 0 {
+            let message = format!(
+                "`{path}` needs chime to run as root, to start the job as another \
+                 account, but it runs as uid {}; run the service as root (see \
+                 systemd/chime-root.service) or remove `{path}`",
+                privileges.euid
+            );
+            if privileges.check_only {
+                let location = self.location(node);
+                self.out.warnings.push(ConfigWarning {
+                    location,
+                    message: format!("{message} (`chime run` refuses it)"),
+                });
+            } else {
+                self.error(node, message);
+                return None;
+            }
+        }
+        Some(name)
+    }
+
+    /// The account or group looked up; an error at `node` if there is none.
+    fn looked_up<T>(&mut self, node: &Node, found: Result<T, String>, list: &str) -> Option<T> {
+        found
+            .map_err(|reason| {
+                let message =
+                    format!("{reason}; name an existing one (`{list}` lists them) or create it");
+                self.error(node, message);
+            })
+            .ok()
     }
 
     fn workdir(&mut self, path: &str, node: &Node) -> Option<PathBuf> {
@@ -180,8 +280,13 @@ impl FileChecker<'_, '_> {
                     );
                     self.error(field.value, message);
                 }
+                // `${VAR}`, `${file:…}` and `${credential:…}` as in `http`; the
+                // value may hold a secret, so only the template is ever shown.
                 Some(value) => {
-                    env.insert(name.to_string(), value.into_owned());
+                    let key = format!("{path}.{name}");
+                    if let Some(value) = self.interpolated(&key, field.value, &value) {
+                        env.insert(name.to_string(), value);
+                    }
                 }
                 None if matches!(field.value.kind, NodeKind::Null) => {
                     let message = format!(

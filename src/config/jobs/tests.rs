@@ -21,6 +21,7 @@ fn opts() -> LoadOptions {
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect(),
         max_jobs: None,
+        privileges: crate::config::Privileges::of_process(),
     }
 }
 
@@ -752,4 +753,84 @@ fn names_twice_across_many_files_keep_their_place() {
         assert!(file[2].starts_with(&format!("{name}:3:3: job `a b` is empty")));
         assert!(file[3].starts_with(&format!("{name}:4:3: job `late-{index}` has no `schedule`")));
     }
+}
+
+fn load_as(text: &str, euid: u32, check_only: bool) -> Result<Config, ConfigErrors> {
+    let source = Source {
+        path: "t.yaml".into(),
+        bytes: text.as_bytes().to_vec(),
+    };
+    let mut opts = opts();
+    opts.privileges = crate::config::Privileges {
+        euid,
+        allow_writable: false,
+        check_only,
+    };
+    load_sources(&[source], &opts)
+}
+
+#[test]
+fn user_and_group_are_looked_up_and_merged_over_defaults() {
+    let text = "defaults:\n  user: nobody\n  env_inherit: true\njobs:\n  \
+                a:\n    schedule: \"@daily\"\n    command: x\n  \
+                b:\n    schedule: \"@daily\"\n    command: x\n    group: root\n    \
+                env_inherit: false\n";
+    let config = load_as(text, 0, false).unwrap_or_else(|e| panic!("{e}"));
+    let [a, b] = &config.jobs[..] else {
+        panic!("two jobs")
+    };
+    let run_as = a.run_as.as_ref().unwrap();
+    assert_eq!(run_as.user.as_ref().unwrap().uid, 65534);
+    assert_eq!(run_as.group, None);
+    assert!(a.env_inherit && !b.env_inherit);
+    let run_as = b.run_as.as_ref().unwrap();
+    assert_eq!(run_as.user.as_ref().unwrap().name, "nobody");
+    assert_eq!(run_as.group, Some(("root".to_string(), 0)));
+}
+
+#[test]
+fn user_as_non_root_is_an_error_for_run_and_a_warning_for_check() {
+    let text = job("command: x\nuser: nobody");
+    let errors = load_as(&text, 1000, false).unwrap_err();
+    assert_eq!(errors.0.len(), 1, "{errors}");
+    let error = errors.0[0].to_string();
+    assert!(
+        error.starts_with("t.yaml:5:11: `user` needs chime to run as root")
+            && error.contains("runs as uid 1000"),
+        "{error}"
+    );
+    let config = load_as(&text, 1000, true).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.warnings.len(), 1);
+    assert!(
+        config.warnings[0]
+            .to_string()
+            .contains("`chime run` refuses it")
+    );
+    assert!(config.jobs[0].run_as.is_some());
+}
+
+#[test]
+fn env_values_take_variables_and_secrets_and_debug_hides_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, "file-secret\n").unwrap();
+    let text = job(&format!(
+        "command: x\nenv: {{ A: \"${{SECRET}}\", B: \"${{file:{}}}\", C: \"$${{x}} $y\" }}",
+        secret.display()
+    ));
+    let jobs = jobs(&text);
+    assert_eq!(jobs[0].env["A"], "hunter2");
+    assert_eq!(jobs[0].env["B"], "file-secret");
+    assert_eq!(jobs[0].env["C"], "${x} $y");
+    let shown = format!("{:?}", jobs[0]);
+    assert!(
+        !shown.contains("hunter2") && !shown.contains("file-secret"),
+        "{shown}"
+    );
+    // A missing file: the error names the file and the key, at the value.
+    only_error(
+        &job("command: x\nenv: { T: \"${file:/nonexistent/chime-token}\" }"),
+        "t.yaml:5:15: `env.T` uses `${file:/nonexistent/chime-token}`",
+        &["cannot read `/nonexistent/chime-token`: No such file or directory"],
+    );
 }

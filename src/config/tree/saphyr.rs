@@ -17,7 +17,33 @@ use super::{MAX_DEPTH, MAX_EVENTS, MAX_NODES, MAX_REPLAYED_EVENTS, Node, NodeKin
 
 /// Parses one file's text into a tree with serde-saphyr.
 pub(super) fn parse(text: &str) -> Result<Node, SyntaxError> {
-    serde_saphyr::from_str_with_options::<Node>(text, options()).map_err(|err| syntax_error(&err))
+    serde_saphyr::from_str_with_options::<Node>(text, options()).map_err(|err| {
+        let mut error = syntax_error(&err);
+        if unquoted_schedule(text, error.line) {
+            if let Some(plain) = error.message.strip_suffix(FIX) {
+                error.message = plain.to_string();
+            }
+            error.message.push_str(
+                "; a schedule starting with `*`, `@` or `?` must be quoted: quote the \
+                 schedule, for example `schedule: \"*/5 * * * *\"`",
+            );
+        }
+        error
+    })
+}
+
+/// Whether line `line` (1-based) holds an unquoted `schedule:` value that starts with a
+/// character YAML reserves (`*` an alias, `@` reserved, `?` a mapping key).
+fn unquoted_schedule(text: &str, line: u64) -> bool {
+    let line = usize::try_from(line).unwrap_or(0);
+    let Some(source) = line.checked_sub(1).and_then(|n| text.lines().nth(n)) else {
+        return false;
+    };
+    let source = source.trim_start().trim_start_matches(['-', ' ', '{']);
+    source
+        .strip_prefix("schedule:")
+        .map(str::trim_start)
+        .is_some_and(|value| value.starts_with(['*', '@', '?']))
 }
 
 fn options() -> serde_saphyr::Options {
@@ -40,6 +66,9 @@ fn options() -> serde_saphyr::Options {
         },
     }
 }
+
+/// The end of a syntax error with no better hint.
+const FIX: &str = "; fix the syntax here";
 
 /// Turns serde-saphyr's error into our wording, with the location it names.
 fn syntax_error(err: &YamlError) -> SyntaxError {
@@ -89,7 +118,7 @@ fn syntax_error(err: &YamlError) -> SyntaxError {
             "invalid YAML: {plain}: a `: ` inside an unquoted value starts a mapping; put \
              the whole value in quotes, e.g. `command: 'echo \"a: b\"'`"
         ),
-        _ => format!("invalid YAML: {plain}; fix the syntax here"),
+        _ => format!("invalid YAML: {plain}{FIX}"),
     };
     SyntaxError {
         line,
