@@ -118,6 +118,21 @@ fn replicas_cut_off_from_the_database_fence_and_nothing_doubles_after() {
         fenced_in < Duration::from_secs(3),
         "fenced and terminated within the lease: {fenced_in:?}"
     );
+    // Each fenced run ends as cancelled, `by: fence` (not replace or shutdown).
+    for (member, replica) in ["a", "b", "c"].iter().zip(&mut replicas) {
+        if !owners.iter().any(|owner| owner.as_str() == *member) {
+            continue;
+        }
+        let long_finished = |e: &serde_json::Value| {
+            e["event"] == "run.finished" && e["job"].as_str().is_some_and(|j| j.starts_with("long"))
+        };
+        let finished = match replica.events().iter().find(|e| long_finished(e)) {
+            Some(event) => event.clone(),
+            None => replica.wait_for("a long run's run.finished", LIMIT, long_finished),
+        };
+        assert_eq!(finished["outcome"], "cancelled", "{finished}");
+        assert_eq!(finished["by"], "fence", "{finished}");
+    }
     // The outage lasts longer than a lease (the test's parameter, not a wait for an event).
     std::thread::sleep(Duration::from_secs(4).saturating_sub(stopped.elapsed()));
     pg.start_server();
