@@ -181,6 +181,12 @@ pub struct Fire {
     pub trigger: Trigger,
 }
 
+/// Where fires are claimed before they run, with replicas (`crate::cluster`).
+pub trait Gate: Send + Sync + 'static {
+    /// Takes a fire to claim; it must not block.
+    fn submit(&self, fire: Fire);
+}
+
 /// Hands fires to runs. Cheap to clone; clones share one state.
 pub struct Dispatcher<E, C> {
     inner: Arc<Inner<E, C>>,
@@ -209,6 +215,9 @@ struct Inner<E, C> {
     /// queue, then a job's state.
     queue: Mutex<VecDeque<Arc<JobRuns>>>,
     tracker: TaskTracker,
+    /// With replicas: scheduled and catch-up fires are claimed there first, and come
+    /// back through [`Dispatcher::fire_claimed`] when the claim was won.
+    gate: OnceLock<Arc<dyn Gate>>,
     /// The runs in flight, run id → job name: what a shutdown says it waits for.
     running: Mutex<HashMap<Arc<str>, Arc<str>>>,
     /// Where a run that panics is reported (the service's health), once set.
@@ -241,6 +250,7 @@ impl<E: Executor, C: Clock> Dispatcher<E, C> {
                 active: AtomicUsize::new(0),
                 queue: Mutex::new(VecDeque::new()),
                 tracker: TaskTracker::new(),
+                gate: OnceLock::new(),
                 running: Mutex::new(HashMap::new()),
                 failures: OnceLock::new(),
                 paused: Arc::default(),
@@ -249,7 +259,36 @@ impl<E: Executor, C: Clock> Dispatcher<E, C> {
     }
 
     /// Starts a run for the fire, queues it, or skips it, as the job's policy says.
+    /// With a [`Gate`], scheduled and catch-up fires are claimed there first.
     pub fn fire(&self, fire: Fire) {
+        if matches!(fire.trigger, Trigger::Schedule | Trigger::CatchUp)
+            && let Some(gate) = self.inner.gate.get()
+        {
+            gate.submit(fire);
+            return;
+        }
+        self.fire_claimed(fire);
+    }
+
+    /// Claims fires at `gate` from now on (the first call wins).
+    pub fn claim_at(&self, gate: Arc<dyn Gate>) {
+        let _ = self.inner.gate.set(gate);
+    }
+
+    /// Terminates every run in flight; later runs start as usual.
+    pub fn fence(&self) {
+        self.inner.runner.fence();
+    }
+
+    /// A fire claimed as skipped: its job runs on some replica (`overlap: skip`).
+    pub fn skip_overlap(&self, fire: &Fire) {
+        self.inner
+            .runner
+            .skip(&fire.name, fire.scheduled_at, SkipReason::Overlap);
+    }
+
+    /// A fire whose claim was won (or that needs none): as [`Self::fire`] without one.
+    pub fn fire_claimed(&self, fire: Fire) {
         let inner = &self.inner;
         if inner.runner.is_stopping() {
             inner

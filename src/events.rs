@@ -109,6 +109,8 @@ pub enum CancelledBy {
     Replace,
     /// `chime kill`.
     Operator,
+    /// With `--cluster`: this replica could not renew its leases (`cluster.fenced`).
+    Fence,
 }
 
 impl CancelledBy {
@@ -117,6 +119,7 @@ impl CancelledBy {
             CancelledBy::Shutdown => "shutdown",
             CancelledBy::Replace => "replace",
             CancelledBy::Operator => "operator",
+            CancelledBy::Fence => "fence",
         }
     }
 }
@@ -280,6 +283,24 @@ pub enum Event {
         fix: String,
         dropped: u64,
     },
+    /// Replicas (DESIGN.md §13): `cluster.joined`, `cluster.failed`, `cluster.fenced`,
+    /// `cluster.drift`, `cluster.clock_off`, `cluster.recovered`. `detail` says what
+    /// happened; `fix`, when there is one, what an operator does about it.
+    Cluster {
+        kind: ClusterKind,
+        member: String,
+        detail: String,
+        fix: Option<String>,
+    },
+    /// A claimed run whose replica stopped renewing its lease (it died or was cut off):
+    /// it is `lost`, and re-run here only when the job says `on_owner_loss: rerun`.
+    RunLost {
+        job: Arc<str>,
+        run_id: Option<String>,
+        scheduled_at: DateTime<Utc>,
+        owner: String,
+        rerun: bool,
+    },
     /// A request on the control socket (`chime trigger`, `pause`, …) and what came of it.
     ControlRequest {
         command: String,
@@ -300,6 +321,17 @@ pub enum Event {
         attempts: u32,
         error: String,
     },
+}
+
+/// Which `cluster.*` event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClusterKind {
+    Joined,
+    Failed,
+    Fenced,
+    Drift,
+    ClockOff,
+    Recovered,
 }
 
 /// How many errors a `config.rejected` event lists. One event for 100,000 invalid jobs
@@ -353,6 +385,15 @@ impl Event {
             Event::RunMissed { .. } => "run.missed",
             Event::RunInterrupted { .. } => "run.interrupted",
             Event::StateFailed { .. } => "state.failed",
+            Event::Cluster { kind, .. } => match kind {
+                ClusterKind::Joined => "cluster.joined",
+                ClusterKind::Failed => "cluster.failed",
+                ClusterKind::Fenced => "cluster.fenced",
+                ClusterKind::Drift => "cluster.drift",
+                ClusterKind::ClockOff => "cluster.clock_off",
+                ClusterKind::Recovered => "cluster.recovered",
+            },
+            Event::RunLost { .. } => "run.lost",
             Event::ControlRequest { .. } => "control.request",
             Event::HookFailed { .. } => "hook.failed",
         }
@@ -369,6 +410,7 @@ impl Event {
             | Event::RunSkipped { job, .. }
             | Event::RunMissed { job, .. }
             | Event::RunInterrupted { job, .. }
+            | Event::RunLost { job, .. }
             | Event::HookFailed { job, .. } => Some(job),
             _ => None,
         }

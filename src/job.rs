@@ -50,6 +50,8 @@ pub struct Job {
     pub starting_deadline: Option<Duration>,
     /// What becomes of fires missed while chime was not running.
     pub catch_up: CatchUp,
+    /// With replicas (`--cluster`): what becomes of a run whose replica was lost.
+    pub on_owner_loss: OwnerLoss,
     pub enabled: bool,
     /// Monitoring pings (`healthchecks`, `on_start`, `on_success`, `on_failure`,
     /// `report_missed`); `None` when the job has none.
@@ -119,6 +121,7 @@ impl Job {
             overlap: Overlap::default(),
             starting_deadline: None,
             catch_up: CatchUp::None,
+            on_owner_loss: OwnerLoss::Lost,
             enabled: true,
             pings: None,
             source: SourceLocation {
@@ -332,6 +335,16 @@ pub enum CatchUp {
     #[default]
     None,
     Latest,
+}
+
+/// `on_owner_loss`: a run whose replica died (its lease expired) is only marked `lost`
+/// (`Lost`, the default: shell jobs are rarely idempotent), or run again once by
+/// another replica (`Rerun`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OwnerLoss {
+    #[default]
+    Lost,
+    Rerun,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -63,6 +63,8 @@
 //! Memory across restarts
 //! - [`state`]: the state store (run history, last fires handled, paused jobs) behind
 //!   one trait, its embedded SQLite implementation and the writer thread that feeds it.
+//! - [`cluster`]: replicas on PostgreSQL (`--cluster`): each fire claimed before it
+//!   runs, leases and fencing, lost runs, the cluster's history.
 //!
 //! The log
 //! - [`events`]: the log events of DESIGN.md §6, their schema (levels, fields) and the
@@ -79,6 +81,7 @@
 pub mod account;
 pub mod cli;
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod control;
 pub mod cron;

@@ -154,6 +154,15 @@ impl<E, C> Runner<E, C> {
         self.cancel_all.cancel();
     }
 
+    /// Terminates every run in flight as a timeout does, through each run's own token
+    /// (as `chime kill` does), so that later runs start as usual: a replica that lost
+    /// its lease (DESIGN.md §13). Their `run.finished` says `by: fence`.
+    pub(crate) fn fence(&self) {
+        for run in self.live.all() {
+            run.fence();
+        }
+    }
+
     /// A job's stop-retries token (one per job, made at its first run).
     pub(crate) fn job_stop_retries(&self) -> CancellationToken {
         self.stop_retries.child_token()
@@ -660,8 +669,10 @@ where
         attempt += 1;
     };
     let killed_by = live.as_ref().and_then(|live| live.killed_by());
+    let fenced = live.as_ref().is_some_and(|live| live.fenced());
     let by = (result.outcome == Outcome::Cancelled).then(|| match killed_by {
         Some(_) => CancelledBy::Operator,
+        None if fenced => CancelledBy::Fence,
         None if stop_retries.is_cancelled() => CancelledBy::Shutdown,
         None => CancelledBy::Replace,
     });

@@ -125,6 +125,7 @@ fn same_definition(a: &Job, b: &Job) -> bool {
         overlap,
         starting_deadline,
         catch_up,
+        on_owner_loss,
         enabled,
         pings,
         source: _,
@@ -144,6 +145,7 @@ fn same_definition(a: &Job, b: &Job) -> bool {
         && *overlap == b.overlap
         && *starting_deadline == b.starting_deadline
         && *catch_up == b.catch_up
+        && *on_owner_loss == b.on_owner_loss
         && *enabled == b.enabled
         && *pings == b.pings
 }

@@ -9,6 +9,7 @@
 //!   `control.rs`: `chime trigger`, `pause`, `resume`, `kill` and `schema`.
 
 mod check;
+mod cluster;
 mod control;
 mod exec;
 mod next;
@@ -45,9 +46,9 @@ pub(crate) struct Cli {
 
 /// The subcommands. Each takes flattened flag groups ([`ZoneFlags`], [`LogFlags`],
 /// [`ServiceFlags`], [`TrustFlags`], [`StateFlags`], [`HistoryFlags`],
-/// [`ControlFlags`]), so `--help` shows only its own (DESIGN.md §1's table); a new
-/// flag goes into the group, or the subcommand's struct, it belongs to, and into
-/// [`FlagsBefore`].
+/// [`ControlFlags`], [`ClusterFlags`]), so `--help` shows only its own (DESIGN.md §1's
+/// table); a new flag goes into the group, or the subcommand's struct, it belongs to,
+/// into [`FlagsBefore`] and into [`Settings::resolve`] (or a `with_*` step).
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
     /// Run the service.
@@ -99,6 +100,8 @@ pub(crate) struct RunArgs {
     #[command(flatten)]
     pub control: ControlFlags,
     #[command(flatten)]
+    pub cluster: ClusterFlags,
+    #[command(flatten)]
     pub trust: TrustFlags,
 }
 
@@ -134,6 +137,8 @@ pub(crate) struct StatusArgs {
     pub state: StateFlags,
     #[command(flatten)]
     pub control: ControlFlags,
+    #[command(flatten)]
+    pub cluster: ClusterReadFlags,
     /// One JSON object per job, one a line.
     #[arg(long)]
     pub json: bool,
@@ -154,6 +159,8 @@ pub(crate) struct HistoryCommand {
     pub state: StateFlags,
     #[command(flatten)]
     pub control: ControlFlags,
+    #[command(flatten)]
+    pub cluster: ClusterReadFlags,
 }
 
 #[derive(Debug, Args)]
@@ -252,6 +259,41 @@ pub(crate) struct HistoryFlags {
     pub history_keep_runs: usize,
 }
 
+/// Replicas on PostgreSQL (DESIGN.md §13): `run`. `status` and `history` take
+/// [`ClusterReadFlags`] (`--cluster` only, to read the cluster's history).
+#[derive(Debug, Clone, Args)]
+pub(crate) struct ClusterFlags {
+    /// Run as one of several replicas on this PostgreSQL database (DESIGN.md §13):
+    /// `postgres://USER@HOST:PORT/DB`. History then lives there, not in SQLite.
+    #[arg(long, env = "CHIME_CLUSTER")]
+    pub cluster: Option<String>,
+    /// A file holding the database password (default: the systemd credential
+    /// `chime-cluster-password`, if any). Never logged.
+    #[arg(long, env = "CHIME_CLUSTER_PASSWORD_FILE")]
+    pub cluster_password_file: Option<PathBuf>,
+    /// This replica's name among the members (default: host:pid).
+    #[arg(long, env = "CHIME_CLUSTER_MEMBER")]
+    pub cluster_member: Option<String>,
+    /// How long a claimed run's lease lasts without renewal; a replica that cannot renew
+    /// for half of it terminates its runs.
+    #[arg(long, env = "CHIME_CLUSTER_LEASE", value_parser = parse_duration_arg, default_value = "30s")]
+    pub cluster_lease: Duration,
+    /// How long replicas wait before claiming fires preferred for another member.
+    #[arg(long, env = "CHIME_CLUSTER_FALLBACK", value_parser = parse_duration_arg, default_value = "1s")]
+    pub cluster_fallback: Duration,
+}
+
+/// `--cluster` for `status` and `history`: the history is read from PostgreSQL.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct ClusterReadFlags {
+    /// Read the history of the replicas on this PostgreSQL database (`run --cluster`).
+    #[arg(long, env = "CHIME_CLUSTER")]
+    pub cluster: Option<String>,
+    /// The database password's file: hidden, as `run --help` documents it.
+    #[arg(long, env = "CHIME_CLUSTER_PASSWORD_FILE", hide = true)]
+    pub cluster_password_file: Option<PathBuf>,
+}
+
 /// The control socket: `run`, which serves it, and the commands that ask it
 /// (`status`, `history`, `trigger`, `pause`, `resume`, `kill`).
 #[derive(Debug, Clone, Args)]
@@ -303,6 +345,16 @@ pub(crate) struct FlagsBefore {
     history_keep_runs: Option<usize>,
     #[arg(long = "control-socket", hide = true)]
     control_socket: Option<PathBuf>,
+    #[arg(long = "cluster", hide = true)]
+    cluster: Option<String>,
+    #[arg(long = "cluster-password-file", hide = true)]
+    cluster_password_file: Option<PathBuf>,
+    #[arg(long = "cluster-member", hide = true)]
+    cluster_member: Option<String>,
+    #[arg(long = "cluster-lease", value_parser = parse_duration_arg, hide = true)]
+    cluster_lease: Option<Duration>,
+    #[arg(long = "cluster-fallback", value_parser = parse_duration_arg, hide = true)]
+    cluster_fallback: Option<Duration>,
 }
 
 /// Every setting a command may read, resolved from its flag groups (a group the
@@ -321,7 +373,17 @@ pub(crate) struct Settings {
     pub history_keep: Duration,
     pub history_keep_runs: usize,
     pub control_socket: Option<PathBuf>,
+    pub cluster: Option<String>,
+    pub cluster_password_file: Option<PathBuf>,
+    pub cluster_member: Option<String>,
+    pub cluster_lease: Duration,
+    pub cluster_fallback: Duration,
 }
+
+/// `--cluster-lease` unless set.
+const DEFAULT_CLUSTER_LEASE: Duration = Duration::from_secs(30);
+/// `--cluster-fallback` unless set.
+const DEFAULT_CLUSTER_FALLBACK: Duration = Duration::from_secs(1);
 
 impl Settings {
     fn resolve(
@@ -363,7 +425,35 @@ impl Settings {
                 .history_keep_runs
                 .unwrap_or(DEFAULT_HISTORY_KEEP_RUNS),
             control_socket: before.control_socket.clone(),
+            cluster: before.cluster.clone(),
+            cluster_password_file: before.cluster_password_file.clone(),
+            cluster_member: before.cluster_member.clone(),
+            cluster_lease: before.cluster_lease.unwrap_or(DEFAULT_CLUSTER_LEASE),
+            cluster_fallback: before.cluster_fallback.unwrap_or(DEFAULT_CLUSTER_FALLBACK),
         }
+    }
+
+    /// Adds `run`'s cluster flags (a flag given before the subcommand wins).
+    fn with_cluster(mut self, before: &FlagsBefore, cluster: &ClusterFlags) -> Settings {
+        self.cluster = self.cluster.or_else(|| cluster.cluster.clone());
+        self.cluster_password_file = self
+            .cluster_password_file
+            .or_else(|| cluster.cluster_password_file.clone());
+        self.cluster_member = self
+            .cluster_member
+            .or_else(|| cluster.cluster_member.clone());
+        self.cluster_lease = before.cluster_lease.unwrap_or(cluster.cluster_lease);
+        self.cluster_fallback = before.cluster_fallback.unwrap_or(cluster.cluster_fallback);
+        self
+    }
+
+    /// Adds `status`'s and `history`'s `--cluster`.
+    fn with_cluster_read(mut self, cluster: &ClusterReadFlags) -> Settings {
+        self.cluster = self.cluster.or_else(|| cluster.cluster.clone());
+        self.cluster_password_file = self
+            .cluster_password_file
+            .or_else(|| cluster.cluster_password_file.clone());
+        self
     }
 
     /// Adds the state store's flags of a subcommand that has them (a flag given
@@ -468,6 +558,49 @@ pub mod exit {
     pub const INTERNAL: u8 = 3;
 }
 
+/// `--cluster` and its companions, with the password read from its file or the
+/// systemd credential; `None` without `--cluster`.
+pub(crate) fn cluster_options(
+    settings: &Settings,
+) -> Result<Option<crate::cluster::ClusterOptions>, String> {
+    let Some(url) = settings.cluster.clone() else {
+        return Ok(None);
+    };
+    let file = settings.cluster_password_file.clone().or_else(|| {
+        std::env::var_os("CREDENTIALS_DIRECTORY")
+            .map(|dir| PathBuf::from(dir).join("chime-cluster-password"))
+            .filter(|path| path.exists())
+    });
+    let password = match file {
+        Some(path) => Some(
+            std::fs::read_to_string(&path)
+                .map_err(|err| {
+                    format!(
+                        "cannot read the cluster password file {}: {err}; fix --cluster-password-file",
+                        path.display()
+                    )
+                })?
+                .trim_end_matches(['\n', '\r'])
+                .to_string(),
+        ),
+        None => None,
+    };
+    if settings.cluster_lease < Duration::from_millis(400) {
+        return Err("--cluster-lease must be at least 400ms".into());
+    }
+    Ok(Some(crate::cluster::ClusterOptions {
+        url,
+        password,
+        member: settings
+            .cluster_member
+            .clone()
+            .unwrap_or_else(|| format!("{}:{}", crate::cluster::hostname(), std::process::id())),
+        lease: settings.cluster_lease,
+        fallback: settings.cluster_fallback,
+        keep: settings.history_keep,
+    }))
+}
+
 /// Parses the command line and runs the command.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -486,7 +619,8 @@ pub fn main() -> ExitCode {
             let trust = Some(&args.trust);
             let settings = Settings::resolve(before, &args.zone, Some(&args.log), service, trust)
                 .with_state(before, &args.state, Some(&args.history))
-                .with_control(&args.control);
+                .with_control(&args.control)
+                .with_cluster(before, &args.cluster);
             run::run(&args.paths.paths, &settings)
         }
         Command::Exec(args) => {
@@ -503,13 +637,15 @@ pub fn main() -> ExitCode {
             };
             let settings = Settings::resolve(before, &zone, None, None, Some(&trust))
                 .with_state(before, &args.state, None)
-                .with_control(&args.control);
+                .with_control(&args.control)
+                .with_cluster_read(&args.cluster);
             state::status(&args.paths.paths, args.json, &settings)
         }
         Command::History(command) => {
             let settings = Settings::resolve(before, &ZoneFlags::default(), None, None, None)
                 .with_state(before, &command.state, None)
-                .with_control(&command.control);
+                .with_control(&command.control)
+                .with_cluster_read(&command.cluster);
             state::history(&command.args, &settings)
         }
         Command::Trigger(args) => {

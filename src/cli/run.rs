@@ -177,8 +177,28 @@ async fn run_service(paths: Vec<PathBuf>, settings: &Settings) -> u8 {
         }
     };
     let (mut events, _guard) = start_logging(settings);
+    let cluster = match super::cluster_options(settings) {
+        Ok(options) => {
+            options.map(|options| crate::cluster::Cluster::start(options, events.clone()))
+        }
+        Err(message) => {
+            eprintln!("error: {message}");
+            return exit::FAILED;
+        }
+    };
+    let (state, resume) = match &cluster {
+        // With --cluster the history lives in PostgreSQL; SQLite is not used.
+        Some(cluster) => {
+            events = cluster.recording(events);
+            let resume = crate::daemon::Resume {
+                last_handled: cluster.last_handled().await,
+                ..Default::default()
+            };
+            (None, resume)
+        }
+        None => super::state::start(settings, &mut events),
+    };
     crate::daemon::log_file_warnings(&config);
-    let (state, resume) = super::state::start(settings, &mut events);
     let pauses = state.as_ref().map(|state| {
         let writer = state.thread.writer();
         PauseStore::new(move |job, paused| {
@@ -222,6 +242,7 @@ async fn run_service(paths: Vec<PathBuf>, settings: &Settings) -> u8 {
         max_concurrent_runs: settings.max_concurrent_runs,
         watchdog: Notifier::watchdog_interval(),
         resume,
+        cluster: cluster.clone(),
         control,
         pauses,
         ..ServeOptions::default()
@@ -238,6 +259,11 @@ async fn run_service(paths: Vec<PathBuf>, settings: &Settings) -> u8 {
         monitor: monitor.clone(),
     };
     let served = serve(config, source, options, world, rx).await;
+    if let Some(cluster) = &cluster {
+        // The runs' ends are written before the exit (a database that is down is not
+        // waited for long: those runs become lost once their leases run out).
+        cluster.flush(Duration::from_secs(5)).await;
+    }
     // The last runs' pings (a run cancelled at shutdown reports its failure).
     monitor.flush(PING_GRACE).await;
     if let Some(server) = server {

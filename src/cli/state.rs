@@ -316,6 +316,9 @@ fn json_line(out: &mut impl std::io::Write, value: &impl Serialize) {
 
 /// `chime status`.
 pub(super) fn status(paths: &[PathBuf], json_out: bool, settings: &Settings) -> u8 {
+    if settings.cluster.is_some() {
+        return super::cluster::status(paths, json_out, settings);
+    }
     let Some(config) = load_or_report(paths, settings) else {
         return exit::FAILED;
     };
@@ -498,6 +501,9 @@ pub(super) fn status(paths: &[PathBuf], json_out: bool, settings: &Settings) -> 
 
 /// `chime history`.
 pub(super) fn history(args: &HistoryArgs, settings: &Settings) -> u8 {
+    if settings.cluster.is_some() {
+        return super::cluster::history(args, settings);
+    }
     let store = match open_reader(settings) {
         Ok(Some(store)) => store,
         Ok(None) => {

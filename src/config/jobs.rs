@@ -312,6 +312,7 @@ impl<'a> FileChecker<'a, '_> {
             overlap: settings.overlap.unwrap_or_default(),
             starting_deadline: settings.starting_deadline,
             catch_up: settings.catch_up.unwrap_or_default(),
+            on_owner_loss: settings.on_owner_loss.unwrap_or_default(),
             enabled: settings.enabled.unwrap_or(true),
             pings,
             source: here,

@@ -92,6 +92,8 @@ pub struct ServeOptions {
     pub watchdog: Option<Duration>,
     /// What the state store remembered from before this start.
     pub resume: Resume,
+    /// Replicas: scheduled fires are claimed in the cluster's database first.
+    pub cluster: Option<crate::cluster::Cluster>,
     /// The control socket to serve (DESIGN.md §11), bound already; `None`: no socket.
     pub control: Option<ControlSocket>,
     /// Where `chime pause` keeps pauses across restarts; `None`: in memory only.
@@ -121,6 +123,7 @@ impl Default for ServeOptions {
             timer_thread: true,
             watchdog: None,
             resume: Resume::default(),
+            cluster: None,
             control: None,
             pauses: None,
         }
@@ -248,6 +251,9 @@ impl<E: Executor, C: Clock> Service<E, C> {
             options.max_concurrent_runs,
         );
         dispatcher.report_failures_to(&health);
+        if let Some(cluster) = &options.cluster {
+            cluster.attach(&dispatcher, &config.jobs);
+        }
         for job in &options.resume.paused {
             dispatcher.paused().pause(job);
         }

@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Utc};
 
-use super::{Event, ExitDetail, Outcome, SkipReason, rfc3339};
+use super::{ClusterKind, Event, ExitDetail, Outcome, SkipReason, rfc3339};
 
 /// How important an event is; `--log-level` and `RUST_LOG` filter on it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -60,7 +60,13 @@ pub(crate) fn level_of(event: &Event) -> Level {
             Outcome::Cancelled => Level::Warn,
             Outcome::Failure | Outcome::Timeout | Outcome::Killed => Level::Error,
         },
+        Event::Cluster { kind, .. } => match kind {
+            ClusterKind::Failed | ClusterKind::Fenced => Level::Error,
+            ClusterKind::Drift | ClusterKind::ClockOff => Level::Warn,
+            ClusterKind::Joined | ClusterKind::Recovered => Level::Info,
+        },
         Event::ClockJumped { .. }
+        | Event::RunLost { .. }
         | Event::ConfigWarning { .. }
         | Event::RunRetrying { .. }
         | Event::RunMissed { .. }
@@ -308,6 +314,33 @@ pub fn fields(event: &Event) -> Vec<(&'static str, Value)> {
             f.push(("error", s(error)));
             f.push(("fix", s(fix)));
             f.push(("dropped", UInt(*dropped)));
+        }
+        Event::Cluster {
+            kind: _,
+            member,
+            detail,
+            fix,
+        } => {
+            f.push(("member", s(member)));
+            f.push(("detail", s(detail)));
+            if let Some(fix) = fix {
+                f.push(("fix", s(fix)));
+            }
+        }
+        Event::RunLost {
+            job,
+            run_id,
+            scheduled_at,
+            owner,
+            rerun,
+        } => {
+            f.push(("job", s(job)));
+            if let Some(run_id) = run_id {
+                f.push(("run_id", s(run_id)));
+            }
+            f.push(("scheduled_at", t(scheduled_at)));
+            f.push(("owner", s(owner)));
+            f.push(("rerun", Bool(*rerun)));
         }
         Event::ControlRequest {
             command,

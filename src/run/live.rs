@@ -19,6 +19,8 @@ use crate::exec::OutputSink;
 const SHARDS: usize = 16;
 /// `killed_by` while nobody killed the run.
 const NOBODY: u64 = u64::MAX;
+/// `killed_by` of a run ended by a fence (no uid: uids are 32 bits).
+const FENCED: u64 = u64::MAX - 1;
 
 /// One run in flight, as the control socket sees it.
 #[derive(Debug)]
@@ -85,6 +87,20 @@ impl LiveRun {
             .is_ok();
         self.cancel.cancel();
         first
+    }
+
+    /// Ends the run as [`Self::kill`] does, for a replica that lost its lease
+    /// (DESIGN.md §13); unless an operator killed it first, it is reported as fenced.
+    pub fn fence(&self) {
+        let _ =
+            self.killed_by
+                .compare_exchange(NOBODY, FENCED, Ordering::AcqRel, Ordering::Acquire);
+        self.cancel.cancel();
+    }
+
+    /// Whether a fence ended it.
+    pub fn fenced(&self) -> bool {
+        self.killed_by.load(Ordering::Acquire) == FENCED
     }
 
     /// Who killed it, if an operator did.

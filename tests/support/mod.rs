@@ -14,6 +14,7 @@
 #![allow(dead_code)] // Each test file uses a different part of this module.
 
 pub mod notify;
+pub mod postgres;
 pub mod process;
 
 use std::ffi::{OsStr, OsString};

@@ -25,6 +25,7 @@ pub(super) const JOB_KEYS: &[&str] = &[
     "overlap",
     "starting_deadline",
     "catch_up",
+    "on_owner_loss",
     "enabled",
     "user",
     "group",

@@ -138,6 +138,12 @@ const DOCS: &[Doc] = &[
         example: r#""latest""#,
     },
     Doc {
+        key: "on_owner_loss",
+        schema: || json!({"enum": ["lost", "rerun"]}),
+        description: "With --cluster, a run whose replica died (its lease ran out): lost records it as lost (default; shell jobs are rarely idempotent), rerun runs it once more on another replica.",
+        example: r#""rerun""#,
+    },
+    Doc {
         key: "enabled",
         schema: || json!({"type": "boolean"}),
         description: "false keeps the job defined without firing it (chime trigger still runs it).",

@@ -16,7 +16,7 @@ use crate::config::interpolate::is_var_name;
 use crate::config::suggest::closest;
 use crate::config::tree::{Node, NodeKind};
 use crate::duration::parse_duration;
-use crate::job::{CatchUp, Hook, Overlap, PingUrl, Pings};
+use crate::job::{CatchUp, Hook, Overlap, OwnerLoss, PingUrl, Pings};
 use crate::zone::Zone;
 
 const OVERLAPS: &[(&str, Overlap)] = &[
@@ -37,6 +37,7 @@ pub(super) struct Settings {
     pub(super) overlap: Option<Overlap>,
     pub(super) starting_deadline: Option<Duration>,
     pub(super) catch_up: Option<CatchUp>,
+    pub(super) on_owner_loss: Option<OwnerLoss>,
     pub(super) enabled: Option<bool>,
     /// `user:`'s account, looked up.
     pub(super) user: Option<Account>,
@@ -65,6 +66,7 @@ impl Settings {
             overlap: self.overlap.or(defaults.overlap),
             starting_deadline: self.starting_deadline.or(defaults.starting_deadline),
             catch_up: self.catch_up.or(defaults.catch_up),
+            on_owner_loss: self.on_owner_loss.or(defaults.on_owner_loss),
             enabled: self.enabled.or(defaults.enabled),
             user: self.user.or_else(|| defaults.user.clone()),
             group: self.group.or_else(|| defaults.group.clone()),
@@ -154,6 +156,7 @@ impl FileChecker<'_, '_> {
             "retry" => settings.retry = self.retry(&path(), value, !prefix.is_empty()),
             "overlap" => settings.overlap = self.overlap(&path(), value),
             "catch_up" => settings.catch_up = self.catch_up(&path(), value),
+            "on_owner_loss" => settings.on_owner_loss = self.on_owner_loss(&path(), value),
             "enabled" => settings.enabled = self.boolean(&path(), value),
             "env_inherit" => settings.env_inherit = self.boolean(&path(), value),
             "user" => {
@@ -337,6 +340,22 @@ impl FileChecker<'_, '_> {
         };
         self.error(node, message);
         None
+    }
+
+    fn on_owner_loss(&mut self, path: &str, node: &Node) -> Option<OwnerLoss> {
+        match &node.kind {
+            NodeKind::Str(text) if text == "lost" => Some(OwnerLoss::Lost),
+            NodeKind::Str(text) if text == "rerun" => Some(OwnerLoss::Rerun),
+            _ => {
+                let text = self.text(node);
+                let message = format!(
+                    "`{path}` must be lost or rerun, not `{}`; rerun runs a run whose replica died once more on another (with --cluster)",
+                    escaped(&text)
+                );
+                self.error(node, message);
+                None
+            }
+        }
     }
 
     fn catch_up(&mut self, path: &str, node: &Node) -> Option<CatchUp> {

@@ -1,0 +1,1463 @@
+//! Replicas on PostgreSQL (DESIGN.md §13): every replica loads the same schedules and
+//! runs the same timers; a fire runs only on the replica whose claim of it, keyed by
+//! `(job, scheduled_at, epoch)`, was inserted. No consensus of our own: the database's
+//! primary key decides.
+//!
+//! - **Claims.** Fires of one instant are claimed together, in one statement. Each
+//!   fire has a preferred replica (rendezvous hashing of job and instant over the live
+//!   members); it claims at once, the others after `fallback` (one more statement each).
+//!   The window is the database's clock: a claim of an instant more than
+//!   [`MAX_SKEW`] away from the database's `now()` is refused, and a replica that fires
+//!   early (its clock ahead) waits until the database's clock reaches the instant.
+//! - **Leases.** Claimed and running rows carry `lease_until`, renewed by their replica
+//!   every quarter lease. A replica that has not renewed for half a lease terminates its
+//!   runs (`cluster.fenced`) before anyone may take them over. A row whose lease ran out
+//!   becomes `lost` (`run.lost`), on whichever replica sees it first; a job with
+//!   `on_owner_loss: rerun` is run again there, once.
+//! - **Epoch.** A backward step of the database's clock of more than 3 h bumps the
+//!   epoch, so the repeated instants can be claimed again.
+//! - **Drift.** Each claim stores a hash of the job's definition (with its resolved
+//!   zone); a replica whose definition differs logs `cluster.drift`, as does one whose
+//!   whole set of jobs differs from another member's.
+//!
+//! Two connections, not a pool: one for claims and leases, one for the run history;
+//! tokio-postgres pipelines the statements of concurrent tasks on each, and every
+//! statement here is short.
+
+pub mod schema;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, TimeDelta, Utc};
+use tokio::sync::{mpsc, watch};
+use tokio_postgres::Client;
+
+use crate::clock::Clock;
+use crate::dispatch::{Dispatcher, Fire, Gate};
+use crate::events::{ClusterKind, Event, Events, Trigger};
+use crate::exec::Executor;
+use crate::job::{Job, Overlap, OwnerLoss};
+
+/// How far from the database's clock a replica's may be: claims further off are
+/// refused (and `cluster.clock_off` says so); the other replicas run those fires.
+pub const MAX_SKEW: Duration = Duration::from_secs(60);
+const RECORD_GATHER: Duration = Duration::from_millis(50);
+const BACKOFF_FIRST: Duration = Duration::from_secs(1);
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+
+/// `--cluster` and its companions.
+#[derive(Debug, Clone)]
+pub struct ClusterOptions {
+    /// The connection URL or key=value string, as given (its password, if any, is
+    /// never logged: [`ClusterOptions::redacted`]).
+    pub url: String,
+    /// From `--cluster-password-file` or the systemd credential.
+    pub password: Option<String>,
+    /// This replica's name among the members (default `host:pid`).
+    pub member: String,
+    pub lease: Duration,
+    /// How long replicas other than a fire's preferred one wait before claiming it.
+    pub fallback: Duration,
+    /// Finished runs older than this are deleted (`--history-keep`; at least an hour,
+    /// well past the claim window).
+    pub keep: Duration,
+}
+
+impl ClusterOptions {
+    /// The URL with any password left out, for the log.
+    pub fn redacted(&self) -> String {
+        redact(&self.url)
+    }
+}
+
+fn redact(url: &str) -> String {
+    if let Some(rest) = url
+        .strip_prefix("postgres://")
+        .or_else(|| url.strip_prefix("postgresql://"))
+        && let Some((userinfo, host)) = rest.split_once('@')
+    {
+        let user = userinfo.split(':').next().unwrap_or("");
+        return format!("postgres://{user}@{host}");
+    }
+    url.split_whitespace()
+        .map(|kv| {
+            if kv.starts_with("password=") {
+                "password=***"
+            } else {
+                kv
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Why a connection failed, and how to fix it.
+fn explain(err: &tokio_postgres::Error) -> (String, String) {
+    let text = error_text(err);
+    let fix = match err.code().map(|c| c.code()) {
+        Some("28P01") | Some("28000") => {
+            "check the user and the password (--cluster-password-file or the systemd credential chime-cluster-password); chime retries"
+        }
+        Some("3D000") => "create the database named in --cluster; chime retries",
+        _ if text.contains("onnect") || text.contains("No such file") => {
+            "start PostgreSQL or check the host and port in --cluster; chime retries, and runs no claimed fire meanwhile"
+        }
+        _ => "chime retries; fires are not run until a claim succeeds",
+    };
+    (text, fix.to_string())
+}
+
+/// The error's text with its causes (the server's code and message, when it sent one).
+pub fn error_text(err: &tokio_postgres::Error) -> String {
+    match err.as_db_error() {
+        Some(db) => format!("{}: {}", db.code().code(), db.message()),
+        None => {
+            let mut text = err.to_string();
+            let mut source = std::error::Error::source(err);
+            while let Some(cause) = source {
+                text.push_str(": ");
+                text.push_str(&cause.to_string());
+                source = cause.source();
+            }
+            text
+        }
+    }
+}
+
+/// A replica's link to the cluster: its connection (re-made when lost) and what it
+/// reports. Cheap to clone.
+#[derive(Clone)]
+pub struct Cluster {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("member", &self.member())
+            .field("url", &self.inner.options.redacted())
+            .finish()
+    }
+}
+
+struct Inner {
+    options: ClusterOptions,
+    events: Events,
+    client: watch::Receiver<Option<Arc<Client>>>,
+    /// A second connection for the run history, so that its batches never hold up a
+    /// claim queued behind them on the same connection.
+    history: watch::Receiver<Option<Arc<Client>>>,
+    /// Each job's definition hash, by name (refreshed as fires come).
+    hashes: Mutex<HashMap<String, (usize, String)>>,
+    /// The live members, sorted (refreshed by the heartbeat).
+    members: Mutex<Vec<String>>,
+    /// Fires not run because no claim could be made, since the last report.
+    unclaimed: std::sync::atomic::AtomicU64,
+    /// This host's clock minus the database's, in ms, as the last claim saw it.
+    offset_ms: std::sync::atomic::AtomicI64,
+    /// Statements sent (for the benchmark's round trips per instant).
+    round_trips: std::sync::atomic::AtomicU64,
+    records: mpsc::UnboundedSender<Record>,
+    /// Records sent and not yet written.
+    unwritten: Arc<std::sync::atomic::AtomicU64>,
+    records_rx: Mutex<Option<mpsc::UnboundedReceiver<Record>>>,
+}
+
+impl Cluster {
+    /// Starts connecting (in the background, retrying with backoff) and returns at once.
+    /// Must be called inside the runtime.
+    pub fn start(options: ClusterOptions, events: Events) -> Cluster {
+        let (tx, rx) = watch::channel(None);
+        let (history_tx, history) = watch::channel(None);
+        let (records, records_rx) = mpsc::unbounded_channel();
+        let cluster = Cluster {
+            inner: Arc::new(Inner {
+                members: Mutex::new(vec![options.member.clone()]),
+                options,
+                events,
+                client: rx,
+                history,
+                hashes: Mutex::new(HashMap::new()),
+                unclaimed: Default::default(),
+                offset_ms: Default::default(),
+                round_trips: Default::default(),
+                records,
+                unwritten: Default::default(),
+                records_rx: Mutex::new(Some(records_rx)),
+            }),
+        };
+        tokio::spawn(cluster.clone().supervise(tx, true));
+        tokio::spawn(cluster.clone().supervise(history_tx, false));
+        cluster
+    }
+
+    pub fn member(&self) -> &str {
+        &self.inner.options.member
+    }
+
+    /// Statements sent to the database so far.
+    pub fn round_trips(&self) -> u64 {
+        self.inner
+            .round_trips
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn count_trip(&self) {
+        self.inner
+            .round_trips
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn emit(&self, kind: ClusterKind, detail: String, fix: Option<String>) {
+        self.inner.events.emit(Event::Cluster {
+            kind,
+            member: self.inner.options.member.clone(),
+            detail,
+            fix,
+        });
+    }
+
+    fn client(&self) -> Option<Arc<Client>> {
+        self.inner.client.borrow().clone()
+    }
+
+    /// Waits up to `timeout` for a connection.
+    pub async fn connected(&self, timeout: Duration) -> Option<Arc<Client>> {
+        Self::wait_client(self.inner.client.clone(), timeout).await
+    }
+
+    async fn wait_client(
+        mut rx: watch::Receiver<Option<Arc<Client>>>,
+        timeout: Duration,
+    ) -> Option<Arc<Client>> {
+        let wait = rx.wait_for(Option::is_some);
+        match tokio::time::timeout(timeout, wait).await {
+            Ok(Ok(client)) => client.clone(),
+            _ => None,
+        }
+    }
+
+    /// Connects, migrates, and reconnects when the connection ends; says why each
+    /// attempt failed, backing off from 1 s to 30 s. Only the `main` connection (claims,
+    /// leases) speaks; the history's reports its failures where it writes.
+    async fn supervise(self, tx: watch::Sender<Option<Arc<Client>>>, main: bool) {
+        let mut backoff = BACKOFF_FIRST;
+        let mut was_connected = false;
+        loop {
+            match self.connect().await {
+                Ok((client, connection)) if !main => {
+                    backoff = BACKOFF_FIRST;
+                    tx.send_replace(Some(Arc::new(client)));
+                    let _ = connection.await;
+                    tx.send_replace(None);
+                }
+                Err(_) if !main => {
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                }
+                Ok((client, connection)) => {
+                    backoff = BACKOFF_FIRST;
+                    self.emit(
+                        if was_connected {
+                            ClusterKind::Recovered
+                        } else {
+                            ClusterKind::Joined
+                        },
+                        format!(
+                            "connected to {} as member {}",
+                            self.inner.options.redacted(),
+                            self.member()
+                        ),
+                        None,
+                    );
+                    was_connected = true;
+                    tx.send_replace(Some(Arc::new(client)));
+                    let ended = connection.await;
+                    tx.send_replace(None);
+                    let error = match ended {
+                        Ok(Ok(())) => "the database closed the connection".to_string(),
+                        Ok(Err(err)) => error_text(&err),
+                        Err(err) => err.to_string(),
+                    };
+                    self.emit(
+                        ClusterKind::Failed,
+                        format!("lost the connection to the cluster database: {error}"),
+                        Some("chime reconnects; runs are fenced if the lease cannot be renewed, and no fire runs until a claim succeeds".into()),
+                    );
+                }
+                Err((detail, fix)) => {
+                    let unclaimed = self
+                        .inner
+                        .unclaimed
+                        .swap(0, std::sync::atomic::Ordering::Relaxed);
+                    self.emit(
+                        ClusterKind::Failed,
+                        format!(
+                            "{detail}; {unclaimed} fire(s) not run meanwhile; next try in {}s",
+                            backoff.as_secs()
+                        ),
+                        Some(fix),
+                    );
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                }
+            }
+        }
+    }
+
+    async fn connect(
+        &self,
+    ) -> Result<
+        (
+            Client,
+            tokio::task::JoinHandle<Result<(), tokio_postgres::Error>>,
+        ),
+        (String, String),
+    > {
+        let options = &self.inner.options;
+        let mut config: tokio_postgres::Config = options.url.parse().map_err(|err| {
+            (
+                format!(
+                    "--cluster {} is not a PostgreSQL connection string: {err}",
+                    options.redacted()
+                ),
+                "write it as postgres://USER@HOST:PORT/DB (the password in --cluster-password-file)"
+                    .to_string(),
+            )
+        })?;
+        if let Some(password) = &options.password {
+            config.password(password.as_bytes());
+        }
+        config.application_name("chime");
+        config.connect_timeout(Duration::from_secs(5));
+        let what = format!("connecting to {}", options.redacted());
+        let (mut client, connection) =
+            config.connect(tokio_postgres::NoTls).await.map_err(|err| {
+                let (text, fix) = explain(&err);
+                (format!("{what}: {text}"), fix)
+            })?;
+        let driver = tokio::spawn(connection);
+        // The claim statement's cost estimates (young tables, no statistics) would
+        // have it JIT-compiled every time: 0.6 s of compiling for a 1 ms statement.
+        let migrated = match client.batch_execute("SET jit = off").await {
+            Ok(()) => schema::migrate(&mut client).await,
+            Err(err) => Err(schema::SchemaError::Db(err)),
+        };
+        match migrated {
+            Ok(_) => Ok((client, driver)),
+            Err(err) => {
+                driver.abort();
+                Err(match err {
+                    schema::SchemaError::TooNew { found } => (
+                        format!(
+                            "{what}: the database has chime schema version {found}, newer than this chime understands ({})",
+                            schema::SCHEMA_VERSION
+                        ),
+                        "run the newer chime on every replica (a downgrade is not supported); chime retries".into(),
+                    ),
+                    schema::SchemaError::Db(err) => {
+                        let (text, fix) = explain(&err);
+                        (format!("{what} (migrating the schema): {text}"), fix)
+                    }
+                })
+            }
+        }
+    }
+
+    /// Waits until the runs' starts and ends so far are written (or `timeout` passed):
+    /// at shutdown, so that the history does not keep them running.
+    pub async fn flush(&self, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        while self
+            .inner
+            .unwritten
+            .load(std::sync::atomic::Ordering::Acquire)
+            > 0
+        {
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        true
+    }
+
+    /// Each job's last fire claimed, for catch-up after downtime of the whole cluster.
+    pub async fn last_handled(&self) -> HashMap<String, DateTime<Utc>> {
+        let Some(client) = self.connected(Duration::from_secs(5)).await else {
+            return HashMap::new();
+        };
+        match client
+            .query(
+                "SELECT job, max(scheduled_at) FROM chime_claims WHERE epoch >= 0 GROUP BY job",
+                &[],
+            )
+            .await
+        {
+            Ok(rows) => rows.iter().map(|r| (r.get(0), r.get(1))).collect(),
+            Err(err) => {
+                self.emit(
+                    ClusterKind::Failed,
+                    format!("reading the last fires claimed: {}", error_text(&err)),
+                    Some("catch-up has nothing to go on this time".into()),
+                );
+                HashMap::new()
+            }
+        }
+    }
+
+    /// Events that go to `inner` and, for runs, to the cluster's history too.
+    pub fn recording(&self, inner: Events) -> Events {
+        let records = self.inner.records.clone();
+        let unwritten = Arc::clone(&self.inner.unwritten);
+        Events::new(move |event| {
+            if let Some(record) = Record::of(&event) {
+                unwritten.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+                let _ = records.send(record);
+            }
+            inner.emit(event);
+        })
+    }
+
+    /// Claims this dispatcher's scheduled fires from now on, and starts the heartbeat,
+    /// the lease renewal (with fencing), the detection of lost runs, and the recorder.
+    pub fn attach<E: Executor, C: Clock>(&self, dispatcher: &Dispatcher<E, C>, jobs: &[Job]) {
+        {
+            let mut hashes = self.inner.hashes.lock().unwrap_or_else(|p| p.into_inner());
+            for job in jobs {
+                hashes.insert(job.name.clone(), (0, definition_hash(job)));
+            }
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        let known: Known = Arc::new(Mutex::new(HashMap::new()));
+        dispatcher.claim_at(Arc::new(ClaimGate { tx }));
+        let runtime = dispatcher.runtime().clone();
+        runtime.spawn(
+            self.clone()
+                .claim_loop(rx, dispatcher.clone(), Arc::clone(&known)),
+        );
+        runtime.spawn(self.clone().lease_loop(dispatcher.clone(), known));
+        let records = self
+            .inner
+            .records_rx
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(records) = records {
+            runtime.spawn(self.clone().record_loop(records));
+        }
+    }
+
+    fn def_hash(&self, job: &Arc<Job>) -> String {
+        let key = Arc::as_ptr(job) as usize;
+        let mut hashes = self.inner.hashes.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((ptr, hash)) = hashes.get(&job.name)
+            && *ptr == key
+        {
+            return hash.clone();
+        }
+        let hash = definition_hash(job);
+        hashes.insert(job.name.clone(), (key, hash.clone()));
+        hash
+    }
+
+    /// The hash of every job's definition hash, for comparison between members.
+    fn jobs_hash(&self) -> String {
+        let hashes = self.inner.hashes.lock().unwrap_or_else(|p| p.into_inner());
+        let mut all: Vec<(&String, &String)> = hashes.iter().map(|(k, (_, h))| (k, h)).collect();
+        all.sort();
+        let mut h = Fnv::new();
+        for (name, hash) in all {
+            h.write(name.as_bytes());
+            h.write(b"=");
+            h.write(hash.as_bytes());
+            h.write(b";");
+        }
+        format!("{:016x}", h.finish())
+    }
+
+    /// Receives fires, groups those of one instant, and claims them.
+    async fn claim_loop<E: Executor, C: Clock>(
+        self,
+        mut rx: mpsc::UnboundedReceiver<Fire>,
+        dispatcher: Dispatcher<E, C>,
+        known: Known,
+    ) {
+        let mut drift_said: HashSet<(String, String)> = HashSet::new();
+        let drift_said = Arc::new(Mutex::new(std::mem::take(&mut drift_said)));
+        while let Some(first) = rx.recv().await {
+            let mut fires = vec![first];
+            while let Ok(fire) = rx.try_recv() {
+                fires.push(fire);
+            }
+            let mut by_instant: HashMap<(DateTime<Utc>, bool), Vec<Fire>> = HashMap::new();
+            for fire in fires {
+                {
+                    let mut known = known.lock().unwrap_or_else(|p| p.into_inner());
+                    known.insert(
+                        fire.name.to_string(),
+                        (Arc::clone(&fire.job), Arc::clone(&fire.runs)),
+                    );
+                }
+                let catch_up = fire.trigger == Trigger::CatchUp;
+                by_instant
+                    .entry((fire.scheduled_at, catch_up))
+                    .or_default()
+                    .push(fire);
+            }
+            let members = self
+                .inner
+                .members
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
+            for ((at, catch_up), fires) in by_instant {
+                let (mine, others): (Vec<Fire>, Vec<Fire>) = fires
+                    .into_iter()
+                    .partition(|f| preferred(&members, &f.name, at) == self.member());
+                if !mine.is_empty() {
+                    let this = self.clone();
+                    let dispatcher = dispatcher.clone();
+                    let drift = Arc::clone(&drift_said);
+                    tokio::spawn(async move {
+                        this.claim(at, catch_up, mine, &dispatcher, &drift).await;
+                    });
+                }
+                if !others.is_empty() {
+                    let this = self.clone();
+                    let dispatcher = dispatcher.clone();
+                    let drift = Arc::clone(&drift_said);
+                    // By the database's clock: a replica whose clock is ahead must not
+                    // take the other members' fires before they try.
+                    let ahead = self
+                        .inner
+                        .offset_ms
+                        .load(std::sync::atomic::Ordering::Relaxed)
+                        .max(0);
+                    let delay = self.inner.options.fallback + Duration::from_millis(ahead as u64);
+                    tokio::spawn(async move {
+                        tokio::time::sleep(delay).await;
+                        this.claim(at, catch_up, others, &dispatcher, &drift).await;
+                    });
+                }
+            }
+        }
+    }
+
+    /// One statement for the fires of one instant: the won ones are dispatched.
+    async fn claim<E: Executor, C: Clock>(
+        &self,
+        at: DateTime<Utc>,
+        catch_up: bool,
+        fires: Vec<Fire>,
+        dispatcher: &Dispatcher<E, C>,
+        drift_said: &Mutex<HashSet<(String, String)>>,
+    ) {
+        let Some(client) = self.client() else {
+            self.inner
+                .unclaimed
+                .fetch_add(fires.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            return;
+        };
+        let names: Vec<&str> = fires.iter().map(|f| &*f.name).collect();
+        let hashes: Vec<String> = fires.iter().map(|f| self.def_hash(&f.job)).collect();
+        let skip: Vec<bool> = fires
+            .iter()
+            .map(|f| f.job.overlap == Overlap::Skip)
+            .collect();
+        let trigger = if catch_up { "catch_up" } else { "schedule" };
+        let lease = self.inner.options.lease.as_secs_f64();
+        let skew = MAX_SKEW.as_secs_f64();
+        let local_now = Utc::now();
+        self.count_trip();
+        let member = self.member();
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 9] = [
+            &names, &at, &member, &hashes, &trigger, &lease, &skip, &catch_up, &skew,
+        ];
+        let query = client.query_one(CLAIM_SQL, &params);
+        let row = match tokio::time::timeout(self.inner.options.lease, query).await {
+            Ok(Ok(row)) => row,
+            Ok(Err(err)) => {
+                self.inner
+                    .unclaimed
+                    .fetch_add(fires.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                self.emit(
+                    ClusterKind::Failed,
+                    format!(
+                        "claiming {} fire(s) of {at}: {}",
+                        fires.len(),
+                        error_text(&err)
+                    ),
+                    Some("these fires are not run here; another replica may".into()),
+                );
+                return;
+            }
+            Err(_) => {
+                self.inner
+                    .unclaimed
+                    .fetch_add(fires.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                return;
+            }
+        };
+        let db_now: DateTime<Utc> = row.get(0);
+        let won: Vec<String> = row.get(1);
+        let skipped: Vec<String> = row.get(2);
+        let drifted: Vec<String> = row.get(3);
+        let in_window: bool = row.get(4);
+        let offset = local_now - db_now;
+        self.inner.offset_ms.store(
+            offset.num_milliseconds(),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        if !in_window {
+            self.emit(
+                ClusterKind::ClockOff,
+                format!(
+                    "claims of {at} refused: this host's clock is {:.3}s off the database's (at most {}s allowed)",
+                    offset.num_milliseconds() as f64 / 1000.0,
+                    MAX_SKEW.as_secs()
+                ),
+                Some("synchronise this host's clock (NTP); the other replicas run these fires".into()),
+            );
+        }
+        for entry in drifted {
+            let mut said = drift_said.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((job, member)) = entry.split_once(' ')
+                && said.insert((job.to_string(), member.to_string()))
+            {
+                self.emit(
+                    ClusterKind::Drift,
+                    format!(
+                        "job {job} is defined differently on member {member} (its definition or resolved zone differs from this replica's)"
+                    ),
+                    Some("give every replica the same schedule files and an explicit timezone".into()),
+                );
+            }
+        }
+        let won: HashSet<String> = won.into_iter().collect();
+        let skipped: HashSet<String> = skipped.into_iter().collect();
+        // A replica whose clock runs ahead fires early: it waits for the database's.
+        let early = (at - db_now).to_std().ok().filter(|_| !catch_up);
+        if let Some(early) = early {
+            tokio::time::sleep(early).await;
+        }
+        for fire in fires {
+            if won.contains(&*fire.name) {
+                dispatcher.fire_claimed(fire);
+            } else if skipped.contains(&*fire.name) {
+                dispatcher.skip_overlap(&fire);
+            }
+        }
+    }
+
+    /// Heartbeat, lease renewal, fencing, lost runs, the epoch, membership.
+    async fn lease_loop<E: Executor, C: Clock>(self, dispatcher: Dispatcher<E, C>, known: Known) {
+        let lease = self.inner.options.lease;
+        // Leases are renewed every quarter lease; the membership that spreads claims is
+        // refreshed at least every second, so that views agree soon after a change.
+        let every = (lease / 4).min(Duration::from_secs(1));
+        let mut last_renewed = Instant::now();
+        let mut fenced = false;
+        let mut others_said: HashMap<String, String> = HashMap::new();
+        let mut tick = tokio::time::interval(every.min(Duration::from_millis(250)));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut next_beat = Instant::now();
+        let mut next_prune = Instant::now() + Duration::from_secs(60);
+        loop {
+            tick.tick().await;
+            if !fenced && last_renewed.elapsed() > lease / 2 {
+                fenced = true;
+                let running = dispatcher.active();
+                dispatcher.fence();
+                self.emit(
+                    ClusterKind::Fenced,
+                    format!(
+                        "the lease could not be renewed for {:.1}s (lease {:.1}s): {running} run(s) in flight terminated, before another replica may take them over",
+                        last_renewed.elapsed().as_secs_f64(),
+                        lease.as_secs_f64()
+                    ),
+                    Some("check the database and the network to it; chime reconnects and claims again".into()),
+                );
+            }
+            if Instant::now() < next_beat {
+                continue;
+            }
+            next_beat = Instant::now() + every;
+            let Some(client) = self.client() else {
+                continue;
+            };
+            if Instant::now() >= next_prune {
+                next_prune = Instant::now() + Duration::from_secs(3600);
+                let keep = self.inner.options.keep.max(Duration::from_secs(3600));
+                let this = self.clone();
+                let client = Arc::clone(&client);
+                tokio::spawn(async move {
+                    let secs = keep.as_secs_f64();
+                    if let Err(err) = client
+                        .execute(
+                            "DELETE FROM chime_claims WHERE status NOT IN ('claimed', 'running')
+                             AND coalesce(finished, claimed_at) < now() - make_interval(secs => $1)",
+                            &[&secs],
+                        )
+                        .await
+                    {
+                        this.emit(
+                            ClusterKind::Failed,
+                            format!("pruning the history: {}", error_text(&err)),
+                            Some("chime tries again in an hour".into()),
+                        );
+                    }
+                });
+            }
+            let sent = Instant::now();
+            let rerun: Vec<String> = known
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .filter(|(_, (job, _))| job.on_owner_loss == OwnerLoss::Rerun)
+                .map(|(name, _)| name.clone())
+                .collect();
+            match tokio::time::timeout(lease / 4, self.beat(&client, &rerun)).await {
+                Ok(Ok(beat)) => {
+                    last_renewed = sent;
+                    if fenced {
+                        fenced = false;
+                        self.emit(
+                            ClusterKind::Recovered,
+                            "the lease is renewed again; claiming fires again".into(),
+                            None,
+                        );
+                    }
+                    *self.inner.members.lock().unwrap_or_else(|p| p.into_inner()) =
+                        beat.members.iter().map(|(m, _)| m.clone()).collect();
+                    let mine = self.jobs_hash();
+                    for (member, hash) in &beat.members {
+                        if member != self.member()
+                            && !hash.is_empty()
+                            && *hash != mine
+                            && others_said.get(member) != Some(hash)
+                        {
+                            others_said.insert(member.clone(), hash.clone());
+                            self.emit(
+                                ClusterKind::Drift,
+                                format!("member {member} has a different set of job definitions than this replica"),
+                                Some("give every replica the same schedule files".into()),
+                            );
+                        }
+                    }
+                    self.take_lost(beat.lost, &dispatcher, &known);
+                }
+                Ok(Err(err)) => {
+                    self.emit(
+                        ClusterKind::Failed,
+                        format!("renewing the lease: {}", error_text(&err)),
+                        Some("chime retries; runs are fenced if it cannot renew in time".into()),
+                    );
+                }
+                Err(_) => {}
+            }
+        }
+    }
+
+    async fn beat(&self, client: &Client, rerun: &[String]) -> Result<Beat, tokio_postgres::Error> {
+        let lease = self.inner.options.lease.as_secs_f64();
+        let host = hostname();
+        let pid = std::process::id() as i32;
+        let jobs_hash = self.jobs_hash();
+        let member = self.member();
+        self.count_trip();
+        let p_member: [&(dyn tokio_postgres::types::ToSql + Sync); 4] =
+            [&member, &host, &pid, &jobs_hash];
+        let p_renew: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&member, &lease];
+        let p_live: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&lease];
+        let p_lost: [&(dyn tokio_postgres::types::ToSql + Sync); 3] = [&rerun, &member, &lease];
+        let (_, _, members, lost, _) = tokio::try_join!(
+            client.execute(
+                "INSERT INTO chime_members (member, host, pid, jobs_hash) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (member) DO UPDATE SET heartbeat = now(), jobs_hash = EXCLUDED.jobs_hash",
+                &p_member,
+            ),
+            client.execute(
+                "UPDATE chime_claims SET lease_until = now() + make_interval(secs => $2)
+                 WHERE member = $1 AND status IN ('claimed', 'running') AND lease_until > now()",
+                &p_renew,
+            ),
+            client.query(
+                "SELECT member, jobs_hash FROM chime_members
+                 WHERE heartbeat > now() - make_interval(secs => $1) ORDER BY member",
+                &p_live,
+            ),
+            client.query(LOST_SQL, &p_lost),
+            client.execute(EPOCH_SQL, &[]),
+        )?;
+        Ok(Beat {
+            members: members.iter().map(|r| (r.get(0), r.get(1))).collect(),
+            lost: lost
+                .iter()
+                .map(|r| Lost {
+                    job: r.get(0),
+                    scheduled_at: r.get(1),
+                    run_id: r.get(2),
+                    owner: r.get(3),
+                    rerun: r.get(4),
+                })
+                .collect(),
+        })
+    }
+
+    fn take_lost<E: Executor, C: Clock>(
+        &self,
+        lost: Vec<Lost>,
+        dispatcher: &Dispatcher<E, C>,
+        known: &Known,
+    ) {
+        for lost in lost {
+            let name: Arc<str> = Arc::from(lost.job.as_str());
+            self.inner.events.emit(Event::RunLost {
+                job: Arc::clone(&name),
+                run_id: lost.run_id,
+                scheduled_at: lost.scheduled_at,
+                owner: lost.owner,
+                rerun: lost.rerun,
+            });
+            if lost.rerun {
+                let entry = known
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get(&lost.job)
+                    .cloned();
+                if let Some((job, runs)) = entry {
+                    dispatcher.fire_claimed(Fire {
+                        job,
+                        name,
+                        runs,
+                        scheduled_at: lost.scheduled_at,
+                        trigger: Trigger::Schedule,
+                    });
+                }
+            }
+        }
+    }
+
+    /// Writes runs' starts and ends to their claims, in batches.
+    async fn record_loop(self, mut rx: mpsc::UnboundedReceiver<Record>) {
+        let mut backoff = BACKOFF_FIRST;
+        let mut pending: Vec<Record> = Vec::new();
+        loop {
+            if pending.is_empty() {
+                match rx.recv().await {
+                    Some(record) => pending.push(record),
+                    None => return,
+                }
+                // A moment for the rest of the instant's starts and ends, so that they
+                // go in one batch: history lags by this, firing does not wait for it.
+                tokio::time::sleep(RECORD_GATHER).await;
+            }
+            while let Ok(record) = rx.try_recv() {
+                pending.push(record);
+            }
+            let history = self.inner.history.clone();
+            let Some(client) = Self::wait_client(history, Duration::from_secs(3600)).await else {
+                continue;
+            };
+            match self.write(&client, &pending).await {
+                Ok(()) => {
+                    self.inner
+                        .unwritten
+                        .fetch_sub(pending.len() as u64, std::sync::atomic::Ordering::AcqRel);
+                    pending.clear();
+                    backoff = BACKOFF_FIRST;
+                }
+                Err(err) => {
+                    self.emit(
+                        ClusterKind::Failed,
+                        format!(
+                            "recording {} run update(s): {}",
+                            pending.len(),
+                            error_text(&err)
+                        ),
+                        Some("chime retries".into()),
+                    );
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                }
+            }
+        }
+    }
+
+    async fn write(
+        &self,
+        client: &Client,
+        records: &[Record],
+    ) -> Result<(), tokio_postgres::Error> {
+        let member = self.member();
+        let lease = self.inner.options.lease.as_secs_f64();
+        let mut started = StartedCols::default();
+        let mut unclaimed = StartedCols::default();
+        let mut finished = FinishedCols::default();
+        let mut handled: (Vec<String>, Vec<DateTime<Utc>>, Vec<String>) = Default::default();
+        for record in records {
+            match record {
+                Record::Started {
+                    job,
+                    run_id,
+                    scheduled_at,
+                    started: at,
+                    lateness_ms,
+                    claimed,
+                    trigger,
+                } => {
+                    let cols = if *claimed {
+                        &mut started
+                    } else {
+                        &mut unclaimed
+                    };
+                    cols.job.push(job.clone());
+                    cols.at.push(*scheduled_at);
+                    cols.run_id.push(run_id.clone());
+                    cols.started.push(*at);
+                    cols.lateness.push(*lateness_ms);
+                    cols.trigger.push(trigger.clone());
+                }
+                Record::Finished {
+                    run_id,
+                    outcome,
+                    attempts,
+                    exit_code,
+                    signal,
+                    error,
+                    duration_ms,
+                } => {
+                    finished.run_id.push(run_id.clone());
+                    finished.outcome.push(outcome.clone());
+                    finished.attempts.push(*attempts);
+                    finished.exit_code.push(*exit_code);
+                    finished.signal.push(*signal);
+                    finished.error.push(error.clone());
+                    finished.duration.push(*duration_ms);
+                }
+                Record::Handled {
+                    job,
+                    scheduled_at,
+                    status,
+                } => {
+                    handled.0.push(job.clone());
+                    handled.1.push(*scheduled_at);
+                    handled.2.push(status.clone());
+                }
+            }
+        }
+        self.count_trip();
+        let started_q = async {
+            if started.job.is_empty() {
+                return Ok(0);
+            }
+            client
+                .execute(
+                    "UPDATE chime_claims c SET status = 'running', run_id = t.r, started = t.st,
+                        lateness_ms = t.l, attempts = 1, lease_until = now() + make_interval(secs => $6)
+                     FROM unnest($1::text[], $2::timestamptz[], $3::text[], $4::timestamptz[], $5::float8[])
+                        AS t(j, at, r, st, l)
+                     WHERE c.job = t.j AND c.scheduled_at = t.at AND c.member = $7 AND c.status = 'claimed'",
+                    &[&started.job, &started.at, &started.run_id, &started.started, &started.lateness, &lease, &member],
+                )
+                .await
+        };
+        let unclaimed_q = async {
+            if unclaimed.job.is_empty() {
+                return Ok(0);
+            }
+            client
+                .execute(
+                    "INSERT INTO chime_claims (job, scheduled_at, epoch, member, def_hash, trigger, status,
+                        run_id, started, lateness_ms, attempts)
+                     SELECT t.j, t.at, -1, $7, '', t.tr, 'running', t.r, t.st, t.l, 1
+                     FROM unnest($1::text[], $2::timestamptz[], $3::text[], $4::timestamptz[], $5::float8[], $6::text[])
+                        AS t(j, at, r, st, l, tr)
+                     ON CONFLICT DO NOTHING",
+                    &[&unclaimed.job, &unclaimed.at, &unclaimed.run_id, &unclaimed.started, &unclaimed.lateness, &unclaimed.trigger, &member],
+                )
+                .await
+        };
+        let finished_q = async {
+            if finished.run_id.is_empty() {
+                return Ok(0);
+            }
+            client
+                .execute(
+                    "UPDATE chime_claims c SET status = t.o, finished = now(), attempts = t.a,
+                        exit_code = t.x, signal = t.s, error = t.e, duration_ms = t.d
+                     FROM unnest($1::text[], $2::text[], $3::int4[], $4::int4[], $5::int4[], $6::text[], $7::int8[])
+                        AS t(r, o, a, x, s, e, d)
+                     WHERE c.run_id = t.r AND c.status = 'running'",
+                    &[&finished.run_id, &finished.outcome, &finished.attempts, &finished.exit_code, &finished.signal, &finished.error, &finished.duration],
+                )
+                .await
+        };
+        let handled_q = async {
+            if handled.0.is_empty() {
+                return Ok(0);
+            }
+            client
+                .execute(
+                    "UPDATE chime_claims c SET status = t.s, finished = now()
+                     FROM unnest($1::text[], $2::timestamptz[], $3::text[]) AS t(j, at, s)
+                     WHERE c.job = t.j AND c.scheduled_at = t.at AND c.member = $4 AND c.status = 'claimed'",
+                    &[&handled.0, &handled.1, &handled.2, &member],
+                )
+                .await
+        };
+        // Starts first: a short run's end may be in the same batch.
+        tokio::try_join!(started_q, unclaimed_q)?;
+        tokio::try_join!(finished_q, handled_q)?;
+        Ok(())
+    }
+}
+
+type Known = Arc<Mutex<HashMap<String, (Arc<Job>, Arc<crate::dispatch::JobRuns>)>>>;
+
+struct Beat {
+    members: Vec<(String, String)>,
+    lost: Vec<Lost>,
+}
+
+struct Lost {
+    job: String,
+    scheduled_at: DateTime<Utc>,
+    run_id: Option<String>,
+    owner: String,
+    rerun: bool,
+}
+
+#[derive(Default)]
+struct StartedCols {
+    job: Vec<String>,
+    at: Vec<DateTime<Utc>>,
+    run_id: Vec<String>,
+    started: Vec<DateTime<Utc>>,
+    lateness: Vec<f64>,
+    trigger: Vec<String>,
+}
+
+#[derive(Default)]
+struct FinishedCols {
+    run_id: Vec<String>,
+    outcome: Vec<String>,
+    attempts: Vec<i32>,
+    exit_code: Vec<Option<i32>>,
+    signal: Vec<Option<i32>>,
+    error: Vec<Option<String>>,
+    duration: Vec<i64>,
+}
+
+/// What the recorder writes.
+enum Record {
+    Started {
+        job: String,
+        run_id: String,
+        scheduled_at: DateTime<Utc>,
+        started: DateTime<Utc>,
+        lateness_ms: f64,
+        claimed: bool,
+        trigger: String,
+    },
+    Finished {
+        run_id: String,
+        outcome: String,
+        attempts: i32,
+        exit_code: Option<i32>,
+        signal: Option<i32>,
+        error: Option<String>,
+        duration_ms: i64,
+    },
+    /// A claimed fire that did not run here (skipped or missed).
+    Handled {
+        job: String,
+        scheduled_at: DateTime<Utc>,
+        status: String,
+    },
+}
+
+impl Record {
+    fn of(event: &Event) -> Option<Record> {
+        match event {
+            Event::RunStarted {
+                job,
+                run_id,
+                trigger,
+                scheduled_at,
+                lateness_ms,
+                attempt,
+                ..
+            } if *attempt <= 1 => Some(Record::Started {
+                job: job.to_string(),
+                run_id: run_id.to_string(),
+                scheduled_at: *scheduled_at,
+                started: *scheduled_at + TimeDelta::microseconds((lateness_ms * 1000.0) as i64),
+                lateness_ms: *lateness_ms,
+                claimed: matches!(trigger, Trigger::Schedule | Trigger::CatchUp),
+                trigger: trigger.as_str().to_string(),
+            }),
+            Event::RunFinished {
+                run_id,
+                attempts,
+                outcome,
+                detail,
+                duration_ms,
+                ..
+            } => Some(Record::Finished {
+                run_id: run_id.to_string(),
+                outcome: outcome.as_str().to_string(),
+                attempts: *attempts as i32,
+                exit_code: detail.exit_code,
+                signal: detail.signal,
+                error: detail.error.clone(),
+                duration_ms: *duration_ms as i64,
+            }),
+            Event::RunSkipped {
+                job, scheduled_at, ..
+            } => Some(Record::Handled {
+                job: job.to_string(),
+                scheduled_at: *scheduled_at,
+                status: "skipped".into(),
+            }),
+            Event::RunMissed {
+                job, scheduled_at, ..
+            } => Some(Record::Handled {
+                job: job.to_string(),
+                scheduled_at: *scheduled_at,
+                status: "missed".into(),
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// The claim of one instant's fires: inserted rows are won (`claimed`), or `skipped`
+/// when the job is `overlap: skip` and an earlier fire of it is live on any replica
+/// (claimed early by a replica whose clock is ahead does not count; one whose lease
+/// ran out counts until it is marked lost, so that a re-run comes before later fires). Also returns the
+/// database's clock, claims of the same fires by members with another definition, and
+/// whether the instant was inside the window.
+const CLAIM_SQL: &str = "
+WITH e AS (SELECT epoch FROM chime_epoch),
+w AS (SELECT $8::bool OR ($2::timestamptz BETWEEN now() - make_interval(secs => $9) AND now() + make_interval(secs => $9)) AS ok),
+ins AS (
+    INSERT INTO chime_claims (job, scheduled_at, epoch, member, def_hash, trigger, status, lease_until)
+    SELECT t.j, $2, e.epoch, $3, t.h, $5,
+        CASE WHEN t.s AND EXISTS (
+            SELECT 1 FROM chime_claims c
+            WHERE c.job = t.j AND c.status IN ('claimed', 'running') AND c.scheduled_at < $2
+        ) THEN 'skipped' ELSE 'claimed' END,
+        now() + make_interval(secs => $6)
+    FROM unnest($1::text[], $4::text[], $7::bool[]) AS t(j, h, s), e, w
+    WHERE w.ok
+    ON CONFLICT (job, scheduled_at, epoch) DO NOTHING
+    RETURNING job, status
+)
+SELECT now(),
+    coalesce((SELECT array_agg(job) FROM ins WHERE status = 'claimed'), '{}'::text[]),
+    coalesce((SELECT array_agg(job) FROM ins WHERE status = 'skipped'), '{}'::text[]),
+    coalesce((SELECT array_agg(c.job || ' ' || c.member)
+        FROM chime_claims c JOIN unnest($1::text[], $4::text[]) AS t(j, h) ON c.job = t.j
+        WHERE c.scheduled_at = $2 AND c.epoch = (SELECT epoch FROM e) AND c.def_hash <> t.h), '{}'::text[]),
+    (SELECT ok FROM w)";
+
+/// Rows whose lease ran out become `lost`; those of `rerun` jobs (`$1`), not re-run
+/// before, are claimed again by this replica (`$2`) instead, with the lost run noted.
+const LOST_SQL: &str = "
+UPDATE chime_claims c SET
+    status = CASE WHEN c.job = ANY($1) AND c.lost_from IS NULL THEN 'claimed' ELSE 'lost' END,
+    finished = CASE WHEN c.job = ANY($1) AND c.lost_from IS NULL THEN NULL ELSE now() END,
+    lost_from = CASE WHEN c.job = ANY($1) AND c.lost_from IS NULL THEN c.member ELSE c.lost_from END,
+    lost_run_id = CASE WHEN c.job = ANY($1) AND c.lost_from IS NULL THEN c.run_id ELSE c.lost_run_id END,
+    member = CASE WHEN c.job = ANY($1) AND c.lost_from IS NULL THEN $2 ELSE c.member END,
+    lease_until = CASE WHEN c.job = ANY($1) AND c.lost_from IS NULL THEN now() + make_interval(secs => $3) ELSE c.lease_until END
+FROM (SELECT job, scheduled_at, epoch, member, run_id FROM chime_claims
+      WHERE status IN ('claimed', 'running') AND lease_until < now()
+      FOR UPDATE SKIP LOCKED) old
+WHERE c.job = old.job AND c.scheduled_at = old.scheduled_at AND c.epoch = old.epoch
+RETURNING c.job, c.scheduled_at, old.run_id, old.member, c.status = 'claimed'";
+
+/// A backward step of the database's clock of more than 3 h bumps the epoch.
+const EPOCH_SQL: &str = "
+UPDATE chime_epoch SET
+    epoch = epoch + CASE WHEN high_water > now() + interval '3 hours' THEN 1 ELSE 0 END,
+    high_water = CASE WHEN high_water > now() + interval '3 hours' THEN now() ELSE greatest(high_water, now()) END";
+
+/// Sends fires to the claim loop.
+struct ClaimGate {
+    tx: mpsc::UnboundedSender<Fire>,
+}
+
+impl Gate for ClaimGate {
+    fn submit(&self, fire: Fire) {
+        let _ = self.tx.send(fire);
+    }
+}
+
+/// The member that should claim a fire first: rendezvous hashing of (job, instant)
+/// over the live members (the highest score wins).
+pub fn preferred<'m>(members: &'m [String], job: &str, at: DateTime<Utc>) -> &'m str {
+    let instant = at.timestamp_millis().to_le_bytes();
+    members
+        .iter()
+        .max_by_key(|member| {
+            let mut h = Fnv::new();
+            h.write(job.as_bytes());
+            h.write(&[0]);
+            h.write(&instant);
+            h.write(&[0]);
+            h.write(member.as_bytes());
+            (mix(h.finish()), member.as_str())
+        })
+        .map_or("", String::as_str)
+}
+
+/// A job's definition hash: everything but where it stands in its file, with its
+/// resolved zone.
+pub fn definition_hash(job: &Job) -> String {
+    let mut plain = job.clone();
+    plain.source = crate::job::SourceLocation {
+        file: std::path::PathBuf::new(),
+        line: 0,
+        column: 0,
+    };
+    let text = format!("{plain:?}|zone={}", job.timezone.name());
+    let mut h = Fnv::new();
+    h.write(text.as_bytes());
+    format!("{:016x}", h.finish())
+}
+
+/// FNV-1a, 64 bits: stable across builds and hosts (unlike std's hasher).
+struct Fnv(u64);
+
+impl Fnv {
+    fn new() -> Self {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 ^= u64::from(*b);
+            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+/// A finaliser (splitmix64's), so that near keys score independently.
+fn mix(mut x: u64) -> u64 {
+    x ^= x >> 30;
+    x = x.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x ^= x >> 27;
+    x = x.wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rendezvous_spreads_and_moves_little_when_a_member_leaves() {
+        let members: Vec<String> = ["a:1", "b:2", "c:3"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let at: DateTime<Utc> = "2026-01-01T00:00:00Z".parse().expect("time");
+        let mut counts: HashMap<&str, usize> = HashMap::new();
+        let mut moved = 0;
+        for i in 0..3000 {
+            let job = format!("job-{i}");
+            let owner = preferred(&members, &job, at);
+            *counts.entry(owner).or_default() += 1;
+            let two = &members[..2];
+            let after = preferred(two, &job, at);
+            if owner != "c:3" && after != owner {
+                moved += 1;
+            }
+        }
+        for member in &members {
+            let n = counts[member.as_str()];
+            assert!((800..1200).contains(&n), "{member}: {n} of 3000");
+        }
+        assert_eq!(moved, 0, "only the leaving member's fires move");
+    }
+
+    /// The claim statement against a plain model, on the test PostgreSQL: random
+    /// claims by random members of random subsets of jobs at a few instants, and runs
+    /// ending. Each fire is won at most once; `overlap: skip` jobs (0 and 1) are claimed
+    /// as skipped exactly while an earlier fire of theirs is live.
+    #[test]
+    fn claims_match_a_model() {
+        use proptest::prelude::*;
+        use std::collections::BTreeMap;
+
+        let Ok(url) = std::env::var("CHIME_TEST_POSTGRES") else {
+            assert!(
+                std::env::var_os("CHIME_TEST_REQUIRE_POSTGRES").is_none(),
+                "CHIME_TEST_REQUIRE_POSTGRES is set but CHIME_TEST_POSTGRES is not"
+            );
+            eprintln!("SKIPPED: claims_match_a_model: no test PostgreSQL (scripts/test-postgres)");
+            return;
+        };
+        let dir = std::env::var("CHIME_TEST_POSTGRES_DIR").expect("set with the URL");
+        let password = std::fs::read_to_string(format!("{dir}/password")).expect("password");
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let connect = |url: String| {
+            let password = password.trim().to_string();
+            async move {
+                let mut config: tokio_postgres::Config = url.parse().expect("url");
+                config.password(password);
+                let (client, connection) = config
+                    .connect(tokio_postgres::NoTls)
+                    .await
+                    .expect("connect");
+                tokio::spawn(connection);
+                client
+            }
+        };
+        let mut client = runtime.block_on(async {
+            let admin = connect(url.clone()).await;
+            for sql in [
+                "DROP DATABASE IF EXISTS chime_model WITH (FORCE)",
+                "CREATE DATABASE chime_model",
+            ] {
+                admin.batch_execute(sql).await.expect("create database");
+            }
+            let url = format!("{}/chime_model", url.trim_end_matches("/postgres"));
+            let mut client = connect(url).await;
+            schema::migrate(&mut client).await.expect("migrate");
+            client
+        });
+        let base: DateTime<Utc> = runtime.block_on(async {
+            let row = client
+                .query_one("SELECT date_trunc('second', now())", &[])
+                .await
+                .expect("now");
+            row.get(0)
+        });
+        #[derive(Debug, Clone)]
+        enum Op {
+            Claim {
+                member: usize,
+                instant: i64,
+                jobs: Vec<bool>,
+            },
+            Finish {
+                job: usize,
+            },
+        }
+        let op = prop_oneof![
+            3 => (0..3usize, 0..4i64, proptest::collection::vec(any::<bool>(), 4))
+                .prop_map(|(member, instant, jobs)| Op::Claim { member, instant, jobs }),
+            1 => (0..4usize).prop_map(|job| Op::Finish { job }),
+        ];
+        let config = ProptestConfig {
+            cases: 32,
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        };
+        let client = &mut client;
+        proptest!(config, |(ops in proptest::collection::vec(op, 1..30))| {
+            runtime.block_on(async {
+                client.batch_execute("TRUNCATE chime_claims").await.expect("truncate");
+            });
+            // (job, instant) → status
+            let mut model: BTreeMap<(usize, i64), &str> = BTreeMap::new();
+            let skip = |job: usize| job < 2;
+            for op in ops {
+                match op {
+                    Op::Claim { member, instant, jobs } => {
+                        let chosen: Vec<usize> = (0..4).filter(|j| jobs[*j]).collect();
+                        let names: Vec<String> = chosen.iter().map(|j| format!("job{j}")).collect();
+                        let hashes: Vec<String> = chosen.iter().map(|_| "h".to_string()).collect();
+                        let skips: Vec<bool> = chosen.iter().map(|j| skip(*j)).collect();
+                        let at = base + TimeDelta::seconds(instant);
+                        let member = format!("m{member}");
+                        let row = runtime.block_on(async {
+                            client
+                                .query_one(CLAIM_SQL, &[
+                                    &names, &at, &member, &hashes, &"schedule", &30.0f64,
+                                    &skips, &false, &60.0f64,
+                                ])
+                                .await
+                                .expect("claim")
+                        });
+                        let mut won: Vec<String> = row.get(1);
+                        let mut skipped: Vec<String> = row.get(2);
+                        won.sort();
+                        skipped.sort();
+                        let (mut want_won, mut want_skipped) = (Vec::new(), Vec::new());
+                        let mut inserts = Vec::new();
+                        for &job in &chosen {
+                            if model.contains_key(&(job, instant)) {
+                                continue;
+                            }
+                            let live_before = model
+                                .iter()
+                                .any(|(&(j, i), s)| j == job && i < instant && *s == "claimed");
+                            if skip(job) && live_before {
+                                want_skipped.push(format!("job{job}"));
+                                inserts.push(((job, instant), "skipped"));
+                            } else {
+                                want_won.push(format!("job{job}"));
+                                inserts.push(((job, instant), "claimed"));
+                            }
+                        }
+                        model.extend(inserts);
+                        prop_assert_eq!(won, want_won);
+                        prop_assert_eq!(skipped, want_skipped);
+                    }
+                    Op::Finish { job } => {
+                        let name = format!("job{job}");
+                        runtime.block_on(async {
+                            client
+                                .execute(
+                                    "UPDATE chime_claims SET status = 'success' WHERE job = $1 AND status = 'claimed'",
+                                    &[&name],
+                                )
+                                .await
+                                .expect("finish")
+                        });
+                        for ((j, _), status) in model.iter_mut() {
+                            if *j == job && *status == "claimed" {
+                                *status = "success";
+                            }
+                        }
+                    }
+                }
+            }
+            let rows = runtime.block_on(async {
+                client.query_one("SELECT count(*) FROM chime_claims", &[]).await.expect("count")
+            });
+            let count: i64 = rows.get(0);
+            prop_assert_eq!(count as usize, model.len());
+        });
+    }
+
+    #[test]
+    fn passwords_are_not_logged() {
+        assert_eq!(
+            redact("postgres://chime:hunter2@db:5432/x"),
+            "postgres://chime@db:5432/x"
+        );
+        assert_eq!(
+            redact("host=db user=chime password=hunter2"),
+            "host=db user=chime password=***"
+        );
+    }
+}
