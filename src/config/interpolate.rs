@@ -138,54 +138,78 @@ pub(super) fn interpolate(
 ) -> Result<String, Vec<Problem>> {
     let mut out = String::with_capacity(template.len());
     let mut problems = Vec::new();
-    let mut rest = template;
-    while let Some(dollar) = rest.find('$') {
-        out.push_str(&rest[..dollar]);
-        let after = &rest[dollar..];
-        if let Some(tail) = after.strip_prefix("$${") {
-            out.push_str("${");
-            rest = tail;
-        } else if let Some(tail) = after.strip_prefix("${") {
-            let Some(close) = tail.find('}') else {
-                problems.push(Problem::Unterminated);
-                rest = "";
-                break;
-            };
-            let inside = &tail[..close];
+    let walked = walk(template, |part| match part {
+        Part::Text(text) => out.push_str(text),
+        Part::Placeholder(inside) => {
             if let Some(found) = secret(inside, env) {
                 match found {
                     Ok(value) => out.push_str(&value),
                     Err(problem) => problems.push(problem),
                 }
-                rest = &tail[close + 1..];
-                continue;
+                return;
             }
-            let (name, default) = match inside.split_once(":-") {
-                Some((name, default)) => (name, Some(default)),
-                None => (inside, None),
-            };
-            let value = env
-                .get(name)
-                .filter(|value| default.is_none() || !value.is_empty());
+            let (name, value) = lookup(inside, env);
             if !is_var_name(name) {
                 problems.push(Problem::BadName(inside.to_string()));
-            } else if let Some(value) = value.map(String::as_str).or(default) {
+            } else if let Some(value) = value {
                 out.push_str(value);
             } else if !problems.contains(&Problem::Unset(name.to_string())) {
                 problems.push(Problem::Unset(name.to_string()));
             }
-            rest = &tail[close + 1..];
-        } else {
-            out.push('$');
-            rest = &after[1..];
         }
-    }
-    out.push_str(rest);
+    });
+    problems.extend(walked.err());
     if problems.is_empty() {
         Ok(out)
     } else {
         Err(problems)
     }
+}
+
+/// A piece of a template, as [`walk`] finds it.
+enum Part<'a> {
+    /// Plain text: `$${` has become `${`, and a `$` not followed by `{` stays itself.
+    Text(&'a str),
+    /// What stands between `${` and `}`.
+    Placeholder(&'a str),
+}
+
+/// Hands `text` to `each` piece by piece, in order. An unterminated `${` ends the walk
+/// there (the rest is dropped) with [`Problem::Unterminated`].
+fn walk<'a>(text: &'a str, mut each: impl FnMut(Part<'a>)) -> Result<(), Problem> {
+    let mut rest = text;
+    while let Some(dollar) = rest.find('$') {
+        each(Part::Text(&rest[..dollar]));
+        let after = &rest[dollar..];
+        if let Some(tail) = after.strip_prefix("$${") {
+            each(Part::Text("${"));
+            rest = tail;
+        } else if let Some(tail) = after.strip_prefix("${") {
+            let close = tail.find('}').ok_or(Problem::Unterminated)?;
+            each(Part::Placeholder(&tail[..close]));
+            rest = &tail[close + 1..];
+        } else {
+            each(Part::Text("$"));
+            rest = &after[1..];
+        }
+    }
+    each(Part::Text(rest));
+    Ok(())
+}
+
+/// `NAME` or `NAME:-default`: the name, and its value in `env` (the default when the
+/// variable is unset, or set but empty).
+fn lookup<'v>(inside: &'v str, env: &'v HashMap<String, String>) -> (&'v str, Option<&'v str>) {
+    let (name, default) = match inside.split_once(":-") {
+        Some((name, default)) => (name, Some(default)),
+        None => (inside, None),
+    };
+    let value = env
+        .get(name)
+        .filter(|value| default.is_none() || !value.is_empty())
+        .map(String::as_str)
+        .or(default);
+    (name, value)
 }
 
 /// Like [`interpolate`], for hooks: the run's facts (`${CHIME_JOB}` …, see
@@ -200,69 +224,43 @@ pub(super) fn template(
     let mut pieces = Vec::new();
     let mut literal = String::new();
     let mut problems = Vec::new();
-    let mut rest = text;
-    while let Some(dollar) = rest.find('$') {
-        literal.push_str(&rest[..dollar]);
-        let after = &rest[dollar..];
-        if let Some(tail) = after.strip_prefix("$${") {
-            literal.push_str("${");
-            rest = tail;
-        } else if let Some(tail) = after.strip_prefix("${") {
-            let Some(close) = tail.find('}') else {
-                problems.push(Problem::Unterminated);
-                rest = "";
-                break;
-            };
-            let inside = &tail[..close];
-            rest = &tail[close + 1..];
-            let (json, inside) = match inside.strip_prefix("json:") {
-                Some(name) => (true, name),
-                None => (false, inside),
-            };
-            if let Some(found) = secret(inside, env) {
-                match found {
-                    Ok(value) if json => {
-                        literal.push_str(&serde_json::Value::from(value).to_string())
-                    }
-                    Ok(value) => literal.push_str(&value),
-                    Err(problem) => problems.push(problem),
-                }
-                continue;
+    let walked = walk(text, |part| {
+        let inside = match part {
+            Part::Text(text) => return literal.push_str(text),
+            Part::Placeholder(inside) => inside,
+        };
+        let (json, inside) = match inside.strip_prefix("json:") {
+            Some(name) => (true, name),
+            None => (false, inside),
+        };
+        if let Some(found) = secret(inside, env) {
+            match found {
+                Ok(value) if json => literal.push_str(&serde_json::Value::from(value).to_string()),
+                Ok(value) => literal.push_str(&value),
+                Err(problem) => problems.push(problem),
             }
-            let (name, default) = match inside.split_once(":-") {
-                Some((name, default)) => (name, Some(default)),
-                None => (inside, None),
-            };
-            if !is_var_name(name) {
-                problems.push(Problem::BadName(inside.to_string()));
-                continue;
-            }
-            if let Some(var) = RunVar::from_name(name) {
-                pieces.push(Piece::Text(std::mem::take(&mut literal)));
-                pieces.push(Piece::Var { var, json });
-                continue;
-            }
-            let value = env
-                .get(name)
-                .filter(|value| default.is_none() || !value.is_empty())
-                .map(String::as_str)
-                .or(default);
-            match value {
-                Some(value) if json => {
-                    literal.push_str(&serde_json::Value::from(value).to_string())
-                }
-                Some(value) => literal.push_str(value),
-                None if !problems.contains(&Problem::Unset(name.to_string())) => {
-                    problems.push(Problem::Unset(name.to_string()));
-                }
-                None => {}
-            }
-        } else {
-            literal.push('$');
-            rest = &after[1..];
+            return;
         }
-    }
-    literal.push_str(rest);
+        let (name, value) = lookup(inside, env);
+        if !is_var_name(name) {
+            problems.push(Problem::BadName(inside.to_string()));
+            return;
+        }
+        if let Some(var) = RunVar::from_name(name) {
+            pieces.push(Piece::Text(std::mem::take(&mut literal)));
+            pieces.push(Piece::Var { var, json });
+            return;
+        }
+        match value {
+            Some(value) if json => literal.push_str(&serde_json::Value::from(value).to_string()),
+            Some(value) => literal.push_str(value),
+            None if !problems.contains(&Problem::Unset(name.to_string())) => {
+                problems.push(Problem::Unset(name.to_string()));
+            }
+            None => {}
+        }
+    });
+    problems.extend(walked.err());
     pieces.push(Piece::Text(literal));
     pieces.retain(|piece| !matches!(piece, Piece::Text(text) if text.is_empty()));
     if problems.is_empty() {
