@@ -152,6 +152,17 @@ impl PausedJobs {
         self.edit(|names| names.remove(job))
     }
 
+    /// Makes `names` the paused jobs (with replicas: the cluster database's pauses,
+    /// after another replica changed them); the jobs newly paused and newly resumed.
+    pub fn set_all(&self, names: BTreeSet<String>) -> (Vec<String>, Vec<String>) {
+        self.edit(|old| {
+            let paused = names.difference(old).cloned().collect();
+            let resumed = old.difference(&names).cloned().collect();
+            *old = names;
+            (paused, resumed)
+        })
+    }
+
     /// The paused jobs, sorted by name.
     pub fn list(&self) -> Vec<String> {
         self.names().iter().cloned().collect()
@@ -285,6 +296,14 @@ impl<E: Executor, C: Clock> Dispatcher<E, C> {
         self.inner
             .runner
             .skip(&fire.name, fire.scheduled_at, SkipReason::Overlap);
+    }
+
+    /// A fire the cluster's claim found paused (on some replica, maybe before this one
+    /// heard of it): skipped as a paused fire.
+    pub fn skip_paused(&self, fire: &Fire) {
+        self.inner
+            .runner
+            .skip(&fire.name, fire.scheduled_at, SkipReason::Paused);
     }
 
     /// A fire whose claim was won (or that needs none): as [`Self::fire`] without one.

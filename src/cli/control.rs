@@ -212,6 +212,43 @@ pub(super) fn kill(target: &str, settings: &Settings) -> u8 {
             run.get("job").and_then(Value::as_str).unwrap_or("")
         );
     }
+    // With replicas: runs of other replicas, asked of their owners.
+    for run in answer
+        .get("requested")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let field = |key: &str| run.get(key).and_then(Value::as_str).unwrap_or("");
+        let flag = |key: &str| run.get(key).and_then(Value::as_bool).unwrap_or(false);
+        let pid = run
+            .get("pid")
+            .and_then(Value::as_u64)
+            .map_or(String::new(), |pid| format!(" (pid {pid})"));
+        let what = format!(
+            "run {} of {} on replica {}{pid}",
+            field("run_id"),
+            field("job"),
+            field("member")
+        );
+        match (flag("delivered"), flag("ended")) {
+            (true, true) => println!(
+                "killed {what}: its replica took the request; the run ended {}",
+                field("outcome")
+            ),
+            (true, false) => println!(
+                "killing {what}: its replica took the request; the run had not ended yet"
+            ),
+            (false, true) => println!(
+                "{what} ended ({}) before its replica took the request",
+                field("outcome")
+            ),
+            (false, false) => println!(
+                "asked replica {} to kill {what}: the request is in the database, not taken yet (is that replica up?)",
+                field("member")
+            ),
+        }
+    }
     exit::OK
 }
 

@@ -192,6 +192,8 @@ async fn run_service(paths: Vec<PathBuf>, settings: &Settings) -> u8 {
             events = cluster.recording(events);
             let resume = crate::daemon::Resume {
                 last_handled: cluster.last_handled().await,
+                // Pauses live in the database (and are followed there while running).
+                paused: cluster.paused_at_start().await,
                 ..Default::default()
             };
             (None, resume)

@@ -483,9 +483,14 @@ pub(super) fn status(paths: &[PathBuf], json_out: bool, settings: &Settings) -> 
                         other => other.to_string(),
                     })
                 };
+                // With replicas, each run says which one runs it.
+                let on = run
+                    .get("member")
+                    .and_then(Value::as_str)
+                    .map_or(String::new(), |m| format!(" on {m}"));
                 let _ = writeln!(
                     out,
-                    "{:<16} {:<24} pid {:<8} {:<9} running for {}",
+                    "{:<16} {:<24} pid {:<8} {:<9} running for {}{on}",
                     field("run_id"),
                     field("job"),
                     field("pid"),

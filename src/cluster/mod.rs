@@ -163,7 +163,51 @@ struct Inner {
     /// Records sent and not yet written.
     unwritten: Arc<std::sync::atomic::AtomicU64>,
     records_rx: Mutex<Option<mpsc::UnboundedReceiver<Record>>>,
+    /// Notifications on [`CONTROL_CHANNEL`] (and a resync at each new connection), for
+    /// the control loop.
+    notices: mpsc::UnboundedSender<Notice>,
+    notices_rx: Mutex<Option<mpsc::UnboundedReceiver<Notice>>>,
 }
+
+/// The `LISTEN`/`NOTIFY` channel of operator controls across replicas: `pauses` (the
+/// paused jobs changed: read them again) and `kill MEMBER` (a kill asked of MEMBER's
+/// runs: the rows say which).
+pub const CONTROL_CHANNEL: &str = "chime_control";
+
+/// What the control loop hears.
+#[derive(Debug)]
+enum Notice {
+    /// A new connection (at start or after a loss): anything may have been missed.
+    Resync,
+    Payload(String),
+}
+
+/// A run in flight on another replica, from its claim's row.
+#[derive(Debug, Clone)]
+pub struct RemoteRun {
+    pub job: String,
+    pub run_id: String,
+    pub member: String,
+    pub trigger: String,
+    pub scheduled_at: DateTime<Utc>,
+    pub started: Option<DateTime<Utc>>,
+    pub pid: Option<i32>,
+    /// How long it has run, by the database's clock.
+    pub elapsed_ms: u64,
+}
+
+/// How far a kill asked of another replica got.
+#[derive(Debug, Clone)]
+pub struct KillProgress {
+    pub run_id: String,
+    /// The owner took the request (and killed the run's process group).
+    pub delivered: bool,
+    /// The run's status in the history (`running` until it ended).
+    pub status: String,
+}
+
+/// How long an operator's request waits for the database.
+const CONTROL_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl Cluster {
     /// Starts connecting (in the background, retrying with backoff) and returns at once.
@@ -172,6 +216,7 @@ impl Cluster {
         let (tx, rx) = watch::channel(None);
         let (history_tx, history) = watch::channel(None);
         let (records, records_rx) = mpsc::unbounded_channel();
+        let (notices, notices_rx) = mpsc::unbounded_channel();
         let cluster = Cluster {
             inner: Arc::new(Inner {
                 members: Mutex::new(vec![options.member.clone()]),
@@ -186,6 +231,8 @@ impl Cluster {
                 records,
                 unwritten: Default::default(),
                 records_rx: Mutex::new(Some(records_rx)),
+                notices,
+                notices_rx: Mutex::new(Some(notices_rx)),
             }),
         };
         tokio::spawn(cluster.clone().supervise(tx, true));
@@ -246,7 +293,7 @@ impl Cluster {
         let mut backoff = BACKOFF_FIRST;
         let mut was_connected = false;
         loop {
-            match self.connect().await {
+            match self.connect(main).await {
                 Ok((client, connection)) if !main => {
                     backoff = BACKOFF_FIRST;
                     tx.send_replace(Some(Arc::new(client)));
@@ -274,6 +321,7 @@ impl Cluster {
                     );
                     was_connected = true;
                     tx.send_replace(Some(Arc::new(client)));
+                    let _ = self.inner.notices.send(Notice::Resync);
                     let ended = connection.await;
                     tx.send_replace(None);
                     let error = match ended {
@@ -309,6 +357,7 @@ impl Cluster {
 
     async fn connect(
         &self,
+        main: bool,
     ) -> Result<
         (
             Client,
@@ -338,12 +387,35 @@ impl Cluster {
                 let (text, fix) = explain(&err);
                 (format!("{what}: {text}"), fix)
             })?;
-        let driver = tokio::spawn(connection);
+        // The connection is driven here, its notifications (the main connection listens
+        // on CONTROL_CHANNEL) passed to the control loop.
+        let notices = self.inner.notices.clone();
+        let driver = tokio::spawn(async move {
+            let mut connection = connection;
+            loop {
+                match std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+                    Some(Ok(tokio_postgres::AsyncMessage::Notification(n))) => {
+                        let _ = notices.send(Notice::Payload(n.payload().to_string()));
+                    }
+                    Some(Ok(_)) => {}
+                    Some(Err(err)) => return Err(err),
+                    None => return Ok(()),
+                }
+            }
+        });
         // The claim statement's cost estimates (young tables, no statistics) would
         // have it JIT-compiled every time: 0.6 s of compiling for a 1 ms statement.
         let migrated = match client.batch_execute("SET jit = off").await {
             Ok(()) => schema::migrate(&mut client).await,
             Err(err) => Err(schema::SchemaError::Db(err)),
+        };
+        let migrated = match migrated {
+            Ok(_) if main => client
+                .batch_execute(&format!("LISTEN {CONTROL_CHANNEL}"))
+                .await
+                .map_err(schema::SchemaError::Db),
+            Ok(_) => Ok(()),
+            Err(err) => Err(err),
         };
         match migrated {
             Ok(_) => Ok((client, driver)),
@@ -448,6 +520,257 @@ impl Cluster {
         if let Some(records) = records {
             runtime.spawn(self.clone().record_loop(records));
         }
+        let notices = self
+            .inner
+            .notices_rx
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(notices) = notices {
+            runtime.spawn(self.clone().control_loop(notices, dispatcher.clone()));
+        }
+    }
+
+    /// Operator controls from other replicas: pauses re-read when one changed (and at
+    /// each new connection, when notifications may have been missed); kills asked of
+    /// this member's runs carried out as a local kill.
+    async fn control_loop<E: Executor, C: Clock>(
+        self,
+        mut rx: mpsc::UnboundedReceiver<Notice>,
+        dispatcher: Dispatcher<E, C>,
+    ) {
+        let kill_mine = format!("kill {}", self.member());
+        while let Some(first) = rx.recv().await {
+            let (mut pauses, mut kills) = (false, false);
+            let mut notice = Some(first);
+            while let Some(n) = notice {
+                match n {
+                    Notice::Resync => (pauses, kills) = (true, true),
+                    Notice::Payload(p) if p == "pauses" => pauses = true,
+                    Notice::Payload(p) if p == kill_mine => kills = true,
+                    Notice::Payload(_) => {}
+                }
+                notice = rx.try_recv().ok();
+            }
+            if pauses {
+                self.sync_pauses(&dispatcher).await;
+            }
+            if kills {
+                self.take_kills(&dispatcher).await;
+            }
+        }
+    }
+
+    /// Makes the local paused set the database's.
+    async fn sync_pauses<E: Executor, C: Clock>(&self, dispatcher: &Dispatcher<E, C>) {
+        match self.paused_jobs().await {
+            Ok(names) => {
+                dispatcher.paused().set_all(names.into_iter().collect());
+            }
+            Err(err) => self.emit(
+                ClusterKind::Failed,
+                format!("reading the paused jobs: {err}"),
+                Some("chime reads them again when it reconnects; the claims skip paused jobs meanwhile".into()),
+            ),
+        }
+    }
+
+    /// Carries out the kills other replicas asked of this member's runs.
+    async fn take_kills<E: Executor, C: Clock>(&self, dispatcher: &Dispatcher<E, C>) {
+        let Some(client) = self.client() else {
+            return;
+        };
+        let member = self.member();
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&member];
+        let asked = client.query(
+            "UPDATE chime_claims SET kill_acked = now()
+             WHERE member = $1 AND status = 'running' AND kill_requested IS NOT NULL AND kill_acked IS NULL
+             RETURNING run_id, kill_by",
+            &params,
+        );
+        match tokio::time::timeout(CONTROL_TIMEOUT, asked).await {
+            Ok(Ok(rows)) => {
+                for row in rows {
+                    let run_id: Option<String> = row.get(0);
+                    let by: Option<i64> = row.get(1);
+                    if let Some(run) = run_id.and_then(|id| dispatcher.live().get(&id)) {
+                        run.kill(by.and_then(|b| u32::try_from(b).ok()).unwrap_or(0));
+                    }
+                }
+            }
+            Ok(Err(err)) => self.emit(
+                ClusterKind::Failed,
+                format!("reading the kills asked of this replica: {}", error_text(&err)),
+                Some("chime reads them again at its next connection".into()),
+            ),
+            Err(_) => {}
+        }
+    }
+
+    fn control_client(&self) -> Result<Arc<Client>, String> {
+        self.client().ok_or_else(|| {
+            format!(
+                "this replica is not connected to the cluster database ({})",
+                self.inner.options.redacted()
+            )
+        })
+    }
+
+    /// A statement of an operator's request, bounded by [`CONTROL_TIMEOUT`].
+    async fn control_query(
+        &self,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<Vec<tokio_postgres::Row>, String> {
+        let client = self.control_client()?;
+        match tokio::time::timeout(CONTROL_TIMEOUT, client.query(sql, params)).await {
+            Ok(Ok(rows)) => Ok(rows),
+            Ok(Err(err)) => Err(format!("the cluster database: {}", error_text(&err))),
+            Err(_) => Err(format!(
+                "the cluster database did not answer within {} s",
+                CONTROL_TIMEOUT.as_secs()
+            )),
+        }
+    }
+
+    /// The jobs paused in the cluster, sorted.
+    pub async fn paused_jobs(&self) -> Result<Vec<String>, String> {
+        let rows = self
+            .control_query("SELECT job FROM chime_paused ORDER BY job", &[])
+            .await?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    /// The paused jobs at start (empty, with a `cluster.failed`, when they cannot be
+    /// read: the claims skip paused jobs anyway, and the control loop reads them again).
+    pub async fn paused_at_start(&self) -> Vec<String> {
+        if self.connected(Duration::from_secs(5)).await.is_none() {
+            return Vec::new();
+        }
+        self.paused_jobs().await.unwrap_or_default()
+    }
+
+    /// Pauses (or resumes) `jobs` for every replica (`None` with `pause: false`: every
+    /// paused job), and tells the others; returns the jobs whose state changed. Done
+    /// when this returns: the claims of every replica skip the paused jobs from here on.
+    pub async fn set_paused(
+        &self,
+        jobs: Option<&[String]>,
+        pause: bool,
+        caller_uid: u32,
+    ) -> Result<Vec<String>, String> {
+        let member = self.member();
+        let uid = i64::from(caller_uid);
+        let jobs: Vec<String> = jobs.map(<[String]>::to_vec).unwrap_or_default();
+        // One statement: the change and its notification commit together.
+        let rows = if pause {
+            self.control_query(
+                "WITH ins AS (
+                    INSERT INTO chime_paused (job, paused_by, member)
+                    SELECT j, $2, $3 FROM unnest($1::text[]) AS j
+                    ON CONFLICT (job) DO NOTHING RETURNING job)
+                 SELECT job, pg_notify('chime_control', 'pauses') FROM ins",
+                &[&jobs, &uid, &member],
+            )
+            .await?
+        } else {
+            let all = jobs.is_empty();
+            self.control_query(
+                "WITH del AS (
+                    DELETE FROM chime_paused WHERE $2 OR job = ANY($1) RETURNING job)
+                 SELECT job, pg_notify('chime_control', 'pauses') FROM del",
+                &[&jobs, &all],
+            )
+            .await?
+        };
+        let mut changed: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+        changed.sort();
+        Ok(changed)
+    }
+
+    /// The runs in flight on the other replicas (their claims' `running` rows whose
+    /// lease holds).
+    pub async fn remote_runs(&self) -> Result<Vec<RemoteRun>, String> {
+        let member = self.member();
+        let rows = self
+            .control_query(
+                "SELECT job, run_id, member, trigger, scheduled_at, started, pid,
+                    greatest(0, extract(epoch FROM now() - coalesce(started, claimed_at)) * 1000)::bigint
+                 FROM chime_claims
+                 WHERE status = 'running' AND member <> $1 AND run_id IS NOT NULL
+                   AND (lease_until IS NULL OR lease_until > now())
+                 ORDER BY started",
+                &[&member],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| RemoteRun {
+                job: r.get(0),
+                run_id: r.get(1),
+                member: r.get(2),
+                trigger: r.get(3),
+                scheduled_at: r.get(4),
+                started: r.get(5),
+                pid: r.get(6),
+                elapsed_ms: u64::try_from(r.get::<_, i64>(7)).unwrap_or(0),
+            })
+            .collect())
+    }
+
+    /// Asks the owners of the runs `target` names (a run id, or a job: its runs) on other
+    /// replicas to kill them: a request on each run's row, and a notification to its
+    /// owner. Returns the runs asked.
+    pub async fn request_kill(
+        &self,
+        target: &str,
+        caller_uid: u32,
+    ) -> Result<Vec<RemoteRun>, String> {
+        let member = self.member();
+        let uid = i64::from(caller_uid);
+        let rows = self
+            .control_query(
+                "WITH req AS (
+                    UPDATE chime_claims SET kill_by = $3, kill_requested = now(), kill_acked = NULL
+                    WHERE status = 'running' AND member <> $2 AND (run_id = $1 OR job = $1)
+                      AND (lease_until IS NULL OR lease_until > now())
+                    RETURNING job, run_id, member, trigger, scheduled_at, started, pid,
+                        greatest(0, extract(epoch FROM now() - coalesce(started, claimed_at)) * 1000)::bigint)
+                 SELECT req.*, pg_notify('chime_control', 'kill ' || member) FROM req",
+                &[&target, &member, &uid],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| RemoteRun {
+                job: r.get(0),
+                run_id: r.get::<_, Option<String>>(1).unwrap_or_default(),
+                member: r.get(2),
+                trigger: r.get(3),
+                scheduled_at: r.get(4),
+                started: r.get(5),
+                pid: r.get(6),
+                elapsed_ms: u64::try_from(r.get::<_, i64>(7)).unwrap_or(0),
+            })
+            .collect())
+    }
+
+    /// How far the kills asked of other replicas got.
+    pub async fn kill_progress(&self, run_ids: &[String]) -> Result<Vec<KillProgress>, String> {
+        let rows = self
+            .control_query(
+                "SELECT run_id, kill_acked IS NOT NULL, status FROM chime_claims WHERE run_id = ANY($1)",
+                &[&run_ids],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| KillProgress {
+                run_id: r.get(0),
+                delivered: r.get(1),
+                status: r.get(2),
+            })
+            .collect())
     }
 
     fn def_hash(&self, job: &Arc<Job>) -> String {
@@ -606,6 +929,7 @@ impl Cluster {
         let skipped: Vec<String> = row.get(2);
         let drifted: Vec<String> = row.get(3);
         let in_window: bool = row.get(4);
+        let paused: HashSet<String> = row.get::<_, Vec<String>>(5).into_iter().collect();
         let offset = local_now - db_now;
         self.inner.offset_ms.store(
             offset.num_milliseconds(),
@@ -648,6 +972,8 @@ impl Cluster {
                 dispatcher.fire_claimed(fire);
             } else if skipped.contains(&*fire.name) {
                 dispatcher.skip_overlap(&fire);
+            } else if paused.contains(&*fire.name) {
+                dispatcher.skip_paused(&fire);
             }
         }
     }
@@ -908,6 +1234,7 @@ impl Cluster {
                     lateness_ms,
                     claimed,
                     trigger,
+                    pid,
                 } => {
                     let cols = if *claimed {
                         &mut started
@@ -920,6 +1247,7 @@ impl Cluster {
                     cols.started.push(*at);
                     cols.lateness.push(*lateness_ms);
                     cols.trigger.push(trigger.clone());
+                    cols.pid.push(*pid);
                 }
                 Record::Finished {
                     run_id,
@@ -957,11 +1285,11 @@ impl Cluster {
             client
                 .execute(
                     "UPDATE chime_claims c SET status = 'running', run_id = t.r, started = t.st,
-                        lateness_ms = t.l, attempts = 1, lease_until = now() + make_interval(secs => $6)
-                     FROM unnest($1::text[], $2::timestamptz[], $3::text[], $4::timestamptz[], $5::float8[])
-                        AS t(j, at, r, st, l)
+                        lateness_ms = t.l, attempts = 1, lease_until = now() + make_interval(secs => $6), pid = t.p
+                     FROM unnest($1::text[], $2::timestamptz[], $3::text[], $4::timestamptz[], $5::float8[], $8::int4[])
+                        AS t(j, at, r, st, l, p)
                      WHERE c.job = t.j AND c.scheduled_at = t.at AND c.member = $7 AND c.status = 'claimed'",
-                    &[&started.job, &started.at, &started.run_id, &started.started, &started.lateness, &lease, &member],
+                    &[&started.job, &started.at, &started.run_id, &started.started, &started.lateness, &lease, &member, &started.pid],
                 )
                 .await
         };
@@ -972,12 +1300,12 @@ impl Cluster {
             client
                 .execute(
                     "INSERT INTO chime_claims (job, scheduled_at, epoch, member, def_hash, trigger, status,
-                        run_id, started, lateness_ms, attempts)
-                     SELECT t.j, t.at, -1, $7, '', t.tr, 'running', t.r, t.st, t.l, 1
-                     FROM unnest($1::text[], $2::timestamptz[], $3::text[], $4::timestamptz[], $5::float8[], $6::text[])
-                        AS t(j, at, r, st, l, tr)
+                        run_id, started, lateness_ms, attempts, pid)
+                     SELECT t.j, t.at, -1, $7, '', t.tr, 'running', t.r, t.st, t.l, 1, t.p
+                     FROM unnest($1::text[], $2::timestamptz[], $3::text[], $4::timestamptz[], $5::float8[], $6::text[], $8::int4[])
+                        AS t(j, at, r, st, l, tr, p)
                      ON CONFLICT DO NOTHING",
-                    &[&unclaimed.job, &unclaimed.at, &unclaimed.run_id, &unclaimed.started, &unclaimed.lateness, &unclaimed.trigger, &member],
+                    &[&unclaimed.job, &unclaimed.at, &unclaimed.run_id, &unclaimed.started, &unclaimed.lateness, &unclaimed.trigger, &member, &unclaimed.pid],
                 )
                 .await
         };
@@ -1039,6 +1367,7 @@ struct StartedCols {
     started: Vec<DateTime<Utc>>,
     lateness: Vec<f64>,
     trigger: Vec<String>,
+    pid: Vec<Option<i32>>,
 }
 
 #[derive(Default)]
@@ -1062,6 +1391,7 @@ enum Record {
         lateness_ms: f64,
         claimed: bool,
         trigger: String,
+        pid: Option<i32>,
     },
     Finished {
         run_id: String,
@@ -1090,8 +1420,10 @@ impl Record {
                 scheduled_at,
                 lateness_ms,
                 attempt,
+                pid,
                 ..
             } if *attempt <= 1 => Some(Record::Started {
+                pid: pid.and_then(|p| i32::try_from(p).ok()),
                 job: job.to_string(),
                 run_id: run_id.to_string(),
                 scheduled_at: *scheduled_at,
@@ -1135,7 +1467,9 @@ impl Record {
     }
 }
 
-/// The claim of one instant's fires: inserted rows are won (`claimed`), or `skipped`
+/// The claim of one instant's fires: inserted rows are won (`claimed`), `paused` when
+/// the job is in `chime_paused` (so a pause holds on every replica from its commit, even
+/// before the others heard of it), or `skipped`
 /// when the job is `overlap: skip` and an earlier fire of it is live on any replica
 /// (claimed early by a replica whose clock is ahead does not count; one whose lease
 /// ran out counts until it is marked lost, so that a re-run comes before later fires). Also returns the
@@ -1147,7 +1481,8 @@ w AS (SELECT $8::bool OR ($2::timestamptz BETWEEN now() - make_interval(secs => 
 ins AS (
     INSERT INTO chime_claims (job, scheduled_at, epoch, member, def_hash, trigger, status, lease_until)
     SELECT t.j, $2, e.epoch, $3, t.h, $5,
-        CASE WHEN t.s AND EXISTS (
+        CASE WHEN EXISTS (SELECT 1 FROM chime_paused p WHERE p.job = t.j) THEN 'paused'
+        WHEN t.s AND EXISTS (
             SELECT 1 FROM chime_claims c
             WHERE c.job = t.j AND c.status IN ('claimed', 'running') AND c.scheduled_at < $2
         ) THEN 'skipped' ELSE 'claimed' END,
@@ -1163,7 +1498,8 @@ SELECT now(),
     coalesce((SELECT array_agg(c.job || ' ' || c.member)
         FROM chime_claims c JOIN unnest($1::text[], $4::text[]) AS t(j, h) ON c.job = t.j
         WHERE c.scheduled_at = $2 AND c.epoch = (SELECT epoch FROM e) AND c.def_hash <> t.h), '{}'::text[]),
-    (SELECT ok FROM w)";
+    (SELECT ok FROM w),
+    coalesce((SELECT array_agg(job) FROM ins WHERE status = 'paused'), '{}'::text[])";
 
 /// Rows whose lease ran out become `lost`; those of `rerun` jobs (`$1`), not re-run
 /// before, are claimed again by this replica (`$2`) instead, with the lost run noted.

@@ -4,7 +4,7 @@
 use tokio_postgres::Client;
 
 /// The schema version this chime writes.
-pub const SCHEMA_VERSION: i32 = 1;
+pub const SCHEMA_VERSION: i32 = MIGRATIONS.len() as i32;
 
 /// The lock key (an arbitrary constant: "chime" in ASCII).
 const MIGRATION_LOCK: i64 = 0x63_68_69_6d_65;
@@ -57,6 +57,16 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX chime_claims_run ON chime_claims (run_id);
     CREATE INDEX chime_claims_started ON chime_claims (started);
     CREATE TABLE chime_paused (job text PRIMARY KEY);",
+    // 1 → 2: operator controls across replicas. Who paused a job and when; a running
+    // run's pid (for `chime status` on any replica); a kill asked of the run's owner
+    // (by whom, when) and when the owner took the request.
+    "ALTER TABLE chime_paused ADD COLUMN IF NOT EXISTS paused_at timestamptz NOT NULL DEFAULT now();
+    ALTER TABLE chime_paused ADD COLUMN IF NOT EXISTS paused_by bigint;
+    ALTER TABLE chime_paused ADD COLUMN IF NOT EXISTS member text;
+    ALTER TABLE chime_claims ADD COLUMN IF NOT EXISTS pid integer;
+    ALTER TABLE chime_claims ADD COLUMN IF NOT EXISTS kill_by bigint;
+    ALTER TABLE chime_claims ADD COLUMN IF NOT EXISTS kill_requested timestamptz;
+    ALTER TABLE chime_claims ADD COLUMN IF NOT EXISTS kill_acked timestamptz;",
 ];
 
 /// Why the schema cannot be used.

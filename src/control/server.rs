@@ -37,6 +37,8 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const MAX_CONNECTIONS: usize = 32;
 /// How long a request waits for the scheduling loop (it may be applying a reload).
 const SCHEDULER_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a kill of another replica's run waits to see the run end.
+const KILL_WAIT: Duration = Duration::from_secs(5);
 
 /// Keeps (or forgets, with false) a job's pause.
 type KeepPause = dyn Fn(&str, bool) + Send + Sync;
@@ -194,6 +196,9 @@ pub(crate) struct Server<E, C> {
     pub events: Events,
     pub taps: Arc<Taps>,
     pub pauses: Option<PauseStore>,
+    /// With replicas: pauses live in the cluster's database, kills of other replicas'
+    /// runs go through it, and `status` lists every replica's runs.
+    pub cluster: Option<crate::cluster::Cluster>,
     /// Cancelled when the service stops: the listener closes, followers are told.
     pub stop: CancellationToken,
 }
@@ -468,10 +473,10 @@ impl<E: Executor, C: Clock> Server<E, C> {
                 .trigger(&request, peer.uid)
                 .await
                 .map(|(fields, _)| fields),
-            "pause" => self.pause(&request, true).await,
-            "resume" => self.pause(&request, false).await,
+            "pause" => self.pause(&request, true, peer.uid).await,
+            "resume" => self.pause(&request, false, peer.uid).await,
             "kill" => self.kill(&request, peer.uid).await,
-            "status" => Ok(self.status()),
+            "status" => Ok(self.status().await),
             other => Err(format!(
                 "unknown command `{other}`; this chime knows {}",
                 COMMANDS.join(", ")
@@ -596,12 +601,15 @@ impl<E: Executor, C: Clock> Server<E, C> {
         }
     }
 
-    async fn pause(&self, request: &Request, pause: bool) -> Answer {
+    async fn pause(&self, request: &Request, pause: bool, uid: u32) -> Answer {
         let verb = if pause { "pause" } else { "resume" };
         if request.all != request.jobs.is_empty() {
             return Err(format!(
                 "{verb} needs job names or all: {{\"v\":1,\"cmd\":\"{verb}\",\"jobs\":[\"NAME\"]}} or {{\"v\":1,\"cmd\":\"{verb}\",\"all\":true}}"
             ));
+        }
+        if let Some(cluster) = &self.cluster {
+            return self.pause_cluster(cluster, request, pause, uid).await;
         }
         let paused = self.dispatcher.paused();
         let targets: Vec<String> = if request.all {
@@ -656,6 +664,84 @@ impl<E: Executor, C: Clock> Server<E, C> {
         ))
     }
 
+    /// With replicas: the pause is written to the cluster's database (with a
+    /// notification to the others) before the answer; the local set follows at once.
+    /// Without the database nothing changes, and the answer says why.
+    async fn pause_cluster(
+        &self,
+        cluster: &crate::cluster::Cluster,
+        request: &Request,
+        pause: bool,
+        uid: u32,
+    ) -> Answer {
+        let verb = if pause { "pause" } else { "resume" };
+        let unreachable = |err: String| {
+            format!(
+                "cannot {verb} across the replicas: {err}; nothing was {verb}d (pauses live in the cluster database; try again when it is reachable)"
+            )
+        };
+        let targets: Option<Vec<String>> = if request.all {
+            if pause {
+                Some(self.job_names().await?.into_iter().collect())
+            } else {
+                None
+            }
+        } else {
+            let names = self.job_names().await?;
+            // A paused job removed from the files can still be resumed.
+            let stored: BTreeSet<String> = if pause {
+                BTreeSet::new()
+            } else {
+                cluster
+                    .paused_jobs()
+                    .await
+                    .map_err(unreachable)?
+                    .into_iter()
+                    .collect()
+            };
+            let unknown: Vec<String> = request
+                .jobs
+                .iter()
+                .filter(|job| !names.contains(*job) && !stored.contains(*job))
+                .map(|job| format!("`{job}`"))
+                .collect();
+            if !unknown.is_empty() {
+                return Err(format!(
+                    "no job named {} is loaded; nothing was {verb}d (`chime status` lists the jobs)",
+                    unknown.join(", ")
+                ));
+            }
+            Some(request.jobs.clone())
+        };
+        let changed = cluster
+            .set_paused(targets.as_deref(), pause, uid)
+            .await
+            .map_err(unreachable)?;
+        let paused = self.dispatcher.paused();
+        for job in &changed {
+            if pause {
+                paused.pause(job);
+            } else {
+                paused.resume(job);
+            }
+        }
+        let unchanged: Vec<&String> = targets
+            .iter()
+            .flatten()
+            .filter(|job| !changed.contains(job))
+            .collect();
+        let (done, already) = if pause {
+            ("paused", "already_paused")
+        } else {
+            ("resumed", "not_paused")
+        };
+        Ok(fields(json!({
+            done: changed,
+            already: unchanged,
+            "kept": "in the cluster database: shared by every replica, kept across restarts",
+        })))
+    }
+
     async fn kill(&self, request: &Request, uid: u32) -> Answer {
         let Some(target) = request.target.clone() else {
             return Err("kill needs a run id or a job: {\"v\":1,\"cmd\":\"kill\",\"target\":\"RUN_ID|JOB\"}".into());
@@ -665,6 +751,16 @@ impl<E: Executor, C: Clock> Server<E, C> {
             Some(run) => vec![run],
             None => live.of_job(&target),
         };
+        // Runs of other replicas: asked of their owners through the database.
+        let remote = match &self.cluster {
+            Some(cluster) if live.get(&target).is_none() => {
+                Some(cluster.request_kill(&target, uid).await)
+            }
+            _ => None,
+        };
+        if let Some(remote) = remote {
+            return self.kill_across(target, uid, runs, remote).await;
+        }
         if runs.is_empty() {
             return Err(if self.job_names().await?.contains(&target) {
                 format!("`{target}` has no run in flight; nothing was killed")
@@ -683,7 +779,123 @@ impl<E: Executor, C: Clock> Server<E, C> {
         Ok(fields(json!({"killed": killed})))
     }
 
-    fn status(&self) -> Map<String, Value> {
+    /// A kill with replicas: this replica's runs are killed here, the others' asked of
+    /// their owners; the answer waits a few seconds to say whether each request was
+    /// taken and the run ended.
+    async fn kill_across(
+        &self,
+        target: String,
+        uid: u32,
+        local: Vec<Arc<crate::run::LiveRun>>,
+        remote: Result<Vec<crate::cluster::RemoteRun>, String>,
+    ) -> Answer {
+        let remote = match remote {
+            Ok(remote) => remote,
+            Err(err) if local.is_empty() => {
+                return Err(format!(
+                    "no run of `{target}` is in flight on this replica, and the others' runs cannot be looked up: {err}; nothing was killed"
+                ));
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "kill: the other replicas' runs cannot be looked up");
+                Vec::new()
+            }
+        };
+        if local.is_empty() && remote.is_empty() {
+            return Err(if self.job_names().await?.contains(&target) {
+                format!("`{target}` has no run in flight on any replica; nothing was killed")
+            } else {
+                format!(
+                    "no run or job named `{target}` is in flight on any replica; `chime status` lists the runs in flight"
+                )
+            });
+        }
+        let killed: Vec<Value> = local
+            .iter()
+            .filter(|run| run.kill(uid))
+            .map(|run| json!({"run_id": &*run.run_id, "job": &*run.job, "pid": run.pid()}))
+            .collect();
+        let Some(cluster) = &self.cluster else {
+            return Ok(fields(json!({"killed": killed})));
+        };
+        let ids: Vec<String> = remote.iter().map(|r| r.run_id.clone()).collect();
+        let mut progress = Vec::new();
+        let deadline = tokio::time::Instant::now() + KILL_WAIT;
+        while !ids.is_empty() {
+            match cluster.kill_progress(&ids).await {
+                Ok(now) => progress = now,
+                Err(err) => {
+                    tracing::warn!(error = %err, "kill: following the requests");
+                }
+            }
+            let all_ended = progress.len() == ids.len()
+                && progress.iter().all(|p| p.status != "running");
+            if all_ended || tokio::time::Instant::now() >= deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let requested: Vec<Value> = remote
+            .iter()
+            .map(|run| {
+                let seen = progress.iter().find(|p| p.run_id == run.run_id);
+                let status = seen.map_or("running", |p| p.status.as_str());
+                json!({
+                    "run_id": run.run_id,
+                    "job": run.job,
+                    "member": run.member,
+                    "pid": run.pid,
+                    "delivered": seen.is_some_and(|p| p.delivered),
+                    "ended": status != "running",
+                    "outcome": (status != "running").then_some(status),
+                })
+            })
+            .collect();
+        Ok(fields(json!({"killed": killed, "requested": requested})))
+    }
+
+    async fn status(&self) -> Map<String, Value> {
+        let mut answer = self.local_status();
+        let Some(cluster) = &self.cluster else {
+            return answer;
+        };
+        let member = cluster.member().to_string();
+        let mut running: Vec<Value> = answer
+            .remove("running")
+            .and_then(|r| match r {
+                Value::Array(runs) => Some(runs),
+                _ => None,
+            })
+            .unwrap_or_default();
+        for run in &mut running {
+            if let Value::Object(run) = run {
+                run.insert("member".into(), json!(member));
+            }
+        }
+        match cluster.remote_runs().await {
+            Ok(remote) => running.extend(remote.into_iter().map(|run| {
+                json!({
+                    "job": run.job,
+                    "run_id": run.run_id,
+                    "trigger": run.trigger,
+                    "scheduled_at": events::rfc3339(run.scheduled_at),
+                    "started": run.started.map(events::rfc3339),
+                    "elapsed_ms": run.elapsed_ms,
+                    "pid": run.pid,
+                    "member": run.member,
+                })
+            })),
+            Err(err) => {
+                answer.insert("cluster_error".into(), json!(err));
+            }
+        }
+        answer.insert("running".into(), Value::Array(running));
+        answer.insert("member".into(), json!(member));
+        answer.insert("pauses_kept".into(), json!("cluster database"));
+        answer
+    }
+
+    fn local_status(&self) -> Map<String, Value> {
         let clock = self.dispatcher.clock();
         let now = clock.steady();
         let running: Vec<Value> = self

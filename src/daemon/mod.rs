@@ -297,6 +297,7 @@ impl<E: Executor, C: Clock> Service<E, C> {
                 events: events.clone(),
                 taps,
                 pauses: options.pauses.clone(),
+                cluster: options.cluster.clone(),
                 stop: control_stop.clone(),
             };
             control::spawn(socket, server)
