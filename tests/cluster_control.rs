@@ -271,6 +271,26 @@ fn a_pause_on_one_replica_holds_on_every_replica_and_across_restarts() {
         );
         at += TimeDelta::seconds(1);
     }
+
+    // A pause no replica has heard of (written without a notification): the claim
+    // statement alone keeps tick from running.
+    pg.query("INSERT INTO chime_paused (job) VALUES ('tick')");
+    let unheard = Utc::now();
+    let until = next_second(unheard) + TimeDelta::seconds(2);
+    wait_for_clock(&pg, until);
+    for replica in &replicas {
+        assert!(replica.paused().is_empty(), "no replica heard of it");
+    }
+    let ran = tick_runs_between(&pg, unheard, until + TimeDelta::seconds(1));
+    assert!(ran.is_empty(), "tick claimed while paused in the database: {ran:?}");
+    let marked: Vec<_> = markers(dir, "tick")
+        .into_iter()
+        .filter(|at| *at > unheard)
+        .collect();
+    assert!(marked.is_empty(), "tick ran while paused: {marked:?}");
+    for mut replica in replicas {
+        replica.chime.stop();
+    }
 }
 
 /// Kills the process groups whose leaders' pids are in `file`, at the end.
