@@ -1632,8 +1632,9 @@ mod tests {
 
     /// The claim statement against a plain model, on the test PostgreSQL: random
     /// claims by random members of random subsets of jobs at a few instants, and runs
-    /// ending. Each fire is won at most once; `overlap: skip` jobs (0 and 1) are claimed
-    /// as skipped exactly while an earlier fire of theirs is live.
+    /// ending, and jobs paused and resumed. Each fire is won at most once; a paused
+    /// job's fires are claimed as paused; `overlap: skip` jobs (0 and 1) are claimed as
+    /// skipped exactly while an earlier fire of theirs is live.
     #[test]
     fn claims_match_a_model() {
         use proptest::prelude::*;
@@ -1696,11 +1697,16 @@ mod tests {
             Finish {
                 job: usize,
             },
+            Pause {
+                job: usize,
+                pause: bool,
+            },
         }
         let op = prop_oneof![
             3 => (0..3usize, 0..4i64, proptest::collection::vec(any::<bool>(), 4))
                 .prop_map(|(member, instant, jobs)| Op::Claim { member, instant, jobs }),
             1 => (0..4usize).prop_map(|job| Op::Finish { job }),
+            1 => (0..4usize, any::<bool>()).prop_map(|(job, pause)| Op::Pause { job, pause }),
         ];
         let config = ProptestConfig {
             cases: 32,
@@ -1710,10 +1716,11 @@ mod tests {
         let client = &mut client;
         proptest!(config, |(ops in proptest::collection::vec(op, 1..30))| {
             runtime.block_on(async {
-                client.batch_execute("TRUNCATE chime_claims").await.expect("truncate");
+                client.batch_execute("TRUNCATE chime_claims, chime_paused").await.expect("truncate");
             });
             // (job, instant) → status
             let mut model: BTreeMap<(usize, i64), &str> = BTreeMap::new();
+            let mut paused: std::collections::BTreeSet<usize> = Default::default();
             let skip = |job: usize| job < 2;
             for op in ops {
                 match op {
@@ -1735,9 +1742,12 @@ mod tests {
                         });
                         let mut won: Vec<String> = row.get(1);
                         let mut skipped: Vec<String> = row.get(2);
+                        let mut was_paused: Vec<String> = row.get(5);
                         won.sort();
                         skipped.sort();
+                        was_paused.sort();
                         let (mut want_won, mut want_skipped) = (Vec::new(), Vec::new());
+                        let mut want_paused = Vec::new();
                         let mut inserts = Vec::new();
                         for &job in &chosen {
                             if model.contains_key(&(job, instant)) {
@@ -1746,7 +1756,10 @@ mod tests {
                             let live_before = model
                                 .iter()
                                 .any(|(&(j, i), s)| j == job && i < instant && *s == "claimed");
-                            if skip(job) && live_before {
+                            if paused.contains(&job) {
+                                want_paused.push(format!("job{job}"));
+                                inserts.push(((job, instant), "paused"));
+                            } else if skip(job) && live_before {
                                 want_skipped.push(format!("job{job}"));
                                 inserts.push(((job, instant), "skipped"));
                             } else {
@@ -1757,6 +1770,23 @@ mod tests {
                         model.extend(inserts);
                         prop_assert_eq!(won, want_won);
                         prop_assert_eq!(skipped, want_skipped);
+                        prop_assert_eq!(was_paused, want_paused);
+                    }
+                    Op::Pause { job, pause } => {
+                        let name = format!("job{job}");
+                        let sql = if pause {
+                            "INSERT INTO chime_paused (job) VALUES ($1) ON CONFLICT DO NOTHING"
+                        } else {
+                            "DELETE FROM chime_paused WHERE job = $1"
+                        };
+                        runtime.block_on(async {
+                            client.execute(sql, &[&name]).await.expect("pause")
+                        });
+                        if pause {
+                            paused.insert(job);
+                        } else {
+                            paused.remove(&job);
+                        }
                     }
                     Op::Finish { job } => {
                         let name = format!("job{job}");
