@@ -181,9 +181,11 @@ fn a_pause_on_one_replica_holds_on_every_replica_and_across_restarts() {
     // The others hear of it (NOTIFY) within about a second.
     let heard = Instant::now();
     for replica in &replicas[1..] {
-        wait_until("the others show tick paused", Duration::from_secs(3), || {
-            replica.paused() == ["tick"]
-        });
+        wait_until(
+            "the others show tick paused",
+            Duration::from_secs(3),
+            || replica.paused() == ["tick"],
+        );
     }
     eprintln!(
         "b and c showed the pause {:?} after the answer",
@@ -199,7 +201,10 @@ fn a_pause_on_one_replica_holds_on_every_replica_and_across_restarts() {
         "SELECT count(*) FROM chime_claims WHERE job = 'tick' AND status = 'paused' AND scheduled_at > '{}'",
         ts(acknowledged)
     ));
-    assert!(paused_rows >= 3, "tick's fires claimed as paused: {paused_rows}");
+    assert!(
+        paused_rows >= 3,
+        "tick's fires claimed as paused: {paused_rows}"
+    );
     let marked: Vec<_> = markers(dir, "tick")
         .into_iter()
         .filter(|at| *at > acknowledged)
@@ -240,9 +245,11 @@ fn a_pause_on_one_replica_holds_on_every_replica_and_across_restarts() {
     assert_eq!(out.code, Some(0), "{out:#?}");
     assert!(out.stdout.contains("resumed tick"), "{out:#?}");
     for replica in &replicas {
-        wait_until("every replica shows tick resumed", Duration::from_secs(3), || {
-            replica.paused().is_empty()
-        });
+        wait_until(
+            "every replica shows tick resumed",
+            Duration::from_secs(3),
+            || replica.paused().is_empty(),
+        );
     }
     let from = next_second(resumed);
     let to = from + TimeDelta::seconds(2);
@@ -254,7 +261,10 @@ fn a_pause_on_one_replica_holds_on_every_replica_and_across_restarts() {
     for at in &marks {
         *count.entry(*at).or_default() += 1;
     }
-    assert!(count.values().all(|n| *n == 1), "an instant twice: {count:?}");
+    assert!(
+        count.values().all(|n| *n == 1),
+        "an instant twice: {count:?}"
+    );
     assert!(
         marks.iter().all(|at| *at <= acknowledged || *at >= resumed),
         "tick ran between the pause and the resume: {marks:?}"
@@ -282,7 +292,10 @@ fn a_pause_on_one_replica_holds_on_every_replica_and_across_restarts() {
         assert!(replica.paused().is_empty(), "no replica heard of it");
     }
     let ran = tick_runs_between(&pg, unheard, until + TimeDelta::seconds(1));
-    assert!(ran.is_empty(), "tick claimed while paused in the database: {ran:?}");
+    assert!(
+        ran.is_empty(),
+        "tick claimed while paused in the database: {ran:?}"
+    );
     let marked: Vec<_> = markers(dir, "tick")
         .into_iter()
         .filter(|at| *at > unheard)
@@ -342,7 +355,13 @@ fn a_trigger_runs_where_asked_and_a_kill_reaches_the_run_on_another_replica() {
     // Triggered on b: it runs on b, recorded with b, no claim involved.
     let out = b.client(&["trigger", "long"]);
     assert_eq!(out.code, Some(0), "{out:#?}");
-    let run_id = out.stdout.lines().next().expect("the run id").trim().to_string();
+    let run_id = out
+        .stdout
+        .lines()
+        .next()
+        .expect("the run id")
+        .trim()
+        .to_string();
     let started = b.chime.wait_for("long started on b", LIMIT, |e| {
         e["event"] == "run.started" && e["run_id"] == run_id.as_str()
     });
@@ -381,7 +400,8 @@ fn a_trigger_runs_where_asked_and_a_kill_reaches_the_run_on_another_replica() {
     let out = a.client(&["kill", &run_id]);
     assert_eq!(out.code, Some(0), "{out:#?}");
     assert!(
-        out.stdout.contains(&format!("killed run {run_id} of long on replica b"))
+        out.stdout
+            .contains(&format!("killed run {run_id} of long on replica b"))
             && out.stdout.contains("ended cancelled"),
         "{out:#?}"
     );
@@ -412,7 +432,8 @@ fn a_trigger_runs_where_asked_and_a_kill_reaches_the_run_on_another_replica() {
     let out = a.client(&["kill", "0123456789abcdef"]);
     assert_eq!(out.code, Some(1), "{out:#?}");
     assert!(
-        out.stderr.contains("no run or job named `0123456789abcdef`"),
+        out.stderr
+            .contains("no run or job named `0123456789abcdef`"),
         "{out:#?}"
     );
     a.chime.stop();

@@ -236,9 +236,9 @@ pub(super) fn kill(target: &str, settings: &Settings) -> u8 {
                 "killed {what}: its replica took the request; the run ended {}",
                 field("outcome")
             ),
-            (true, false) => println!(
-                "killing {what}: its replica took the request; the run had not ended yet"
-            ),
+            (true, false) => {
+                println!("killing {what}: its replica took the request; the run had not ended yet")
+            }
             (false, true) => println!(
                 "{what} ended ({}) before its replica took the request",
                 field("outcome")

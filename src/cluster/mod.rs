@@ -19,6 +19,11 @@
 //! - **Drift.** Each claim stores a hash of the job's definition (with its resolved
 //!   zone); a replica whose definition differs logs `cluster.drift`, as does one whose
 //!   whole set of jobs differs from another member's.
+//! - **Operator controls.** Pauses live in `chime_paused`: the claim statement skips
+//!   paused jobs (so a pause holds from its commit on every replica), and each replica's
+//!   own paused set follows through LISTEN/NOTIFY on [`CONTROL_CHANNEL`], read afresh at
+//!   every new connection. A kill of another replica's run is a request on the run's
+//!   row plus a notification to its owner, which kills it as a local kill does.
 //!
 //! Two connections, not a pool: one for claims and leases, one for the run history;
 //! tokio-postgres pipelines the statements of concurrent tasks on each, and every
@@ -600,7 +605,10 @@ impl Cluster {
             }
             Ok(Err(err)) => self.emit(
                 ClusterKind::Failed,
-                format!("reading the kills asked of this replica: {}", error_text(&err)),
+                format!(
+                    "reading the kills asked of this replica: {}",
+                    error_text(&err)
+                ),
                 Some("chime reads them again at its next connection".into()),
             ),
             Err(_) => {}

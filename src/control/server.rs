@@ -828,8 +828,8 @@ impl<E: Executor, C: Clock> Server<E, C> {
                     tracing::warn!(error = %err, "kill: following the requests");
                 }
             }
-            let all_ended = progress.len() == ids.len()
-                && progress.iter().all(|p| p.status != "running");
+            let all_ended =
+                progress.len() == ids.len() && progress.iter().all(|p| p.status != "running");
             if all_ended || tokio::time::Instant::now() >= deadline {
                 break;
             }
