@@ -638,3 +638,44 @@ impl<E: Executor, C: Clock> Slots for Dispatcher<E, C> {
         self.inner.active.fetch_sub(1, Ordering::AcqRel);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    proptest::proptest! {
+        /// Pauses, resumes and whole replacements (a replica following the cluster's
+        /// pauses) in any order, against a plain set; each replacement reports exactly
+        /// the jobs it paused and resumed.
+        #[test]
+        fn paused_jobs_match_a_plain_set(
+            ops in proptest::collection::vec(
+                (0u8..3, 0u8..4, proptest::collection::btree_set(0u8..4, 0..4)),
+                0..60,
+            )
+        ) {
+            let paused = PausedJobs::default();
+            let mut model: BTreeSet<String> = BTreeSet::new();
+            let name = |j: u8| format!("job{j}");
+            for (kind, job, all) in ops {
+                match kind {
+                    0 => proptest::prop_assert_eq!(paused.pause(&name(job)), model.insert(name(job))),
+                    1 => proptest::prop_assert_eq!(paused.resume(&name(job)), model.remove(&name(job))),
+                    _ => {
+                        let all: BTreeSet<String> = all.into_iter().map(name).collect();
+                        let (newly, gone) = paused.set_all(all.clone());
+                        let want_new: Vec<String> = all.difference(&model).cloned().collect();
+                        let want_gone: Vec<String> = model.difference(&all).cloned().collect();
+                        proptest::prop_assert_eq!(newly, want_new);
+                        proptest::prop_assert_eq!(gone, want_gone);
+                        model = all;
+                    }
+                }
+                proptest::prop_assert_eq!(paused.list(), model.iter().cloned().collect::<Vec<_>>());
+                for j in 0..4 {
+                    proptest::prop_assert_eq!(paused.is_paused(&name(j)), model.contains(&name(j)));
+                }
+            }
+        }
+    }
+}
