@@ -4,7 +4,9 @@
 //! scheduler uses: manual fires go through the scheduling loop and the dispatcher's
 //! overlap and limit rules, pauses through the dispatcher's paused set, kills through
 //! the run's own cancel token (the executor's timeout path: SIGTERM, `kill_grace`,
-//! SIGKILL).
+//! SIGKILL). With replicas (`--cluster`), pauses are written to the cluster's database
+//! before the answer, kills of other replicas' runs are asked of their owners there, and
+//! `status` adds the other replicas' runs (`crate::cluster`).
 
 use std::collections::{BTreeSet, HashMap};
 use std::io;
@@ -717,12 +719,21 @@ impl<E: Executor, C: Clock> Server<E, C> {
             .set_paused(targets.as_deref(), pause, uid)
             .await
             .map_err(unreachable)?;
+        // The database now holds the targets as asked: so does this replica, at once
+        // (the notification comes to it too, and finds nothing more to do).
         let paused = self.dispatcher.paused();
-        for job in &changed {
-            if pause {
-                paused.pause(job);
-            } else {
-                paused.resume(job);
+        match &targets {
+            Some(targets) => {
+                for job in targets {
+                    if pause {
+                        paused.pause(job);
+                    } else {
+                        paused.resume(job);
+                    }
+                }
+            }
+            None => {
+                paused.set_all(BTreeSet::new());
             }
         }
         let unchanged: Vec<&String> = targets
