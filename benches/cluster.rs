@@ -44,6 +44,8 @@ fn spawn(name: &str, args: &[String], schedules: &Path, dir: &Path) -> Replica {
         .arg("run")
         .arg(schedules)
         .env("STATE_DIRECTORY", dir.join(format!("state-{name}")))
+        // Each its own control socket: under one default path only the first would start.
+        .env("RUNTIME_DIRECTORY", dir.join(format!("run-{name}")))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
