@@ -337,7 +337,7 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
 
     #[test]
-    fn the_store_agrees_with_a_plain_model(ops in proptest::collection::vec(op(), 1..60), batch in 1..4usize) {
+    fn the_store_agrees_with_a_plain_model(ops in proptest::collection::vec(op(), 1..60), batch in 1..16usize) {
         let dir = tempfile::tempdir().expect("a temp dir");
         let mut store = SqliteStore::open(&dir.path().join("state.db")).expect("the store opens");
         let mut model = Model::default();
