@@ -30,7 +30,7 @@ const BATCH: usize = 10_000;
 /// in the middle of a burst).
 const GATHER_QUIET: Duration = Duration::from_millis(8);
 /// The longest a write waits in the queue before the writer takes it (durability).
-const GATHER_MAX: Duration = Duration::from_millis(50);
+const GATHER_MAX: Duration = Duration::from_millis(250);
 /// Output tails of runs in flight kept at most.
 const MAX_TAILS: usize = 100_000;
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
