@@ -98,32 +98,21 @@ impl Key {
     }
 }
 
-fn passwd_entry(key: Key) -> Result<Option<Account>, String> {
+/// Calls a `get*_r` lookup with a buffer that grows while it answers `ERANGE`; gives
+/// the entry it filled, `None` when there is none, or the error in words (`what`: which
+/// database).
+fn lookup<T, R>(
+    what: &str,
+    call: impl Fn(&mut T, &mut [libc::c_char], &mut *mut T) -> libc::c_int,
+    read: impl FnOnce(&T) -> R,
+) -> Result<Option<R>, String> {
     let mut buffer: Vec<libc::c_char> = vec![0; 1024];
     loop {
-        // SAFETY: an all-zero passwd is a valid value to be overwritten.
-        let mut entry: libc::passwd = unsafe { std::mem::zeroed() };
-        let mut result: *mut libc::passwd = std::ptr::null_mut();
-        // SAFETY: every pointer is valid for the call; the strings written into
-        // `entry` point into `buffer`, which outlives their use below.
-        let code = unsafe {
-            match &key {
-                Key::Name(name) => libc::getpwnam_r(
-                    name.as_ptr(),
-                    &mut entry,
-                    buffer.as_mut_ptr(),
-                    buffer.len(),
-                    &mut result,
-                ),
-                Key::Id(uid) => libc::getpwuid_r(
-                    *uid,
-                    &mut entry,
-                    buffer.as_mut_ptr(),
-                    buffer.len(),
-                    &mut result,
-                ),
-            }
-        };
+        // SAFETY: the entries looked up (passwd, group) are plain C structs for which
+        // all-zero is a valid value to be overwritten.
+        let mut entry: T = unsafe { std::mem::zeroed() };
+        let mut result: *mut T = std::ptr::null_mut();
+        let code = call(&mut entry, &mut buffer, &mut result);
         if code == libc::ERANGE && buffer.len() < 1 << 20 {
             let larger = buffer.len() * 4;
             buffer.resize(larger, 0);
@@ -131,69 +120,81 @@ fn passwd_entry(key: Key) -> Result<Option<Account>, String> {
         }
         if code != 0 {
             return Err(format!(
-                "cannot read the user database: {}",
+                "cannot read the {what} database: {}",
                 std::io::Error::from_raw_os_error(code)
             ));
         }
         if result.is_null() {
             return Ok(None);
         }
-        // SAFETY: on success the fields are NUL-terminated strings inside `buffer`.
-        let text = |ptr: *const libc::c_char| unsafe {
-            if ptr.is_null() {
-                String::new()
-            } else {
-                CStr::from_ptr(ptr).to_string_lossy().into_owned()
-            }
-        };
-        return Ok(Some(Account {
-            name: text(entry.pw_name),
-            uid: entry.pw_uid,
-            gid: entry.pw_gid,
-            home: PathBuf::from(text(entry.pw_dir)),
-            shell: PathBuf::from(text(entry.pw_shell)),
-        }));
+        // The strings in `entry` point into `buffer`, still alive here.
+        return Ok(Some(read(&entry)));
     }
 }
 
-fn group_entry(key: Key) -> Result<Option<u32>, String> {
-    let mut buffer: Vec<libc::c_char> = vec![0; 1024];
-    loop {
-        // SAFETY: an all-zero group is a valid value to be overwritten.
-        let mut entry: libc::group = unsafe { std::mem::zeroed() };
-        let mut result: *mut libc::group = std::ptr::null_mut();
-        // SAFETY: as in `passwd_entry`.
-        let code = unsafe {
-            match &key {
-                Key::Name(name) => libc::getgrnam_r(
-                    name.as_ptr(),
-                    &mut entry,
-                    buffer.as_mut_ptr(),
-                    buffer.len(),
-                    &mut result,
-                ),
-                Key::Id(gid) => libc::getgrgid_r(
-                    *gid,
-                    &mut entry,
-                    buffer.as_mut_ptr(),
-                    buffer.len(),
-                    &mut result,
-                ),
+fn passwd_entry(key: Key) -> Result<Option<Account>, String> {
+    lookup(
+        "user",
+        |entry: &mut libc::passwd, buffer, result| {
+            // SAFETY: every pointer is valid for the call; the strings written into
+            // `entry` point into `buffer`, which outlives their use in `read`.
+            unsafe {
+                match &key {
+                    Key::Name(name) => libc::getpwnam_r(
+                        name.as_ptr(),
+                        entry,
+                        buffer.as_mut_ptr(),
+                        buffer.len(),
+                        result,
+                    ),
+                    Key::Id(uid) => {
+                        libc::getpwuid_r(*uid, entry, buffer.as_mut_ptr(), buffer.len(), result)
+                    }
+                }
             }
-        };
-        if code == libc::ERANGE && buffer.len() < 1 << 20 {
-            let larger = buffer.len() * 4;
-            buffer.resize(larger, 0);
-            continue;
-        }
-        if code != 0 {
-            return Err(format!(
-                "cannot read the group database: {}",
-                std::io::Error::from_raw_os_error(code)
-            ));
-        }
-        return Ok((!result.is_null()).then_some(entry.gr_gid));
-    }
+        },
+        |entry| {
+            // SAFETY: on success the fields are NUL-terminated strings inside the buffer.
+            let text = |ptr: *const libc::c_char| unsafe {
+                if ptr.is_null() {
+                    String::new()
+                } else {
+                    CStr::from_ptr(ptr).to_string_lossy().into_owned()
+                }
+            };
+            Account {
+                name: text(entry.pw_name),
+                uid: entry.pw_uid,
+                gid: entry.pw_gid,
+                home: PathBuf::from(text(entry.pw_dir)),
+                shell: PathBuf::from(text(entry.pw_shell)),
+            }
+        },
+    )
+}
+
+fn group_entry(key: Key) -> Result<Option<u32>, String> {
+    lookup(
+        "group",
+        |entry: &mut libc::group, buffer, result| {
+            // SAFETY: as in `passwd_entry`.
+            unsafe {
+                match &key {
+                    Key::Name(name) => libc::getgrnam_r(
+                        name.as_ptr(),
+                        entry,
+                        buffer.as_mut_ptr(),
+                        buffer.len(),
+                        result,
+                    ),
+                    Key::Id(gid) => {
+                        libc::getgrgid_r(*gid, entry, buffer.as_mut_ptr(), buffer.len(), result)
+                    }
+                }
+            }
+        },
+        |entry: &libc::group| entry.gr_gid,
+    )
 }
 
 #[cfg(test)]

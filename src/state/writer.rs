@@ -30,7 +30,7 @@ const BATCH: usize = 10_000;
 /// in the middle of a burst).
 const GATHER_QUIET: Duration = Duration::from_millis(8);
 /// The longest a write waits in the queue before the writer takes it (durability).
-const GATHER_MAX: Duration = Duration::from_millis(50);
+const GATHER_MAX: Duration = Duration::from_millis(250);
 /// Output tails of runs in flight kept at most.
 const MAX_TAILS: usize = 100_000;
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
@@ -55,8 +55,8 @@ impl Default for Retention {
 
 enum Item {
     Write(Write),
-    /// A run event, as it was emitted, and when.
-    Event(Event, DateTime<Utc>),
+    /// A run event, as it was emitted.
+    Event(Event),
     /// A line of a run's output: only its last [`OUTPUT_TAIL_BYTES`] are kept.
     Output {
         run_id: Arc<str>,
@@ -128,8 +128,8 @@ impl StateWriter {
     }
 
     /// Queues the events that matter to the store. Only a clone of the event (a few
-    /// reference counts) and the time are taken here; what to write is worked out on
-    /// the writer's thread.
+    /// reference counts) is taken here, not even the time: what to write is worked out
+    /// on the writer's thread (a run's end is its start plus its measured duration).
     pub fn observe(&self, event: &Event) {
         if matches!(
             event,
@@ -139,7 +139,7 @@ impl StateWriter {
                 | Event::RunSkipped { .. }
                 | Event::RunMissed { .. }
         ) {
-            self.push(Item::Event(event.clone(), Utc::now()));
+            self.push(Item::Event(event.clone()));
         }
     }
 
@@ -186,6 +186,8 @@ struct Sink {
     events: Events,
     retention: Retention,
     tails: HashMap<Arc<str>, String>,
+    /// When each run in flight started, for its end (bounded like `tails`).
+    starts: HashMap<Arc<str>, DateTime<Utc>>,
     failing: bool,
     last_said: Option<Instant>,
 }
@@ -218,6 +220,7 @@ impl WriterThread {
             events,
             retention,
             tails: HashMap::new(),
+            starts: HashMap::new(),
             failing: false,
             last_said: None,
         };
@@ -379,12 +382,98 @@ impl Sink {
         }
     }
 
+    /// What an event means for the store, as items for the writer's batch.
+    fn expand(&mut self, event: Event, out: &mut Vec<Item>) {
+        match event {
+            Event::RunStarted {
+                job,
+                run_id,
+                trigger,
+                scheduled_at,
+                lateness_ms,
+                attempt,
+                pid,
+                ..
+            } => {
+                let started =
+                    scheduled_at + chrono::TimeDelta::microseconds((lateness_ms * 1000.0) as i64);
+                if attempt <= 1 {
+                    if self.starts.len() >= MAX_TAILS {
+                        // Runs whose end was dropped from a full queue: forget them.
+                        self.starts.clear();
+                    }
+                    self.starts.insert(Arc::clone(&run_id), started);
+                    out.push(Item::Write(Write::Handled {
+                        job: job.to_string(),
+                        at: scheduled_at,
+                    }));
+                }
+                out.push(Item::Write(Write::Started(RunStart {
+                    job: job.to_string(),
+                    run_id: run_id.to_string(),
+                    scheduled_at,
+                    trigger: trigger.as_str().to_string(),
+                    attempt,
+                    started,
+                    lateness_ms,
+                    // The spawned process (shell jobs): a later start tells a leftover
+                    // group by it, with its start time read on this thread.
+                    pid,
+                    pid_start: None,
+                })));
+            }
+            Event::RunOutput { run_id, line, .. } => out.push(Item::Output { run_id, line }),
+            Event::RunFinished {
+                run_id,
+                attempts,
+                outcome,
+                detail,
+                duration_ms,
+                ..
+            } => {
+                // The run's measured duration from its start; the writer's own clock only
+                // for a run whose start it never saw.
+                let finished = match self.starts.remove(&run_id) {
+                    Some(started) => {
+                        started
+                            + chrono::TimeDelta::milliseconds(
+                                i64::try_from(duration_ms).unwrap_or(i64::MAX / 4),
+                            )
+                    }
+                    None => Utc::now(),
+                };
+                out.push(Item::Write(Write::Finished(RunEnd {
+                    run_id: run_id.to_string(),
+                    attempts,
+                    outcome: outcome.as_str().to_string(),
+                    exit_code: detail.exit_code,
+                    signal: detail.signal,
+                    http_status: detail.http_status,
+                    error: detail.error,
+                    finished,
+                    duration_ms,
+                    output_tail: String::new(),
+                })));
+            }
+            Event::RunSkipped {
+                job, scheduled_at, ..
+            }
+            | Event::RunMissed {
+                job, scheduled_at, ..
+            } => out.push(Item::Write(Write::Handled {
+                job: job.to_string(),
+                at: scheduled_at,
+            })),
+            _ => {}
+        }
+    }
+
     /// Output lines go to the runs' tails; a finished run takes its tail along.
     fn take_writes(&mut self, queued: Vec<Item>) -> Vec<Write> {
         let mut items = Vec::with_capacity(queued.len() * 2);
         for item in queued {
             match item {
-                Item::Event(event, at) => expand(event, at, &mut items),
+                Item::Event(event) => self.expand(event, &mut items),
                 other => items.push(other),
             }
         }
@@ -554,74 +643,5 @@ fn gather(shared: &Shared) -> MutexGuard<'_, Queue> {
             return queue;
         }
         seen = len;
-    }
-}
-
-/// What an event means for the store, as items for the writer's batch (`at`: when it
-/// was emitted).
-fn expand(event: Event, at: DateTime<Utc>, out: &mut Vec<Item>) {
-    match event {
-        Event::RunStarted {
-            job,
-            run_id,
-            trigger,
-            scheduled_at,
-            lateness_ms,
-            attempt,
-            pid,
-            ..
-        } => {
-            let started =
-                scheduled_at + chrono::TimeDelta::microseconds((lateness_ms * 1000.0) as i64);
-            if attempt <= 1 {
-                out.push(Item::Write(Write::Handled {
-                    job: job.to_string(),
-                    at: scheduled_at,
-                }));
-            }
-            out.push(Item::Write(Write::Started(RunStart {
-                job: job.to_string(),
-                run_id: run_id.to_string(),
-                scheduled_at,
-                trigger: trigger.as_str().to_string(),
-                attempt,
-                started,
-                lateness_ms,
-                // The spawned process (shell jobs): a later start tells a leftover
-                // group by it, with its start time read on this thread.
-                pid,
-                pid_start: None,
-            })));
-        }
-        Event::RunOutput { run_id, line, .. } => out.push(Item::Output { run_id, line }),
-        Event::RunFinished {
-            run_id,
-            attempts,
-            outcome,
-            detail,
-            duration_ms,
-            ..
-        } => out.push(Item::Write(Write::Finished(RunEnd {
-            run_id: run_id.to_string(),
-            attempts,
-            outcome: outcome.as_str().to_string(),
-            exit_code: detail.exit_code,
-            signal: detail.signal,
-            http_status: detail.http_status,
-            error: detail.error,
-            finished: at,
-            duration_ms,
-            output_tail: String::new(),
-        }))),
-        Event::RunSkipped {
-            job, scheduled_at, ..
-        }
-        | Event::RunMissed {
-            job, scheduled_at, ..
-        } => out.push(Item::Write(Write::Handled {
-            job: job.to_string(),
-            at: scheduled_at,
-        })),
-        _ => {}
     }
 }
