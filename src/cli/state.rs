@@ -14,9 +14,9 @@ use serde_json::Value;
 use super::{Settings, exit, load_or_report, parse_duration_arg, print_error};
 use crate::daemon::Resume;
 use crate::events::{Event, Events};
+use crate::job::Job;
 use crate::state::location::{self, StateDir};
 use crate::state::writer::{self, Retention, WriterThread};
-use crate::job::Job;
 use crate::state::{
     HistoryQuery, JobSummary, RunRecord, SqliteStore, Store, StoreError, Write, leftover,
 };
@@ -485,7 +485,10 @@ fn status_line(
         None
     };
     let last = summary.and_then(|s| s.last_run.as_ref());
-    let in_flight = live.runs.get(job.name.as_str()).map_or(&[][..], Vec::as_slice);
+    let in_flight = live
+        .runs
+        .get(job.name.as_str())
+        .map_or(&[][..], Vec::as_slice);
     let running = if live.answered {
         in_flight.len() as u32
     } else {

@@ -130,7 +130,10 @@ pub(super) fn write_in_order<T: Sync>(
                     }
                 }
             };
-            if std::thread::Builder::new().spawn_scoped(scope, work).is_ok() {
+            if std::thread::Builder::new()
+                .spawn_scoped(scope, work)
+                .is_ok()
+            {
                 started += 1;
             }
         }
@@ -182,7 +185,9 @@ mod tests {
         for at in [
             DateTime::<Utc>::MIN_UTC,
             DateTime::<Utc>::MAX_UTC,
-            Utc.with_ymd_and_hms(0, 1, 1, 0, 0, 0).single().expect("valid"),
+            Utc.with_ymd_and_hms(0, 1, 1, 0, 0, 0)
+                .single()
+                .expect("valid"),
             Utc.with_ymd_and_hms(9999, 12, 31, 23, 59, 59)
                 .single()
                 .expect("valid"),
