@@ -8,11 +8,16 @@
 
 static KEEP_FREED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
-/// From now on [`release_freed`] does nothing: for a command that exits as soon as its
-/// work is done (`chime status`), where pages handed back after each schedule file
-/// would only be faulted in again for the next one.
+/// From now on freed memory is never handed back to the OS ([`release_freed`] does
+/// nothing, and mimalloc purges nothing, not even at exit): for a command that exits as
+/// soon as its work is done (`chime status`), where pages handed back after each
+/// schedule file would only be faulted in again for the next one, and the purge at exit
+/// (an `madvise` of everything) is work the kernel does anyway.
 pub fn keep_freed() {
     KEEP_FREED.store(true, std::sync::atomic::Ordering::Relaxed);
+    // SAFETY: mi_option_set only stores the option's value; a negative delay turns
+    // purging off.
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
 }
 
 /// Returns memory freed so far by this thread (and abandoned by exited threads) to the OS.
