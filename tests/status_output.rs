@@ -38,7 +38,7 @@ fn stored(i: usize) -> (Vec<Option<&'static str>>, bool) {
         3 => vec![Some("failure"), None],
         _ => vec![Some("failure"), Some("success")],
     };
-    (runs, i % 7 == 0)
+    (runs, i.is_multiple_of(7))
 }
 
 fn start(job: &str, run_id: &str, at: DateTime<Utc>) -> RunStart {
