@@ -141,26 +141,23 @@ pub(super) fn write_in_order<T: Sync>(
         // Written in order as they come; a chunk that comes early waits for those before.
         let mut early = std::collections::BTreeMap::new();
         let mut wanted = 0;
-        let mut result = Ok(());
         for (index, text) in rendered.iter() {
             early.insert(index, text);
             while let Some(text) = early.remove(&wanted) {
-                if result.is_ok() {
-                    result = out.write_all(&text);
-                }
+                // On an error (`chime status | head`: a closed pipe) the receiver is
+                // dropped on return, and the threads stop at their next chunk.
+                out.write_all(&text)?;
                 wanted += 1;
             }
         }
         // No thread started: the chunks nobody took are rendered here.
         if started == 0 {
             while wanted < chunks {
-                if result.is_ok() {
-                    result = out.write_all(&render_chunk(wanted));
-                }
+                out.write_all(&render_chunk(wanted))?;
                 wanted += 1;
             }
         }
-        result
+        Ok(())
     })
 }
 
@@ -218,5 +215,35 @@ mod tests {
             let want: String = items.iter().map(|n| format!("{n}\n")).collect();
             assert_eq!(String::from_utf8(out).expect("UTF-8"), want, "{len} items");
         }
+    }
+
+    /// A pipe closed by its reader (`chime status | head`).
+    struct Closed {
+        left: usize,
+    }
+
+    impl Write for Closed {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            if self.left == 0 {
+                return Err(std::io::ErrorKind::BrokenPipe.into());
+            }
+            let n = bytes.len().min(self.left);
+            self.left -= n;
+            Ok(n)
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_closed_output_ends_it_with_its_error() {
+        let items: Vec<usize> = (0..20 * CHUNK).collect();
+        let err = write_in_order(&mut Closed { left: 100 }, &items, |text, n| {
+            text.extend_from_slice(format!("{n}\n").as_bytes());
+        })
+        .expect_err("the pipe is closed");
+        assert_eq!(err.kind(), std::io::ErrorKind::BrokenPipe);
     }
 }
