@@ -324,7 +324,7 @@ fn json_line(out: &mut impl std::io::Write, value: &impl Serialize) {
 }
 
 /// The stored facts of every job, read on a thread of their own while the schedule
-/// files load; `Ok(None)` when there is no database yet.
+/// files load; none when there is no database yet.
 fn stored_summaries(dir: &Path) -> Result<Vec<JobSummary>, StoreError> {
     Ok(match read_only_store(dir)? {
         Some(store) => store.job_summaries()?,
