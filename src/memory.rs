@@ -6,8 +6,25 @@
 //! such work call [`release_freed`]. Under another allocator (tests, benches that do not
 //! install mimalloc) it has nothing to collect and costs next to nothing.
 
+static KEEP_FREED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// From now on freed memory is never handed back to the OS ([`release_freed`] does
+/// nothing, and mimalloc purges nothing, not even at exit): for a command that exits as
+/// soon as its work is done (`chime status`), where pages handed back after each
+/// schedule file would only be faulted in again for the next one, and the purge at exit
+/// (an `madvise` of everything) is work the kernel does anyway.
+pub fn keep_freed() {
+    KEEP_FREED.store(true, std::sync::atomic::Ordering::Relaxed);
+    // SAFETY: mi_option_set only stores the option's value; a negative delay turns
+    // purging off.
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
+}
+
 /// Returns memory freed so far by this thread (and abandoned by exited threads) to the OS.
 pub fn release_freed() {
+    if KEEP_FREED.load(std::sync::atomic::Ordering::Relaxed) {
+        return;
+    }
     // SAFETY: mi_collect has no preconditions; it only walks mimalloc's own heaps.
     unsafe { libmimalloc_sys::mi_collect(true) };
 }

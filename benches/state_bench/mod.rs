@@ -5,7 +5,9 @@
 //! - the writer alone, fed 10,000 runs a second (start, one output line, end) through
 //!   its bounded queue: runs applied per second, writes dropped, time to drain; and the
 //!   database's size per million runs;
-//! - `chime status --json` with 100,000 jobs, each with a run in the store.
+//! - `chime status --json` with 100,000 jobs, each with a run in the store: 5 runs,
+//!   each one's wall time and CPU time (user + sys, from `RUSAGE_CHILDREN`), with the
+//!   load average beside them (the wall time means little on a busy machine).
 //!
 //! `CHIME_BENCH_STATE=only` runs only this section, `0` skips it.
 
@@ -25,6 +27,7 @@ const BURST_JOBS: usize = 10_000;
 const REPEATS: usize = 5;
 const WRITER_RATE: u64 = 10_000;
 const STATUS_JOBS: usize = 100_000;
+const STATUS_RUNS: usize = 5;
 
 /// The store for a child's burst run: a writer on a fresh database in a temp dir.
 pub fn burst(jobs: usize, secs: u64, store: bool) -> SchedResult {
@@ -147,10 +150,31 @@ pub fn writer_throughput(rate: u64, secs: u64) -> WriterResult {
 pub struct StatusResult {
     jobs: usize,
     status_s: Vec<f64>,
+    /// User + sys CPU seconds of each run.
+    cpu_s: Vec<f64>,
+    /// The 1-minute load average before the first run and after the last.
+    load: (f64, f64),
     ok: bool,
 }
 
-/// `chime status --json` over `jobs` jobs, each with one run in the store (3 tries).
+/// CPU seconds (user + sys) used so far by this process's waited-for children.
+fn children_cpu_s() -> f64 {
+    // SAFETY: getrusage only writes the struct it is given.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid `who` and a pointer to a live struct.
+    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) };
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    secs(usage.ru_utime) + secs(usage.ru_stime)
+}
+
+fn load_average() -> f64 {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|text| text.split_whitespace().next()?.parse().ok())
+        .unwrap_or(f64::NAN)
+}
+
+/// `chime status --json` over `jobs` jobs, each with one run in the store (5 tries).
 pub fn status(jobs: usize) -> StatusResult {
     let dir = tempfile::tempdir().expect("a temp dir");
     let schedules = dir.path().join("schedules");
@@ -197,8 +221,11 @@ pub fn status(jobs: usize) -> StatusResult {
     }
     drop(store);
     let mut status_s = Vec::new();
+    let mut cpu_s = Vec::new();
     let mut ok = true;
-    for _ in 0..3 {
+    let load_before = load_average();
+    for _ in 0..STATUS_RUNS {
+        let cpu_before = children_cpu_s();
         let started = Instant::now();
         let out = Command::new(env!("CARGO_BIN_EXE_chime"))
             .arg("--state-dir")
@@ -211,10 +238,17 @@ pub fn status(jobs: usize) -> StatusResult {
             .output()
             .expect("chime status runs");
         status_s.push(started.elapsed().as_secs_f64());
+        cpu_s.push(children_cpu_s() - cpu_before);
         let lines = out.stdout.iter().filter(|&&b| b == b'\n').count();
         ok &= out.status.success() && lines == jobs;
     }
-    StatusResult { jobs, status_s, ok }
+    StatusResult {
+        jobs,
+        status_s,
+        cpu_s,
+        load: (load_before, load_average()),
+        ok,
+    }
 }
 
 fn median(mut values: Vec<f64>) -> Option<f64> {
@@ -248,7 +282,7 @@ pub fn section(secs: u64, quick: bool) -> String {
         writer_secs,
     );
     let status_jobs = if quick { 10_000 } else { STATUS_JOBS };
-    let status: Option<StatusResult> = run_child(&format!("state-status {status_jobs}"), 60);
+    let status: Option<StatusResult> = run_child(&format!("state-status {status_jobs}"), 90);
 
     let mut out = String::from("\n## State store (issue 14)\n\n");
     let f = |v: Option<f64>| v.map_or("failed".to_string(), |v| format!("{v:.2}"));
@@ -283,9 +317,16 @@ pub fn section(secs: u64, quick: bool) -> String {
     }
     match status {
         Some(s) => out.push_str(&format!(
-            "`chime status --json` with {} jobs (each with a run stored): {:.2?} s ({}; target ≤ 1 s)\n",
+            "`chime status --json` with {} jobs (each with a run stored), {} runs: wall {:.2?} s \
+             (median {}; target ≤ 1 s), CPU user+sys {:.2?} s (median {}), load average {:.1} → {:.1} ({})\n",
             s.jobs,
+            s.status_s.len(),
             s.status_s,
+            f(median(s.status_s.clone())),
+            s.cpu_s,
+            f(median(s.cpu_s.clone())),
+            s.load.0,
+            s.load.1,
             if s.ok { "all lines" } else { "WRONG OUTPUT" }
         )),
         None => out.push_str("status workload failed\n"),

@@ -2,9 +2,9 @@
 //! catch-up facts, the writer thread), and `chime status` / `chime history`, which
 //! read it beside a running service (WAL) or without one.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use clap::Args;
@@ -14,9 +14,15 @@ use serde_json::Value;
 use super::{Settings, exit, load_or_report, parse_duration_arg, print_error};
 use crate::daemon::Resume;
 use crate::events::{Event, Events};
+use crate::job::Job;
 use crate::state::location::{self, StateDir};
 use crate::state::writer::{self, Retention, WriterThread};
-use crate::state::{HistoryQuery, JobSummary, RunRecord, SqliteStore, Store, Write, leftover};
+use crate::state::{
+    HistoryQuery, JobSummary, RunRecord, SqliteStore, Store, StoreError, Write, leftover,
+};
+
+mod output;
+use output::Stamp;
 
 #[derive(Debug, Args)]
 pub(crate) struct HistoryArgs {
@@ -203,14 +209,19 @@ fn open_reader(settings: &Settings) -> Result<Option<SqliteStore>, u8> {
         eprintln!("error: --state-dir none: there is no history to read");
         return Err(exit::USAGE);
     };
-    let path = location::db_path(&dir);
-    if !path.is_file() {
-        return Ok(None);
-    }
-    SqliteStore::open_read_only(&path).map(Some).map_err(|err| {
+    read_only_store(&dir).map_err(|err| {
         print_error(&err);
         exit::FAILED
     })
+}
+
+/// The database in the state directory `dir`, read-only; `Ok(None)` when there is none yet.
+fn read_only_store(dir: &Path) -> Result<Option<SqliteStore>, StoreError> {
+    let path = location::db_path(dir);
+    if !path.is_file() {
+        return Ok(None);
+    }
+    SqliteStore::open_read_only(&path).map(Some)
 }
 
 fn time(at: DateTime<Utc>) -> String {
@@ -251,7 +262,7 @@ fn duration(ms: Option<u64>) -> String {
 struct RunJson<'a> {
     job: &'a str,
     run_id: &'a str,
-    scheduled_at: String,
+    scheduled_at: Stamp,
     trigger: &'a str,
     attempts: u32,
     outcome: &'a str,
@@ -259,8 +270,8 @@ struct RunJson<'a> {
     signal: Option<i32>,
     http_status: Option<u16>,
     error: Option<&'a str>,
-    started: String,
-    finished: Option<String>,
+    started: Stamp,
+    finished: Option<Stamp>,
     duration_ms: Option<u64>,
     lateness_ms: f64,
     pid: Option<u32>,
@@ -271,7 +282,7 @@ fn run_json(run: &RunRecord) -> RunJson<'_> {
     RunJson {
         job: &run.job,
         run_id: &run.run_id,
-        scheduled_at: time(run.scheduled_at),
+        scheduled_at: Stamp::secs(run.scheduled_at),
         trigger: &run.trigger,
         attempts: run.attempts,
         outcome: &run.status,
@@ -279,10 +290,8 @@ fn run_json(run: &RunRecord) -> RunJson<'_> {
         signal: run.signal,
         http_status: run.http_status,
         error: run.error.as_deref(),
-        started: run.started.to_rfc3339_opts(SecondsFormat::Millis, true),
-        finished: run
-            .finished
-            .map(|f| f.to_rfc3339_opts(SecondsFormat::Millis, true)),
+        started: Stamp::millis(run.started),
+        finished: run.finished.map(Stamp::millis),
         duration_ms: run.duration_ms,
         lateness_ms: run.lateness_ms,
         pid: run.pid,
@@ -297,13 +306,13 @@ struct StatusJson<'a> {
     schedule: &'a str,
     zone: &'a str,
     enabled: bool,
-    next_fire: Option<String>,
+    next_fire: Option<Stamp>,
     last_run: Option<RunJson<'a>>,
     running: u32,
     failures_in_row: u32,
     paused: bool,
     /// While the service answers: its runs of the job in flight (pid, elapsed time).
-    runs_in_flight: Vec<Value>,
+    runs_in_flight: &'a [&'a Value],
     /// Whether the service answered (else only stored facts are shown).
     live: bool,
 }
@@ -314,25 +323,58 @@ fn json_line(out: &mut impl std::io::Write, value: &impl Serialize) {
     }
 }
 
+/// The stored facts of every job, read on a thread of their own while the schedule
+/// files load; none when there is no database yet.
+fn stored_summaries(dir: &Path) -> Result<Vec<JobSummary>, StoreError> {
+    Ok(match read_only_store(dir)? {
+        Some(store) => store.job_summaries()?,
+        None => Vec::new(),
+    })
+}
+
+/// What the running service says, for every job line.
+struct Live<'a> {
+    /// Whether it answered.
+    answered: bool,
+    /// Its runs in flight, by job.
+    runs: HashMap<&'a str, Vec<&'a Value>>,
+    /// Its paused jobs; `None` when it did not answer (the store's then).
+    paused: Option<HashSet<&'a str>>,
+}
+
 /// `chime status`.
 pub(super) fn status(paths: &[PathBuf], json_out: bool, settings: &Settings) -> u8 {
     if settings.cluster.is_some() {
         return super::cluster::status(paths, json_out, settings);
     }
-    let Some(config) = load_or_report(paths, settings) else {
+    // The process ends right after: what loading frees is kept for reuse, not handed
+    // back to the OS after each file only to be faulted in again for the next.
+    crate::memory::keep_freed();
+    // Stateless (`--state-dir none`): only what the service itself tells. Otherwise the
+    // store is read beside the load, which takes most of the time with many jobs.
+    let dir = state_dir(settings);
+    let (config, stored) = std::thread::scope(|scope| {
+        let stored = dir.as_deref().map(|dir| {
+            std::thread::Builder::new()
+                .spawn_scoped(scope, || stored_summaries(dir))
+                .map_err(|_| dir)
+        });
+        let config = load_or_report(paths, settings);
+        let stored = stored.map(|thread| match thread {
+            Ok(thread) => thread
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+            // No thread to spare: read here.
+            Err(dir) => stored_summaries(dir),
+        });
+        (config, stored)
+    });
+    let Some(config) = config else {
         return exit::FAILED;
     };
-    // Stateless (`--state-dir none`): only what the service itself tells.
-    let store = match state_dir(settings) {
-        None => None,
-        Some(_) => match open_reader(settings) {
-            Ok(store) => store,
-            Err(code) => return code,
-        },
-    };
-    let summaries: HashMap<String, JobSummary> = match store.as_ref().map(|s| s.job_summaries()) {
-        None => HashMap::new(),
-        Some(Ok(all)) => all.into_iter().map(|s| (s.job.clone(), s)).collect(),
+    let mut summaries = match stored {
+        None => Vec::new(),
+        Some(Ok(all)) => all,
         Some(Err(err)) => {
             print_error(&err);
             return exit::FAILED;
@@ -343,34 +385,41 @@ pub(super) fn status(paths: &[PathBuf], json_out: bool, settings: &Settings) -> 
         Ok(live) => live,
         Err(code) => return code,
     };
-    let live_runs: Vec<Value> = live
+    let mut live_facts = Live {
+        answered: live.is_some(),
+        runs: HashMap::new(),
+        paused: None,
+    };
+    let live_runs: &[Value] = live
         .as_ref()
         .and_then(|live| live.get("running"))
         .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
-    let live_paused: Option<Vec<String>> = live.as_ref().map(|live| {
+        .map_or(&[], Vec::as_slice);
+    for run in live_runs {
+        if let Some(job) = run.get("job").and_then(Value::as_str) {
+            live_facts.runs.entry(job).or_default().push(run);
+        }
+    }
+    live_facts.paused = live.as_ref().map(|live| {
         live.get("paused")
             .and_then(Value::as_array)
-            .map(|names| {
-                names
-                    .iter()
-                    .filter_map(|n| n.as_str().map(str::to_string))
-                    .collect()
-            })
+            .map(|names| names.iter().filter_map(Value::as_str).collect())
             .unwrap_or_default()
     });
-    let runs_of = |job: &str| -> Vec<Value> {
-        live_runs
-            .iter()
-            .filter(|run| run.get("job").and_then(Value::as_str) == Some(job))
-            .cloned()
-            .collect()
-    };
     let now = Utc::now();
-    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-    let mut jobs: Vec<_> = config.jobs.iter().collect();
-    jobs.sort_by(|a, b| a.name.cmp(&b.name));
+    // Jobs and stored summaries both by name (unique on each side), joined in one pass.
+    let mut jobs: Vec<&Job> = config.jobs.iter().collect();
+    jobs.sort_unstable_by(|a, b| a.name.cmp(&b.name));
+    summaries.sort_unstable_by(|a, b| a.job.cmp(&b.job));
+    let mut stored = summaries.iter().peekable();
+    let lines: Vec<(&Job, Option<&JobSummary>)> = jobs
+        .into_iter()
+        .map(|job| {
+            while stored.next_if(|s| s.job < job.name).is_some() {}
+            (job, stored.next_if(|s| s.job == job.name))
+        })
+        .collect();
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
     if !json_out {
         let _ = writeln!(
             out,
@@ -389,93 +438,15 @@ pub(super) fn status(paths: &[PathBuf], json_out: bool, settings: &Settings) -> 
             "FAILS",
         );
     }
-    for job in jobs {
-        let next = if job.enabled {
-            job.schedule.next_after(job.timezone, now)
-        } else {
-            None
-        };
-        let summary = summaries.get(&job.name);
-        let last = summary.and_then(|s| s.last_run.as_ref());
-        let in_flight = runs_of(&job.name);
-        let running = if live.is_some() {
-            in_flight.len() as u32
-        } else {
-            summary.map_or(0, |s| s.running)
-        };
-        let paused = match &live_paused {
-            Some(paused) => paused.contains(&job.name),
-            None => summary.is_some_and(|s| s.paused),
-        };
-        let fails = summary.map_or(0, |s| s.failures_in_row);
-        if json_out {
-            let line = StatusJson {
-                job: &job.name,
-                schedule: &job.schedule_text,
-                zone: job.timezone.name(),
-                enabled: job.enabled,
-                next_fire: next.map(time),
-                last_run: last.map(run_json),
-                running,
-                failures_in_row: fails,
-                paused,
-                runs_in_flight: in_flight,
-                live: live.is_some(),
-            };
-            json_line(&mut out, &line);
-        } else {
-            let (next_at, left) = match next {
-                Some(at) => (super::format_fire(at, job.timezone), relative(at, now)),
-                None if !job.enabled => ("disabled".into(), "-".into()),
-                None => ("-".into(), "-".into()),
-            };
-            let (last_at, passed, outcome, took, late) = match last {
-                Some(run) => (
-                    super::format_fire(
-                        run.started
-                            - chrono::TimeDelta::nanoseconds(i64::from(
-                                run.started.timestamp_subsec_nanos(),
-                            )),
-                        job.timezone,
-                    ),
-                    relative(run.started, now),
-                    run.status.clone(),
-                    duration(run.duration_ms),
-                    format!("{:.0}ms", run.lateness_ms),
-                ),
-                None => (
-                    "never".into(),
-                    "-".into(),
-                    "-".into(),
-                    "-".into(),
-                    "-".into(),
-                ),
-            };
-            let _ = writeln!(
-                out,
-                "{:<24} {:<16} {:<16} {:<25} {:<11} {:<25} {:<11} {:<11} {:>8} {:>9} {:>7} {:>5} {}",
-                job.name,
-                job.schedule_text,
-                job.timezone.name(),
-                next_at,
-                left,
-                last_at,
-                passed,
-                outcome,
-                took,
-                late,
-                running,
-                fails,
-                if paused { "paused" } else { "-" }
-            );
-        }
-    }
+    let _ = output::write_in_order(&mut out, &lines, |text, &(job, summary)| {
+        status_line(text, job, summary, &live_facts, now, json_out);
+    });
     if !json_out {
-        if live.is_none() {
+        if !live_facts.answered {
             eprintln!("(the service does not answer on its control socket: stored facts only)");
         } else if !live_runs.is_empty() {
             let _ = writeln!(out, "\nRUNS IN FLIGHT");
-            for run in &live_runs {
+            for run in live_runs {
                 let field = |key: &str| {
                     run.get(key).map_or(String::from("-"), |v| match v {
                         Value::String(s) => s.clone(),
@@ -502,6 +473,98 @@ pub(super) fn status(paths: &[PathBuf], json_out: bool, settings: &Settings) -> 
     }
     let _ = out.flush();
     exit::OK
+}
+
+/// One job's line of `chime status`, JSON or text.
+fn status_line(
+    out: &mut Vec<u8>,
+    job: &Job,
+    summary: Option<&JobSummary>,
+    live: &Live<'_>,
+    now: DateTime<Utc>,
+    json_out: bool,
+) {
+    let next = if job.enabled {
+        job.schedule.next_after(job.timezone, now)
+    } else {
+        None
+    };
+    let last = summary.and_then(|s| s.last_run.as_ref());
+    let in_flight = live
+        .runs
+        .get(job.name.as_str())
+        .map_or(&[][..], Vec::as_slice);
+    let running = if live.answered {
+        in_flight.len() as u32
+    } else {
+        summary.map_or(0, |s| s.running)
+    };
+    let paused = match &live.paused {
+        Some(paused) => paused.contains(job.name.as_str()),
+        None => summary.is_some_and(|s| s.paused),
+    };
+    let fails = summary.map_or(0, |s| s.failures_in_row);
+    if json_out {
+        let line = StatusJson {
+            job: &job.name,
+            schedule: &job.schedule_text,
+            zone: job.timezone.name(),
+            enabled: job.enabled,
+            next_fire: next.map(Stamp::secs),
+            last_run: last.map(run_json),
+            running,
+            failures_in_row: fails,
+            paused,
+            runs_in_flight: in_flight,
+            live: live.answered,
+        };
+        json_line(out, &line);
+        return;
+    }
+    let (next_at, left) = match next {
+        Some(at) => (super::format_fire(at, job.timezone), relative(at, now)),
+        None if !job.enabled => ("disabled".into(), "-".into()),
+        None => ("-".into(), "-".into()),
+    };
+    let (last_at, passed, outcome, took, late) = match last {
+        Some(run) => (
+            super::format_fire(
+                run.started
+                    - chrono::TimeDelta::nanoseconds(i64::from(
+                        run.started.timestamp_subsec_nanos(),
+                    )),
+                job.timezone,
+            ),
+            relative(run.started, now),
+            run.status.clone(),
+            duration(run.duration_ms),
+            format!("{:.0}ms", run.lateness_ms),
+        ),
+        None => (
+            "never".into(),
+            "-".into(),
+            "-".into(),
+            "-".into(),
+            "-".into(),
+        ),
+    };
+    let _ = writeln!(
+        out,
+        "{:<24} {:<16} {:<16} {:<25} {:<11} {:<25} {:<11} {:<11} {:>8} {:>9} {:>7} {:>5} {}",
+        job.name,
+        job.schedule_text,
+        job.timezone.name(),
+        next_at,
+        left,
+        last_at,
+        passed,
+        outcome,
+        took,
+        late,
+        running,
+        fails,
+        if paused { "paused" } else { "-" }
+    );
 }
 
 /// `chime history`.
