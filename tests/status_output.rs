@@ -288,3 +288,41 @@ fn a_schedule_error_is_reported_as_check_does_before_the_store_is_looked_at() {
         "{status:?}"
     );
 }
+
+/// Long job names, schedules and zones widen their columns: every row's later columns
+/// start where the header's do (they used to be fixed at 24/16/16 characters).
+#[test]
+fn the_text_table_widens_its_columns_for_long_names() {
+    let dir = temp_dir();
+    let schedules = dir.path().join("schedules");
+    std::fs::create_dir(&schedules).expect("mkdir");
+    write(
+        &schedules,
+        "jobs.yaml",
+        "jobs:\n  a-rather-long-job-name-for-the-table:\n    schedule: \"0 30 7 * * MON-FRI\"\n    timezone: America/Argentina/Buenos_Aires\n    command: \"true\"\n  b:\n    schedule: \"@hourly\"\n    timezone: UTC\n    command: \"true\"\n",
+    );
+    let state = dir.path().join("state");
+    let out = command(
+        dir.path(),
+        [
+            "--state-dir",
+            state.to_str().expect("utf-8"),
+            "status",
+            schedules.to_str().expect("utf-8"),
+        ],
+    )
+    .run(LIMIT);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let lines: Vec<&str> = out.stdout.lines().take(3).collect();
+    assert_eq!(lines.len(), 3, "{}", out.stdout);
+    let header = lines[0];
+    for column in ["SCHEDULE", "ZONE", "NEXT"] {
+        let at = header.find(column).expect("a column");
+        for row in &lines[1..] {
+            assert!(
+                row.len() > at && row.as_bytes()[at - 1] == b' ' && row.as_bytes()[at] != b' ',
+                "column {column} starts at {at} in the header but not in\n{header}\n{row}"
+            );
+        }
+    }
+}

@@ -420,10 +420,11 @@ pub(super) fn status(paths: &[PathBuf], json_out: bool, settings: &Settings) -> 
         })
         .collect();
     let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
+    let widths = Widths::of(lines.iter().map(|(job, _)| *job));
     if !json_out {
         let _ = writeln!(
             out,
-            "{:<24} {:<16} {:<16} {:<25} {:<11} {:<25} {:<11} {:<11} {:>8} {:>9} {:>7} {:>5} PAUSED",
+            "{:<job$} {:<schedule$} {:<zone$} {:<25} {:<11} {:<25} {:<11} {:<11} {:>8} {:>9} {:>7} {:>5} PAUSED",
             "JOB",
             "SCHEDULE",
             "ZONE",
@@ -436,10 +437,20 @@ pub(super) fn status(paths: &[PathBuf], json_out: bool, settings: &Settings) -> 
             "LATENESS",
             "RUNNING",
             "FAILS",
+            job = widths.job,
+            schedule = widths.schedule,
+            zone = widths.zone,
         );
     }
     let _ = output::write_in_order(&mut out, &lines, |text, &(job, summary)| {
-        status_line(text, job, summary, &live_facts, now, json_out);
+        status_line(
+            text,
+            job,
+            summary,
+            &live_facts,
+            now,
+            (!json_out).then_some(&widths),
+        );
     });
     if !json_out {
         if !live_facts.answered {
@@ -461,12 +472,13 @@ pub(super) fn status(paths: &[PathBuf], json_out: bool, settings: &Settings) -> 
                     .map_or(String::new(), |m| format!(" on {m}"));
                 let _ = writeln!(
                     out,
-                    "{:<16} {:<24} pid {:<8} {:<9} running for {}{on}",
+                    "{:<16} {:<job_w$} pid {:<8} {:<9} running for {}{on}",
                     field("run_id"),
                     field("job"),
                     field("pid"),
                     field("trigger"),
-                    duration(run.get("elapsed_ms").and_then(Value::as_u64))
+                    duration(run.get("elapsed_ms").and_then(Value::as_u64)),
+                    job_w = widths.job,
                 );
             }
         }
@@ -476,13 +488,38 @@ pub(super) fn status(paths: &[PathBuf], json_out: bool, settings: &Settings) -> 
 }
 
 /// One job's line of `chime status`, JSON or text.
+/// The text table's widths of its variable columns: each as wide as its longest value,
+/// so that long job names, schedules and zones keep the columns aligned.
+struct Widths {
+    job: usize,
+    schedule: usize,
+    zone: usize,
+}
+
+impl Widths {
+    fn of<'a>(jobs: impl Iterator<Item = &'a Job>) -> Widths {
+        let mut widths = Widths {
+            job: "JOB".len(),
+            schedule: "SCHEDULE".len(),
+            zone: "ZONE".len(),
+        };
+        for job in jobs {
+            widths.job = widths.job.max(job.name.chars().count());
+            widths.schedule = widths.schedule.max(job.schedule_text.chars().count());
+            widths.zone = widths.zone.max(job.timezone.name().chars().count());
+        }
+        widths
+    }
+}
+
+/// One job's line: JSON when `text` is `None`, else a table row with those widths.
 fn status_line(
     out: &mut Vec<u8>,
     job: &Job,
     summary: Option<&JobSummary>,
     live: &Live<'_>,
     now: DateTime<Utc>,
-    json_out: bool,
+    text: Option<&Widths>,
 ) {
     let next = if job.enabled {
         job.schedule.next_after(job.timezone, now)
@@ -504,7 +541,7 @@ fn status_line(
         None => summary.is_some_and(|s| s.paused),
     };
     let fails = summary.map_or(0, |s| s.failures_in_row);
-    if json_out {
+    let Some(widths) = text else {
         let line = StatusJson {
             job: &job.name,
             schedule: &job.schedule_text,
@@ -520,7 +557,7 @@ fn status_line(
         };
         json_line(out, &line);
         return;
-    }
+    };
     let (next_at, left) = match next {
         Some(at) => (super::format_fire(at, job.timezone), relative(at, now)),
         None if !job.enabled => ("disabled".into(), "-".into()),
@@ -550,7 +587,7 @@ fn status_line(
     };
     let _ = writeln!(
         out,
-        "{:<24} {:<16} {:<16} {:<25} {:<11} {:<25} {:<11} {:<11} {:>8} {:>9} {:>7} {:>5} {}",
+        "{:<job_w$} {:<schedule_w$} {:<zone_w$} {:<25} {:<11} {:<25} {:<11} {:<11} {:>8} {:>9} {:>7} {:>5} {}",
         job.name,
         job.schedule_text,
         job.timezone.name(),
@@ -563,7 +600,10 @@ fn status_line(
         late,
         running,
         fails,
-        if paused { "paused" } else { "-" }
+        if paused { "paused" } else { "-" },
+        job_w = widths.job,
+        schedule_w = widths.schedule,
+        zone_w = widths.zone,
     );
 }
 
@@ -625,15 +665,19 @@ pub(super) fn history(args: &HistoryArgs, settings: &Settings) -> u8 {
             print_run(&mut out, run);
         }
     } else {
+        let job_w = runs
+            .iter()
+            .map(|run| run.job.chars().count())
+            .fold("JOB".len(), usize::max);
         let _ = writeln!(
             out,
-            "{:<24} {:<24} {:<16} {:<9} {:<11} {:>8} {:>8} {:>9}  DETAIL",
+            "{:<24} {:<job_w$} {:<16} {:<9} {:<11} {:>8} {:>8} {:>9}  DETAIL",
             "STARTED", "JOB", "RUN_ID", "TRIGGER", "OUTCOME", "ATTEMPTS", "DURATION", "LATENESS"
         );
         for run in &runs {
             let _ = writeln!(
                 out,
-                "{:<24} {:<24} {:<16} {:<9} {:<11} {:>8} {:>8} {:>9}  {}",
+                "{:<24} {:<job_w$} {:<16} {:<9} {:<11} {:>8} {:>8} {:>9}  {}",
                 run.started.to_rfc3339_opts(SecondsFormat::Secs, true),
                 run.job,
                 run.run_id,
