@@ -15,8 +15,12 @@ use super::{Settings, exit, load_or_report, parse_duration_arg, print_error};
 use crate::daemon::Resume;
 use crate::events::{Event, Events};
 use crate::state::location::{self, StateDir};
-use crate::state::writer::{self, Retention, WriterThread};
-use crate::state::{HistoryQuery, JobSummary, RunRecord, SqliteStore, Store, Write, leftover};
+use crate::cluster::ClusterOptions;
+use crate::cluster::store::{PgStore, PgTarget};
+use crate::state::writer::{self, Retention, SqliteTarget, Target, WriterThread};
+use crate::state::{
+    HistoryQuery, JobSummary, RunRecord, SqliteStore, Store, StoreError, Write, leftover,
+};
 
 #[derive(Debug, Args)]
 pub(crate) struct HistoryArgs {
@@ -71,33 +75,88 @@ pub(super) fn start(settings: &Settings, events: &mut Events) -> (Option<Running
     let Some(dir) = state_dir(settings) else {
         return (None, Resume::default());
     };
-    let mut resume = Resume::default();
     let path = location::db_path(&dir);
-    let opened = location::prepare(&dir).and_then(|path| writer::open_or_replace(&path, events));
+    let opened = location::prepare(&dir)
+        .and_then(|path| writer::open_or_replace(&path, events))
+        .map(|store| Box::new(store) as Box<dyn Store>);
+    let opening = format!("opening the state database {}", path.display());
+    let target = Box::new(SqliteTarget(path));
+    start_writer(target, opened, opening, retention(settings), events)
+}
+
+pub(super) fn retention(settings: &Settings) -> Retention {
+    Retention {
+        keep: settings.history_keep,
+        keep_runs: settings.history_keep_runs,
+    }
+}
+
+/// With `--cluster`: the same over the cluster's PostgreSQL (this member's runs left
+/// `running` by its previous life become `interrupted`). Connects, so it blocks: call
+/// it off the runtime's workers. Returns `events` wrapped to record runs.
+pub(super) fn start_cluster(
+    options: ClusterOptions,
+    retention: Retention,
+    mut events: Events,
+) -> (Option<Running>, Resume, Events) {
+    let target = PgTarget {
+        options: options.clone(),
+    };
+    let opened = PgStore::open(&options, Some(&options.member)).map(|mut store| {
+        if let Err(err) = store.release_claims() {
+            say(&target, &events, &err, "", "");
+        }
+        Box::new(store) as Box<dyn Store>
+    });
+    let opening = format!("opening the cluster's history at {}", options.redacted());
+    let (state, resume) = start_writer(Box::new(target), opened, opening, retention, &mut events);
+    (state, resume, events)
+}
+
+/// A failure while opening or reading the store, in its target's terms
+/// (`state.failed`, or `cluster.failed`).
+fn say(target: &dyn Target, events: &Events, err: &StoreError, what: &str, then: &str) {
+    let what = if what.is_empty() {
+        err.to_string()
+    } else {
+        what.to_string()
+    };
+    target.report(
+        events,
+        what,
+        err.to_string(),
+        format!("{}{then}", err.fix()),
+        0,
+    );
+}
+
+/// Takes over from the store as opened (or says why it is not) and starts its writer.
+fn start_writer(
+    target: Box<dyn Target>,
+    opened: Result<Box<dyn Store>, StoreError>,
+    opening: String,
+    retention: Retention,
+    events: &mut Events,
+) -> (Option<Running>, Resume) {
+    let mut resume = Resume::default();
     let store = match opened {
         Ok(mut store) => {
-            take_over(&mut store, events, &mut resume);
+            take_over(store.as_mut(), target.as_ref(), events, &mut resume);
             Some(store)
         }
         Err(err) => {
-            events.emit(Event::StateFailed {
-                what: format!("opening the state database {}", path.display()),
-                error: err.to_string(),
-                fix: format!(
-                    "{}; until then nothing is recorded and catch-up has nothing to go on",
-                    err.fix()
-                ),
-                dropped: 0,
-            });
+            say(
+                target.as_ref(),
+                events,
+                &err,
+                &opening,
+                "; until then nothing is recorded and catch-up has nothing to go on",
+            );
             None
         }
     };
-    let retention = Retention {
-        keep: settings.history_keep,
-        keep_runs: settings.history_keep_runs,
-    };
-    match WriterThread::start(
-        &path,
+    match WriterThread::start_with(
+        target,
         store,
         events.clone(),
         retention,
@@ -121,14 +180,9 @@ pub(super) fn start(settings: &Settings, events: &mut Events) -> (Option<Running
 
 /// Runs left `running` by the chime before become `interrupted`; the last handled
 /// fires are read.
-fn take_over(store: &mut SqliteStore, events: &Events, resume: &mut Resume) {
+fn take_over(store: &mut dyn Store, target: &dyn Target, events: &Events, resume: &mut Resume) {
     let unfinished = store.unfinished_runs().unwrap_or_else(|err| {
-        events.emit(Event::StateFailed {
-            what: "reading unfinished runs".into(),
-            error: err.to_string(),
-            fix: err.fix().into(),
-            dropped: 0,
-        });
+        say(target, events, &err, "reading unfinished runs", "");
         Vec::new()
     });
     let keys: Vec<_> = unfinished
@@ -145,12 +199,7 @@ fn take_over(store: &mut SqliteStore, events: &Events, resume: &mut Resume) {
         })
         .collect();
     if let Err(err) = store.apply(&writes) {
-        events.emit(Event::StateFailed {
-            what: "marking unfinished runs interrupted".into(),
-            error: err.to_string(),
-            fix: err.fix().into(),
-            dropped: 0,
-        });
+        say(target, events, &err, "marking unfinished runs interrupted", "");
     }
     for run in &unfinished {
         let group = alive.get(&run.run_id);
@@ -167,38 +216,55 @@ fn take_over(store: &mut SqliteStore, events: &Events, resume: &mut Resume) {
     }
     match store.paused_jobs() {
         Ok(paused) => resume.paused = paused,
-        Err(err) => events.emit(Event::StateFailed {
-            what: "reading the paused jobs".into(),
-            error: err.to_string(),
-            fix: format!("{}; every job runs until paused again", err.fix()),
-            dropped: 0,
-        }),
+        Err(err) => say(
+            target,
+            events,
+            &err,
+            "reading the paused jobs",
+            "; every job runs until paused again",
+        ),
     }
     match store.last_successes() {
         Ok(last) => resume.last_success = last,
-        Err(err) => events.emit(Event::StateFailed {
-            what: "reading the jobs' last successes".into(),
-            error: err.to_string(),
-            fix: format!(
-                "{}; chime_last_success_timestamp_seconds starts empty",
-                err.fix()
-            ),
-            dropped: 0,
-        }),
+        Err(err) => say(
+            target,
+            events,
+            &err,
+            "reading the jobs' last successes",
+            "; chime_last_success_timestamp_seconds starts empty",
+        ),
     }
     match store.last_handled() {
         Ok(handled) => resume.last_handled = handled,
-        Err(err) => events.emit(Event::StateFailed {
-            what: "reading the last handled fires".into(),
-            error: err.to_string(),
-            fix: format!("{}; no catch-up this time", err.fix()),
-            dropped: 0,
-        }),
+        Err(err) => say(
+            target,
+            events,
+            &err,
+            "reading the last handled fires",
+            "; no catch-up this time",
+        ),
     }
 }
 
-/// Opens the database for reading; `Ok(None)` when there is none yet.
-fn open_reader(settings: &Settings) -> Result<Option<SqliteStore>, u8> {
+/// Opens the database for reading (the cluster's with `--cluster`); `Ok(None)` when
+/// there is none yet.
+fn open_reader(settings: &Settings) -> Result<Option<Box<dyn Store>>, u8> {
+    match super::cluster_options(settings) {
+        Ok(None) => {}
+        Ok(Some(options)) => {
+            return match PgStore::open(&options, None) {
+                Ok(store) => Ok(Some(Box::new(store))),
+                Err(err) => {
+                    eprintln!("error: {err}; check --cluster and that the database is up");
+                    Err(exit::FAILED)
+                }
+            };
+        }
+        Err(message) => {
+            eprintln!("error: {message}");
+            return Err(exit::USAGE);
+        }
+    }
     let Some(dir) = state_dir(settings) else {
         eprintln!("error: --state-dir none: there is no history to read");
         return Err(exit::USAGE);
@@ -207,7 +273,9 @@ fn open_reader(settings: &Settings) -> Result<Option<SqliteStore>, u8> {
     if !path.is_file() {
         return Ok(None);
     }
-    SqliteStore::open_read_only(&path).map(Some).map_err(|err| {
+    SqliteStore::open_read_only(&path)
+        .map(|store| Some(Box::new(store) as Box<dyn Store>))
+        .map_err(|err| {
         print_error(&err);
         exit::FAILED
     })
@@ -265,6 +333,9 @@ struct RunJson<'a> {
     lateness_ms: f64,
     pid: Option<u32>,
     output_tail: Option<&'a str>,
+    /// With `--cluster`: the replica that ran it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    member: Option<&'a str>,
 }
 
 fn run_json(run: &RunRecord) -> RunJson<'_> {
@@ -287,6 +358,49 @@ fn run_json(run: &RunRecord) -> RunJson<'_> {
         lateness_ms: run.lateness_ms,
         pid: run.pid,
         output_tail: run.output_tail.as_deref(),
+        member: None,
+    }
+}
+
+/// With `--cluster`: the member of each run, as a column (padded) and for `--json`.
+struct Members(Option<HashMap<String, String>>);
+
+impl Members {
+    fn of<'r>(
+        store: Option<&dyn Store>,
+        settings: &Settings,
+        runs: impl Iterator<Item = &'r RunRecord>,
+    ) -> Result<Members, u8> {
+        let Some(store) = store.filter(|_| settings.cluster.is_some()) else {
+            return Ok(Members(None));
+        };
+        let ids: Vec<String> = runs.map(|run| run.run_id.clone()).collect();
+        match store.run_members(&ids) {
+            Ok(members) => Ok(Members(Some(members))),
+            Err(err) => {
+                print_error(&err);
+                Err(exit::FAILED)
+            }
+        }
+    }
+
+    fn get(&self, run_id: &str) -> Option<&str> {
+        self.0.as_ref()?.get(run_id).map(String::as_str)
+    }
+
+    /// `text` with the MEMBER column after it, when there is one.
+    fn column(&self, text: &str, width: usize, member: Option<&str>) -> String {
+        match &self.0 {
+            None => format!("{text:<width$}"),
+            Some(_) => format!("{text:<width$} {:<12}", member.unwrap_or("-")),
+        }
+    }
+
+    fn json<'a>(&'a self, run: &'a RunRecord) -> RunJson<'a> {
+        RunJson {
+            member: self.get(&run.run_id),
+            ..run_json(run)
+        }
     }
 }
 
@@ -316,16 +430,14 @@ fn json_line(out: &mut impl std::io::Write, value: &impl Serialize) {
 
 /// `chime status`.
 pub(super) fn status(paths: &[PathBuf], json_out: bool, settings: &Settings) -> u8 {
-    if settings.cluster.is_some() {
-        return super::cluster::status(paths, json_out, settings);
-    }
     let Some(config) = load_or_report(paths, settings) else {
         return exit::FAILED;
     };
     // Stateless (`--state-dir none`): only what the service itself tells.
+    let cluster = settings.cluster.is_some();
     let store = match state_dir(settings) {
-        None => None,
-        Some(_) => match open_reader(settings) {
+        None if !cluster => None,
+        _ => match open_reader(settings) {
             Ok(store) => store,
             Err(code) => return code,
         },
@@ -343,12 +455,24 @@ pub(super) fn status(paths: &[PathBuf], json_out: bool, settings: &Settings) -> 
         Ok(live) => live,
         Err(code) => return code,
     };
-    let live_runs: Vec<Value> = live
+    let mut live_runs: Vec<Value> = live
         .as_ref()
         .and_then(|live| live.get("running"))
         .and_then(Value::as_array)
         .cloned()
         .unwrap_or_default();
+    let last_runs = summaries.values().filter_map(|s| s.last_run.as_ref());
+    let members = match Members::of(store.as_deref(), settings, last_runs) {
+        Ok(members) => members,
+        Err(code) => return code,
+    };
+    if let (true, Some(store)) = (cluster, store.as_deref()) {
+        // Every replica's runs in flight, from the database.
+        live_runs = match in_flight(store) {
+            Ok(runs) => runs,
+            Err(code) => return code,
+        };
+    }
     let live_paused: Option<Vec<String>> = live.as_ref().map(|live| {
         live.get("paused")
             .and_then(Value::as_array)
@@ -374,7 +498,7 @@ pub(super) fn status(paths: &[PathBuf], json_out: bool, settings: &Settings) -> 
     if !json_out {
         let _ = writeln!(
             out,
-            "{:<24} {:<16} {:<16} {:<25} {:<11} {:<25} {:<11} {:<11} {:>8} {:>9} {:>7} {:>5} PAUSED",
+            "{:<24} {:<16} {:<16} {:<25} {:<11} {:<25} {:<11} {} {:>8} {:>9} {:>7} {:>5} PAUSED",
             "JOB",
             "SCHEDULE",
             "ZONE",
@@ -382,7 +506,7 @@ pub(super) fn status(paths: &[PathBuf], json_out: bool, settings: &Settings) -> 
             "LEFT",
             "LAST",
             "PASSED",
-            "OUTCOME",
+            members.column("OUTCOME", 11, Some("MEMBER")),
             "DURATION",
             "LATENESS",
             "RUNNING",
@@ -398,7 +522,7 @@ pub(super) fn status(paths: &[PathBuf], json_out: bool, settings: &Settings) -> 
         let summary = summaries.get(&job.name);
         let last = summary.and_then(|s| s.last_run.as_ref());
         let in_flight = runs_of(&job.name);
-        let running = if live.is_some() {
+        let running = if live.is_some() || cluster {
             in_flight.len() as u32
         } else {
             summary.map_or(0, |s| s.running)
@@ -415,7 +539,7 @@ pub(super) fn status(paths: &[PathBuf], json_out: bool, settings: &Settings) -> 
                 zone: job.timezone.name(),
                 enabled: job.enabled,
                 next_fire: next.map(time),
-                last_run: last.map(run_json),
+                last_run: last.map(|run| members.json(run)),
                 running,
                 failures_in_row: fails,
                 paused,
@@ -429,6 +553,7 @@ pub(super) fn status(paths: &[PathBuf], json_out: bool, settings: &Settings) -> 
                 None if !job.enabled => ("disabled".into(), "-".into()),
                 None => ("-".into(), "-".into()),
             };
+            let member = last.and_then(|run| members.get(&run.run_id));
             let (last_at, passed, outcome, took, late) = match last {
                 Some(run) => (
                     super::format_fire(
@@ -453,7 +578,7 @@ pub(super) fn status(paths: &[PathBuf], json_out: bool, settings: &Settings) -> 
             };
             let _ = writeln!(
                 out,
-                "{:<24} {:<16} {:<16} {:<25} {:<11} {:<25} {:<11} {:<11} {:>8} {:>9} {:>7} {:>5} {}",
+                "{:<24} {:<16} {:<16} {:<25} {:<11} {:<25} {:<11} {} {:>8} {:>9} {:>7} {:>5} {}",
                 job.name,
                 job.schedule_text,
                 job.timezone.name(),
@@ -461,7 +586,7 @@ pub(super) fn status(paths: &[PathBuf], json_out: bool, settings: &Settings) -> 
                 left,
                 last_at,
                 passed,
-                outcome,
+                members.column(&outcome, 11, member),
                 took,
                 late,
                 running,
@@ -471,7 +596,7 @@ pub(super) fn status(paths: &[PathBuf], json_out: bool, settings: &Settings) -> 
         }
     }
     if !json_out {
-        if live.is_none() {
+        if live.is_none() && !cluster {
             eprintln!("(the service does not answer on its control socket: stored facts only)");
         } else if !live_runs.is_empty() {
             let _ = writeln!(out, "\nRUNS IN FLIGHT");
@@ -485,9 +610,9 @@ pub(super) fn status(paths: &[PathBuf], json_out: bool, settings: &Settings) -> 
                 };
                 let _ = writeln!(
                     out,
-                    "{:<16} {:<24} pid {:<8} {:<9} running for {}",
+                    "{:<16} {} pid {:<8} {:<9} running for {}",
                     field("run_id"),
-                    field("job"),
+                    members.column(&field("job"), 24, Some(&field("member"))),
                     field("pid"),
                     field("trigger"),
                     duration(run.get("elapsed_ms").and_then(Value::as_u64))
@@ -501,9 +626,6 @@ pub(super) fn status(paths: &[PathBuf], json_out: bool, settings: &Settings) -> 
 
 /// `chime history`.
 pub(super) fn history(args: &HistoryArgs, settings: &Settings) -> u8 {
-    if settings.cluster.is_some() {
-        return super::cluster::history(args, settings);
-    }
     let store = match open_reader(settings) {
         Ok(Some(store)) => store,
         Ok(None) => {
@@ -547,28 +669,42 @@ pub(super) fn history(args: &HistoryArgs, settings: &Settings) -> u8 {
             return exit::FAILED;
         }
     };
+    let members = match Members::of(Some(store.as_ref()), settings, runs.iter()) {
+        Ok(members) => members,
+        Err(code) => return code,
+    };
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     if args.json {
         for run in &runs {
-            json_line(&mut out, &run_json(run));
+            json_line(&mut out, &members.json(run));
         }
     } else if one_run {
         for run in &runs {
             print_run(&mut out, run);
+            if let Some(member) = members.get(&run.run_id) {
+                let _ = writeln!(out, "  member     {member}");
+            }
         }
     } else {
         let _ = writeln!(
             out,
-            "{:<24} {:<24} {:<16} {:<9} {:<11} {:>8} {:>8} {:>9}  DETAIL",
-            "STARTED", "JOB", "RUN_ID", "TRIGGER", "OUTCOME", "ATTEMPTS", "DURATION", "LATENESS"
+            "{:<24} {:<24} {} {:<9} {:<11} {:>8} {:>8} {:>9}  DETAIL",
+            "STARTED",
+            "JOB",
+            members.column("RUN_ID", 16, Some("MEMBER")),
+            "TRIGGER",
+            "OUTCOME",
+            "ATTEMPTS",
+            "DURATION",
+            "LATENESS"
         );
         for run in &runs {
             let _ = writeln!(
                 out,
-                "{:<24} {:<24} {:<16} {:<9} {:<11} {:>8} {:>8} {:>9}  {}",
+                "{:<24} {:<24} {} {:<9} {:<11} {:>8} {:>8} {:>9}  {}",
                 run.started.to_rfc3339_opts(SecondsFormat::Secs, true),
                 run.job,
-                run.run_id,
+                members.column(&run.run_id, 16, members.get(&run.run_id)),
                 run.trigger,
                 run.status,
                 run.attempts,
@@ -587,6 +723,32 @@ pub(super) fn history(args: &HistoryArgs, settings: &Settings) -> u8 {
     }
     let _ = out.flush();
     exit::OK
+}
+
+/// With `--cluster`: every replica's runs in flight, as the service's control socket
+/// tells its own (with the member).
+fn in_flight(store: &dyn Store) -> Result<Vec<Value>, u8> {
+    let fail = |err: StoreError| {
+        print_error(&err);
+        exit::FAILED
+    };
+    let runs = store.unfinished_runs().map_err(fail)?;
+    let ids: Vec<String> = runs.iter().map(|run| run.run_id.clone()).collect();
+    let members = store.run_members(&ids).map_err(fail)?;
+    let now = Utc::now();
+    Ok(runs
+        .iter()
+        .map(|run| {
+            serde_json::json!({
+                "run_id": run.run_id,
+                "job": run.job,
+                "pid": run.pid,
+                "trigger": run.trigger,
+                "elapsed_ms": (now - run.started).num_milliseconds().max(0),
+                "member": members.get(&run.run_id),
+            })
+        })
+        .collect())
 }
 
 fn detail(run: &RunRecord) -> String {

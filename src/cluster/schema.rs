@@ -4,7 +4,7 @@
 use tokio_postgres::Client;
 
 /// The schema version this chime writes.
-pub const SCHEMA_VERSION: i32 = 1;
+pub const SCHEMA_VERSION: i32 = MIGRATIONS.len() as i32;
 
 /// The lock key (an arbitrary constant: "chime" in ASCII).
 const MIGRATION_LOCK: i64 = 0x63_68_69_6d_65;
@@ -57,6 +57,21 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX chime_claims_run ON chime_claims (run_id);
     CREATE INDEX chime_claims_started ON chime_claims (started);
     CREATE TABLE chime_paused (job text PRIMARY KEY);",
+    // 1 → 2: the run history through the state store's trait (`crate::cluster::store`):
+    // what SQLite keeps of a run that the claims lacked, where it ran, and per-job facts.
+    // (`IF NOT EXISTS` throughout, so that migrations of parallel branches compose.)
+    "ALTER TABLE chime_claims ADD COLUMN IF NOT EXISTS http_status integer;
+    ALTER TABLE chime_claims ADD COLUMN IF NOT EXISTS pid integer;
+    ALTER TABLE chime_claims ADD COLUMN IF NOT EXISTS pid_start bigint;
+    ALTER TABLE chime_claims ADD COLUMN IF NOT EXISTS host text;
+    ALTER TABLE chime_claims ADD COLUMN IF NOT EXISTS output_tail text;
+    CREATE INDEX IF NOT EXISTS chime_claims_job_started ON chime_claims (job, started);
+    CREATE TABLE IF NOT EXISTS chime_jobs (
+        job text PRIMARY KEY,
+        last_handled timestamptz,
+        last_run_id text,
+        failures_in_row integer NOT NULL DEFAULT 0
+    );",
 ];
 
 /// Why the schema cannot be used.
