@@ -172,10 +172,14 @@ fn history_and_status_show_members_and_a_restarted_member_takes_over() {
     a.wait_for("ok succeeds", LIMIT, |e| {
         is(e, "run.finished", "ok") && e["outcome"] == "success"
     });
-    wait_until("the history has ok's success and long running", LIMIT, || {
-        pg.count("SELECT count(*) FROM chime_claims WHERE job = 'ok' AND status = 'success' AND output_tail LIKE 'hello from ok%'") >= 1
+    wait_until(
+        "the history has ok's success and long running",
+        LIMIT,
+        || {
+            pg.count("SELECT count(*) FROM chime_claims WHERE job = 'ok' AND status = 'success' AND output_tail LIKE 'hello from ok%'") >= 1
             && pg.count(&format!("SELECT count(*) FROM chime_claims WHERE run_id = '{long_run}' AND status = 'running'")) == 1
-    });
+        },
+    );
 
     // History: the same runs as SQLite's, with the member that ran each.
     let history = json_lines(&read(dir, &pg, &["history", "ok", "--json"]));

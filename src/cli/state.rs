@@ -12,11 +12,11 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::{Settings, exit, load_or_report, parse_duration_arg, print_error};
+use crate::cluster::ClusterOptions;
+use crate::cluster::store::{PgStore, PgTarget};
 use crate::daemon::Resume;
 use crate::events::{Event, Events};
 use crate::state::location::{self, StateDir};
-use crate::cluster::ClusterOptions;
-use crate::cluster::store::{PgStore, PgTarget};
 use crate::state::writer::{self, Retention, SqliteTarget, Target, WriterThread};
 use crate::state::{
     HistoryQuery, JobSummary, RunRecord, SqliteStore, Store, StoreError, Write, leftover,
@@ -79,7 +79,7 @@ pub(super) fn start(settings: &Settings, events: &mut Events) -> (Option<Running
     let opened = location::prepare(&dir)
         .and_then(|path| writer::open_or_replace(&path, events))
         .map(|store| Box::new(store) as Box<dyn Store>);
-    let opening = format!("opening the state database {}", path.display());
+    let opening = Some(format!("opening the state database {}", path.display()));
     let target = Box::new(SqliteTarget(path));
     start_writer(target, opened, opening, retention(settings), events)
 }
@@ -104,37 +104,36 @@ pub(super) fn start_cluster(
     };
     let opened = PgStore::open(&options, Some(&options.member)).map(|mut store| {
         if let Err(err) = store.release_claims() {
-            say(&target, &events, &err, "", "");
+            let what = "releasing this member's claims left by its previous start";
+            say(&target, &events, &err, what, "");
         }
         Box::new(store) as Box<dyn Store>
     });
-    let opening = format!("opening the cluster's history at {}", options.redacted());
-    let (state, resume) = start_writer(Box::new(target), opened, opening, retention, &mut events);
+    // A database that cannot be reached at start is reported by the claims' connection
+    // (`cluster.failed`, retried with backoff); the writer says so itself only when
+    // there is history to write.
+    let (state, resume) = start_writer(Box::new(target), opened, None, retention, &mut events);
     (state, resume, events)
 }
 
 /// A failure while opening or reading the store, in its target's terms
 /// (`state.failed`, or `cluster.failed`).
 fn say(target: &dyn Target, events: &Events, err: &StoreError, what: &str, then: &str) {
-    let what = if what.is_empty() {
-        err.to_string()
-    } else {
-        what.to_string()
-    };
     target.report(
         events,
-        what,
+        what.to_string(),
         err.to_string(),
         format!("{}{then}", err.fix()),
         0,
     );
 }
 
-/// Takes over from the store as opened (or says why it is not) and starts its writer.
+/// Takes over from the store as opened (or says why it is not, with `opening`: what
+/// was being done) and starts its writer.
 fn start_writer(
     target: Box<dyn Target>,
     opened: Result<Box<dyn Store>, StoreError>,
-    opening: String,
+    opening: Option<String>,
     retention: Retention,
     events: &mut Events,
 ) -> (Option<Running>, Resume) {
@@ -145,13 +144,15 @@ fn start_writer(
             Some(store)
         }
         Err(err) => {
-            say(
-                target.as_ref(),
-                events,
-                &err,
-                &opening,
-                "; until then nothing is recorded and catch-up has nothing to go on",
-            );
+            if let Some(opening) = opening {
+                say(
+                    target.as_ref(),
+                    events,
+                    &err,
+                    &opening,
+                    "; until then nothing is recorded and catch-up has nothing to go on",
+                );
+            }
             None
         }
     };
@@ -199,7 +200,13 @@ fn take_over(store: &mut dyn Store, target: &dyn Target, events: &Events, resume
         })
         .collect();
     if let Err(err) = store.apply(&writes) {
-        say(target, events, &err, "marking unfinished runs interrupted", "");
+        say(
+            target,
+            events,
+            &err,
+            "marking unfinished runs interrupted",
+            "",
+        );
     }
     for run in &unfinished {
         let group = alive.get(&run.run_id);
@@ -276,9 +283,9 @@ fn open_reader(settings: &Settings) -> Result<Option<Box<dyn Store>>, u8> {
     SqliteStore::open_read_only(&path)
         .map(|store| Some(Box::new(store) as Box<dyn Store>))
         .map_err(|err| {
-        print_error(&err);
-        exit::FAILED
-    })
+            print_error(&err);
+            exit::FAILED
+        })
 }
 
 fn time(at: DateTime<Utc>) -> String {

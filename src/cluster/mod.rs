@@ -925,7 +925,8 @@ mod tests {
                 "CHIME_TEST_REQUIRE_POSTGRES is set but CHIME_TEST_POSTGRES is not"
             );
             // Past libtest's capture of a passing test's output: on fd 2 itself.
-            let line = b"SKIPPED: claims_match_a_model: no test PostgreSQL (scripts/test-postgres)\n";
+            let line =
+                b"SKIPPED: claims_match_a_model: no test PostgreSQL (scripts/test-postgres)\n";
             // SAFETY: writes a static buffer to fd 2, which the process keeps open.
             let _ = unsafe { libc::write(2, line.as_ptr().cast(), line.len()) };
             return;

@@ -42,6 +42,9 @@ const PRUNE_GUARD: &str = "interval '10 minutes'";
 
 type PgError = tokio_postgres::Error;
 
+/// One statement of a batch, sent at its first poll.
+type Call<'a> = Pin<Box<dyn Future<Output = Result<(), PgError>> + 'a>>;
+
 /// `chime_claims` as a [`RunRecord`], plus the member that ran it and the replica it
 /// was a re-run of (columns 17 and 18).
 const RUN_COLUMNS: &str = "job, run_id, scheduled_at, trigger, coalesce(attempts, 1) AS tries, \
@@ -232,15 +235,18 @@ impl PgStore {
         let Some(member) = self.member.clone() else {
             return Ok(0);
         };
-        self.with("releasing this member's claims of a previous start", async |conn| {
-            conn.client
-                .execute(
-                    "UPDATE chime_claims SET status = 'interrupted', finished = now()
+        self.with(
+            "releasing this member's claims of a previous start",
+            async |conn| {
+                conn.client
+                    .execute(
+                        "UPDATE chime_claims SET status = 'interrupted', finished = now()
                      WHERE member = $1 AND status = 'claimed'",
-                    &[&member],
-                )
-                .await
-        })
+                        &[&member],
+                    )
+                    .await
+            },
+        )
     }
 }
 
@@ -305,9 +311,7 @@ fn run_record(row: &Row, at: usize) -> RunRecord {
 /// Polls statements already sent on one connection until all have answered, in
 /// order: each is sent at its first poll, so all go out at once; answers come in the
 /// order sent, so later ones are only looked at once the earlier have answered.
-async fn pipelined<'a>(
-    calls: Vec<Pin<Box<dyn Future<Output = Result<(), PgError>> + 'a>>>,
-) -> Result<(), PgError> {
+async fn pipelined<'a>(calls: Vec<Call<'a>>) -> Result<(), PgError> {
     let mut calls: Vec<Option<_>> = calls.into_iter().map(Some).collect();
     let mut next = 0;
     let mut sent = false;
@@ -349,8 +353,7 @@ impl Store for PgStore {
         self.with("writing the run history", async |conn| {
             let (member, host) = (&member, &host);
             let client = &conn.client;
-            let mut calls: Vec<Pin<Box<dyn Future<Output = Result<(), PgError>> + '_>>> =
-                Vec::with_capacity(batch.len() + 2);
+            let mut calls: Vec<Call<'_>> = Vec::with_capacity(batch.len() + 2);
             calls.push(Box::pin(client.batch_execute("BEGIN")));
             for write in batch {
                 calls.push(match write {
@@ -417,10 +420,7 @@ impl Store for PgStore {
                             .map(drop)
                     }),
                     Write::Paused { job, paused } => Box::pin(async move {
-                        client
-                            .execute(&conn.paused, &[job, paused])
-                            .await
-                            .map(drop)
+                        client.execute(&conn.paused, &[job, paused]).await.map(drop)
                     }),
                 });
             }
