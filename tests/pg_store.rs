@@ -23,7 +23,6 @@ use serde_json::Value;
 
 use chime::cluster::ClusterOptions;
 use chime::cluster::store::PgStore;
-use chime::state::Store;
 use store_model::{Model, op};
 use support::postgres::Pg;
 use support::{Chime, LIMIT, is, name, temp_dir, uint, wait_until, write};
@@ -54,30 +53,7 @@ fn the_postgres_store_agrees_with_the_plain_model() {
     proptest!(config, |(ops in proptest::collection::vec(op(), 1..50), batch in 1..4usize)| {
         pg.query("TRUNCATE chime_claims, chime_jobs, chime_paused");
         let mut store = store.borrow_mut();
-        let mut model = Model::default();
-        let mut pending = Vec::new();
-        for op in &ops {
-            match model.step(op) {
-                None => {}
-                Some(Ok(write)) => {
-                    pending.push(write);
-                    // Writes go in batches, as the writer sends them.
-                    if pending.len() >= batch {
-                        store.apply(&pending).expect("the batch applies");
-                        pending.clear();
-                        model.check(&*store);
-                    }
-                }
-                Some(Err((before, keep))) => {
-                    store.apply(&pending).expect("the batch applies");
-                    pending.clear();
-                    store.prune(before, keep).expect("prune");
-                    model.check(&*store);
-                }
-            }
-        }
-        store.apply(&pending).expect("the batch applies");
-        model.check(&*store);
+        let model = Model::run(&mut *store, &ops, batch);
         // A reader of every member (as `chime status`) sees the same.
         let reader = PgStore::open(&options(&pg, "reader"), None).expect("a reader");
         model.check(&reader);

@@ -16,30 +16,7 @@ proptest! {
     fn the_store_agrees_with_a_plain_model(ops in proptest::collection::vec(op(), 1..60), batch in 1..4usize) {
         let dir = tempfile::tempdir().expect("a temp dir");
         let mut store = SqliteStore::open(&dir.path().join("state.db")).expect("the store opens");
-        let mut model = Model::default();
-        let mut pending = Vec::new();
-        for op in &ops {
-            match model.step(op) {
-                None => {}
-                Some(Ok(write)) => {
-                    pending.push(write);
-                    // Writes go in batches, as the writer sends them.
-                    if pending.len() >= batch {
-                        store.apply(&pending).expect("the batch applies");
-                        pending.clear();
-                        model.check(&store);
-                    }
-                }
-                Some(Err((before, keep))) => {
-                    store.apply(&pending).expect("the batch applies");
-                    pending.clear();
-                    store.prune(before, keep).expect("prune");
-                    model.check(&store);
-                }
-            }
-        }
-        store.apply(&pending).expect("the batch applies");
-        model.check(&store);
+        let model = Model::run(&mut store, &ops, batch);
         // What was written is there after a reopen.
         drop(store);
         let reopened = SqliteStore::open_read_only(&dir.path().join("state.db")).expect("reopen");

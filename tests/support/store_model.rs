@@ -243,6 +243,35 @@ impl Model {
         }
     }
 
+    /// Applies `ops` to a fresh model and to `store`, in batches of `batch` writes as
+    /// the writer sends them, checking every query after each batch and prune.
+    pub fn run(store: &mut dyn Store, ops: &[Op], batch: usize) -> Model {
+        let mut model = Model::default();
+        let mut pending = Vec::new();
+        for op in ops {
+            match model.step(op) {
+                None => {}
+                Some(Ok(write)) => {
+                    pending.push(write);
+                    if pending.len() >= batch {
+                        store.apply(&pending).expect("the batch applies");
+                        pending.clear();
+                        model.check(store);
+                    }
+                }
+                Some(Err((before, keep))) => {
+                    store.apply(&pending).expect("the batch applies");
+                    pending.clear();
+                    store.prune(before, keep).expect("prune");
+                    model.check(store);
+                }
+            }
+        }
+        store.apply(&pending).expect("the batch applies");
+        model.check(store);
+        model
+    }
+
     pub fn check(&self, store: &dyn Store) {
         let handled = store.last_handled().expect("last_handled");
         let expected: HashMap<String, DateTime<Utc>> = self
