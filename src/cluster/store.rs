@@ -189,33 +189,51 @@ impl PgStore {
     }
 
     /// Runs `f` on the connection (made first if there is none); a failure or a
-    /// timeout drops it.
+    /// timeout drops it. A connection kept from before that the server closed meanwhile
+    /// (a restart: nothing drives it between calls, so it is found out only here) is
+    /// made again and `f` tried once more.
     fn with<T>(
         &self,
         what: &str,
-        f: impl AsyncFnOnce(&Conn) -> Result<T, PgError>,
+        f: impl AsyncFn(&Conn) -> Result<T, PgError>,
     ) -> Result<T, StoreError> {
         let taken = self.conn.borrow_mut().take();
-        let conn = match taken {
+        let mut kept = taken.is_some();
+        let mut conn = match taken {
             Some(conn) if !conn.client.is_closed() => conn,
-            _ => self.connect()?,
-        };
-        let result = self
-            .runtime
-            .block_on(async { tokio::time::timeout(CALL_TIMEOUT, f(&conn)).await });
-        match result {
-            Ok(Ok(value)) => {
-                *self.conn.borrow_mut() = Some(conn);
-                Ok(value)
+            _ => {
+                kept = false;
+                self.connect()?
             }
-            Ok(Err(err)) => Err(StoreError::Cluster {
-                what: what.into(),
-                detail: error_text(&err),
-            }),
-            Err(_) => Err(StoreError::Cluster {
-                what: what.into(),
-                detail: format!("no answer in {}s", CALL_TIMEOUT.as_secs()),
-            }),
+        };
+        loop {
+            let result = self
+                .runtime
+                .block_on(async { tokio::time::timeout(CALL_TIMEOUT, f(&conn)).await });
+            return match result {
+                Ok(Ok(value)) => {
+                    *self.conn.borrow_mut() = Some(conn);
+                    Ok(value)
+                }
+                Ok(Err(err))
+                    if kept
+                        && (err.is_closed()
+                            || err.code()
+                                == Some(&tokio_postgres::error::SqlState::ADMIN_SHUTDOWN)) =>
+                {
+                    kept = false;
+                    conn = self.connect()?;
+                    continue;
+                }
+                Ok(Err(err)) => Err(StoreError::Cluster {
+                    what: what.into(),
+                    detail: error_text(&err),
+                }),
+                Err(_) => Err(StoreError::Cluster {
+                    what: what.into(),
+                    detail: format!("no answer in {}s", CALL_TIMEOUT.as_secs()),
+                }),
+            };
         }
     }
 
