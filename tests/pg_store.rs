@@ -23,7 +23,7 @@ use serde_json::Value;
 
 use chime::cluster::ClusterOptions;
 use chime::cluster::store::PgStore;
-use store_model::{Model, op};
+use store_model::{Model, Op, op};
 use support::postgres::Pg;
 use support::{Chime, LIMIT, is, name, temp_dir, uint, wait_until, write};
 
@@ -50,7 +50,7 @@ fn the_postgres_store_agrees_with_the_plain_model() {
         ..ProptestConfig::default()
     };
     // One schema for every case, emptied before each (a fresh database per case is slow).
-    proptest!(config, |(ops in proptest::collection::vec(op(), 1..50), batch in 1..4usize)| {
+    proptest!(config, |(ops in proptest::collection::vec(op(), 1..50), batch in 1..16usize)| {
         pg.query("TRUNCATE chime_claims, chime_jobs, chime_paused");
         let mut store = store.borrow_mut();
         let model = Model::run(&mut *store, &ops, batch);
@@ -58,6 +58,69 @@ fn the_postgres_store_agrees_with_the_plain_model() {
         let reader = PgStore::open(&options(&pg, "reader"), None).expect("a reader");
         model.check(&reader);
     });
+}
+
+/// Writes that touch one run, fire or job more than once in a batch (which the store
+/// cuts into segments applied kind by kind): the same result as one by one, for every
+/// batch size.
+#[test]
+fn a_batch_touching_a_run_twice_applies_as_one_by_one() {
+    let Some(pg) = Pg::database("chime_store_segments") else {
+        return;
+    };
+    let mut store = PgStore::open(&options(&pg, "model"), Some("model")).expect("opens");
+    let ops = [
+        // a: started, retried twice, failed; the same fire started again by another run.
+        Op::Start { job: 0, at: 1 },
+        Op::Retry { pick: 0 },
+        Op::Retry { pick: 0 },
+        Op::Finish {
+            pick: 0,
+            outcome: 1,
+            at: 2,
+        },
+        Op::Start { job: 0, at: 1 },
+        Op::Start { job: 1, at: 3 },
+        // a: a success after the failure, then another failure.
+        Op::Finish {
+            pick: 0,
+            outcome: 0,
+            at: 4,
+        },
+        Op::Start { job: 0, at: 5 },
+        Op::Finish {
+            pick: 1,
+            outcome: 2,
+            at: 6,
+        },
+        // c: paused, resumed, paused; started, retried and interrupted.
+        Op::Pause {
+            job: 2,
+            paused: true,
+        },
+        Op::Pause {
+            job: 2,
+            paused: false,
+        },
+        Op::Pause {
+            job: 2,
+            paused: true,
+        },
+        Op::Start { job: 2, at: 7 },
+        Op::Retry { pick: 1 },
+        Op::Interrupt { pick: 1 },
+        Op::Handled { job: 0, at: 9 },
+        Op::Handled { job: 0, at: 8 },
+        Op::Finish {
+            pick: 0,
+            outcome: 3,
+            at: 10,
+        },
+    ];
+    for batch in 1..=ops.len() {
+        pg.query("TRUNCATE chime_claims, chime_jobs, chime_paused");
+        Model::run(&mut store, &ops, batch);
+    }
 }
 
 /// A free port on 127.0.0.1 for `--listen`.

@@ -15,18 +15,21 @@
 //!
 //! The trait is synchronous and tokio-postgres is not: the store owns a current-thread
 //! runtime and its own connection, used only on the thread that calls it (the state
-//! writer's, or a command's), never on a tokio worker. A batch is one transaction whose
-//! statements are pipelined: sent at once, answered in order. Every call has a
-//! timeout; a failed one drops the connection, and the next call connects again.
+//! writer's, or a command's), never on a tokio worker. A batch is one transaction of a
+//! few statements, one per kind of write over arrays (`unnest`) for each segment of
+//! consecutive writes that this gives the same result as one by one; they are
+//! pipelined (sent at once, answered in order). Every call has a timeout; a failed one
+//! drops the connection, and the next call connects again.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
 use std::task::Poll;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Row, Statement};
 
 use super::{ClusterOptions, Fnv, error_text};
@@ -55,62 +58,220 @@ const RUN_COLUMNS: &str = "job, run_id, scheduled_at, trigger, coalesce(attempts
 /// lost, is not one).
 const IS_RUN: &str = "run_id IS NOT NULL AND started IS NOT NULL AND status <> 'claimed'";
 
+// The writes, one statement per kind for a whole segment of a batch (see [`Segment`]).
+
+const HANDLED_SQL: &str = "
+WITH t AS (SELECT * FROM unnest($1::text[], $2::timestamptz[]) AS t(j, at)),
+c AS (
+    UPDATE chime_claims c SET status = 'handled', finished = now() FROM t
+    WHERE c.job = t.j AND c.scheduled_at = t.at AND c.member = $3 AND c.status = 'claimed'
+        AND c.run_id IS NULL
+    RETURNING 1
+)
+INSERT INTO chime_jobs (job, last_handled) SELECT j, max(at) FROM t GROUP BY j
+ON CONFLICT (job) DO UPDATE SET last_handled = greatest(chime_jobs.last_handled, EXCLUDED.last_handled)";
+
+/// A start: a retry updates its run; a first attempt takes this member's claim of
+/// the fire (`claimed`, or `handled` just before), or else gets a row of its own.
 const STARTED_SQL: &str = "
-WITH existing AS (SELECT 1 FROM chime_claims WHERE run_id = $2 AND status <> 'claimed'),
+WITH t AS (
+    SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::int4[],
+        $6::timestamptz[], $7::float8[], $8::int4[], $9::int8[], $10::int8[])
+        WITH ORDINALITY AS t(j, r, at, tr, a, st, l, p, ps, e, n)
+),
+existing AS (
+    SELECT t.r FROM t
+    WHERE EXISTS (SELECT 1 FROM chime_claims c WHERE c.run_id = t.r AND c.status <> 'claimed')
+),
 retry AS (
-    UPDATE chime_claims SET attempts = $5, pid = coalesce($8, pid), pid_start = coalesce($9, pid_start)
-    WHERE run_id = $2 AND status <> 'claimed'
+    UPDATE chime_claims c SET attempts = t.a, pid = coalesce(t.p, c.pid),
+        pid_start = coalesce(t.ps, c.pid_start)
+    FROM t WHERE c.run_id = t.r AND c.status <> 'claimed'
     RETURNING 1
 ),
 claim AS (
-    UPDATE chime_claims SET status = 'running', run_id = $2, attempts = $5, started = $6,
-        lateness_ms = $7, pid = $8, pid_start = $9, host = $11, finished = NULL,
-        lease_until = now() + make_interval(secs => $12)
-    WHERE NOT EXISTS (SELECT 1 FROM existing) AND job = $1 AND scheduled_at = $3
-        AND member = $10 AND status IN ('claimed', 'handled') AND $4 IN ('schedule', 'catch-up')
-    RETURNING 1
+    UPDATE chime_claims c SET status = 'running', run_id = t.r, attempts = t.a, started = t.st,
+        lateness_ms = t.l, pid = t.p, pid_start = t.ps, host = $12, finished = NULL,
+        lease_until = now() + make_interval(secs => $13)
+    FROM t
+    WHERE t.r NOT IN (SELECT r FROM existing) AND c.job = t.j AND c.scheduled_at = t.at
+        AND c.member = $11 AND c.status IN ('claimed', 'handled') AND t.tr IN ('schedule', 'catch-up')
+    RETURNING t.r
 ),
 fresh AS (
     INSERT INTO chime_claims (job, scheduled_at, epoch, member, def_hash, trigger, status,
         run_id, started, lateness_ms, attempts, pid, pid_start, host, lease_until)
-    SELECT $1, $3, $13, $10, '', $4, 'running', $2, $6, $7, $5, $8, $9, $11,
-        now() + make_interval(secs => $12)
-    WHERE NOT EXISTS (SELECT 1 FROM existing) AND NOT EXISTS (SELECT 1 FROM claim)
+    SELECT t.j, t.at, t.e, $11, '', t.tr, 'running', t.r, t.st, t.l, t.a, t.p, t.ps, $12,
+        now() + make_interval(secs => $13)
+    FROM t WHERE t.r NOT IN (SELECT r FROM existing) AND t.r NOT IN (SELECT r FROM claim)
     ON CONFLICT DO NOTHING
     RETURNING 1
 )
-INSERT INTO chime_jobs (job, last_run_id) SELECT $1, $2 WHERE $5 <= 1
+INSERT INTO chime_jobs (job, last_run_id)
+SELECT DISTINCT ON (j) j, r FROM t WHERE a <= 1 ORDER BY j, n DESC
 ON CONFLICT (job) DO UPDATE SET last_run_id = EXCLUDED.last_run_id";
 
+/// Ends; each job's failures in a row as if they came one by one: reset by its last
+/// success, then counted.
 const FINISHED_SQL: &str = "
-WITH r AS (
-    UPDATE chime_claims SET attempts = $2, status = $3, exit_code = $4, signal = $5,
-        http_status = $6, error = $7, finished = $8, duration_ms = $9, output_tail = $10
-    WHERE run_id = $1 AND status = 'running'
-    RETURNING job
+WITH t AS (
+    SELECT * FROM unnest($1::text[], $2::int4[], $3::text[], $4::int4[], $5::int4[], $6::int4[],
+        $7::text[], $8::timestamptz[], $9::int8[], $10::text[])
+        WITH ORDINALITY AS t(r, a, o, x, s, h, e, f, d, tl, n)
+),
+u AS (
+    UPDATE chime_claims c SET attempts = t.a, status = t.o, exit_code = t.x, signal = t.s,
+        http_status = t.h, error = t.e, finished = t.f, duration_ms = t.d, output_tail = t.tl
+    FROM t WHERE c.run_id = t.r AND c.status = 'running'
+    RETURNING c.job AS job, t.o AS o, t.n AS n
+),
+last_ok AS (SELECT job, max(n) FILTER (WHERE o = 'success') AS ok FROM u GROUP BY job),
+per AS (
+    SELECT u.job, l.ok, count(*) FILTER (WHERE u.o <> 'success' AND u.n > coalesce(l.ok, 0)) AS after
+    FROM u JOIN last_ok l ON l.job = u.job GROUP BY u.job, l.ok
 )
 UPDATE chime_jobs j SET failures_in_row =
-    CASE WHEN $3 = 'success' THEN 0 ELSE j.failures_in_row + 1 END
-FROM (SELECT DISTINCT job FROM r) r WHERE j.job = r.job";
-
-const HANDLED_SQL: &str = "
-WITH c AS (
-    UPDATE chime_claims SET status = 'handled', finished = now()
-    WHERE job = $1 AND scheduled_at = $2 AND member = $3 AND status = 'claimed' AND run_id IS NULL
-    RETURNING 1
-)
-INSERT INTO chime_jobs (job, last_handled) VALUES ($1, $2)
-ON CONFLICT (job) DO UPDATE SET last_handled = greatest(chime_jobs.last_handled, EXCLUDED.last_handled)";
+    CASE WHEN per.ok IS NULL THEN j.failures_in_row + per.after ELSE per.after END
+FROM per WHERE j.job = per.job";
 
 const INTERRUPTED_SQL: &str = "
-UPDATE chime_claims SET status = 'interrupted', finished = $2,
-    duration_ms = greatest(0, floor(extract(epoch FROM ($2 - started)) * 1000))::bigint
-WHERE run_id = $1 AND status = 'running'";
+UPDATE chime_claims c SET status = 'interrupted', finished = t.at,
+    duration_ms = greatest(0, floor(extract(epoch FROM (t.at - c.started)) * 1000))::bigint
+FROM unnest($1::text[], $2::timestamptz[]) AS t(r, at)
+WHERE c.run_id = t.r AND c.status = 'running'";
 
 const PAUSED_SQL: &str = "
-WITH j AS (INSERT INTO chime_jobs (job) VALUES ($1) ON CONFLICT DO NOTHING),
-d AS (DELETE FROM chime_paused WHERE job = $1 AND NOT $2)
-INSERT INTO chime_paused (job) SELECT $1 WHERE $2 ON CONFLICT DO NOTHING";
+WITH t AS (SELECT * FROM unnest($1::text[], $2::bool[]) AS t(j, p)),
+jobs AS (INSERT INTO chime_jobs (job) SELECT j FROM t ON CONFLICT DO NOTHING),
+d AS (DELETE FROM chime_paused WHERE job IN (SELECT j FROM t WHERE NOT p))
+INSERT INTO chime_paused (job) SELECT j FROM t WHERE p ON CONFLICT DO NOTHING";
+
+/// Consecutive writes of a batch that give the same result whether applied one by one
+/// or kind by kind (handled fires, starts, ends, interruptions, pauses), as columns:
+/// a segment ends before a write that would touch what one of its own writes already
+/// did (a run started or ended twice, a fire started twice, a job paused twice).
+#[derive(Default)]
+struct Segment {
+    handled: (Vec<String>, Vec<DateTime<Utc>>),
+    started: StartedCols,
+    finished: FinishedCols,
+    interrupted: (Vec<String>, Vec<DateTime<Utc>>),
+    paused: (Vec<String>, Vec<bool>),
+    started_runs: HashSet<String>,
+    started_fires: HashSet<(String, DateTime<Utc>)>,
+    ended_runs: HashSet<String>,
+}
+
+#[derive(Default)]
+struct StartedCols {
+    job: Vec<String>,
+    run_id: Vec<String>,
+    scheduled_at: Vec<DateTime<Utc>>,
+    trigger: Vec<String>,
+    attempt: Vec<i32>,
+    started: Vec<DateTime<Utc>>,
+    lateness: Vec<f64>,
+    pid: Vec<Option<i32>>,
+    pid_start: Vec<Option<i64>>,
+    epoch: Vec<i64>,
+}
+
+#[derive(Default)]
+struct FinishedCols {
+    run_id: Vec<String>,
+    attempts: Vec<i32>,
+    outcome: Vec<String>,
+    exit_code: Vec<Option<i32>>,
+    signal: Vec<Option<i32>>,
+    http: Vec<Option<i32>>,
+    error: Vec<Option<String>>,
+    finished: Vec<DateTime<Utc>>,
+    duration: Vec<i64>,
+    tail: Vec<String>,
+}
+
+impl Segment {
+    /// Adds `write` if it keeps the segment equivalent to one-by-one; gives it back if not.
+    fn add<'w>(&mut self, write: &'w Write) -> Result<(), &'w Write> {
+        match write {
+            Write::Handled { job, at } => {
+                self.handled.0.push(job.clone());
+                self.handled.1.push(*at);
+            }
+            Write::Started(run) => {
+                let fire = (run.job.clone(), run.scheduled_at);
+                if self.started_runs.contains(&run.run_id)
+                    || self.ended_runs.contains(&run.run_id)
+                    || self.started_fires.contains(&fire)
+                {
+                    return Err(write);
+                }
+                self.started_runs.insert(run.run_id.clone());
+                self.started_fires.insert(fire);
+                let cols = &mut self.started;
+                cols.job.push(run.job.clone());
+                cols.run_id.push(run.run_id.clone());
+                cols.scheduled_at.push(run.scheduled_at);
+                cols.trigger.push(run.trigger.clone());
+                cols.attempt
+                    .push(i32::try_from(run.attempt).unwrap_or(i32::MAX));
+                cols.started.push(run.started);
+                cols.lateness.push(run.lateness_ms);
+                cols.pid.push(run.pid.and_then(|p| i32::try_from(p).ok()));
+                cols.pid_start.push(run.pid_start.map(|s| s as i64));
+                cols.epoch.push(own_epoch(&run.run_id));
+            }
+            Write::Finished(end) => {
+                if !self.ended_runs.insert(end.run_id.clone()) {
+                    return Err(write);
+                }
+                let cols = &mut self.finished;
+                cols.run_id.push(end.run_id.clone());
+                cols.attempts
+                    .push(i32::try_from(end.attempts).unwrap_or(i32::MAX));
+                cols.outcome.push(end.outcome.clone());
+                cols.exit_code.push(end.exit_code);
+                cols.signal.push(end.signal);
+                cols.http.push(end.http_status.map(i32::from));
+                cols.error.push(end.error.clone());
+                cols.finished.push(end.finished);
+                cols.duration
+                    .push(i64::try_from(end.duration_ms).unwrap_or(i64::MAX));
+                cols.tail.push(end.output_tail.clone());
+            }
+            Write::Interrupted { run_id, at } => {
+                if !self.ended_runs.insert(run_id.clone()) {
+                    return Err(write);
+                }
+                self.interrupted.0.push(run_id.clone());
+                self.interrupted.1.push(*at);
+            }
+            Write::Paused { job, paused } => {
+                if self.paused.0.contains(job) {
+                    return Err(write);
+                }
+                self.paused.0.push(job.clone());
+                self.paused.1.push(*paused);
+            }
+        }
+        Ok(())
+    }
+
+    /// The batch, cut into segments.
+    fn cut(batch: &[Write]) -> Vec<Segment> {
+        let mut segments = vec![Segment::default()];
+        for write in batch {
+            let last = segments.len() - 1;
+            if segments[last].add(write).is_err() {
+                let mut fresh = Segment::default();
+                // A write always fits an empty segment.
+                let _ = fresh.add(write);
+                segments.push(fresh);
+            }
+        }
+        segments
+    }
+}
 
 /// The connection and its prepared writes.
 struct Conn {
@@ -241,7 +402,7 @@ impl PgStore {
         &self,
         what: &str,
         sql: &str,
-        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+        params: &[&(dyn ToSql + Sync)],
     ) -> Result<Vec<Row>, StoreError> {
         self.with(what, async |conn| conn.client.query(sql, params).await)
     }
@@ -368,79 +529,73 @@ impl Store for PgStore {
         let member = self.member.clone().unwrap_or_default();
         let host = self.host.clone();
         let lease = self.options.lease.as_secs_f64();
+        let segments = Segment::cut(batch);
         self.with("writing the run history", async |conn| {
-            let (member, host) = (&member, &host);
+            let (member, host, lease) = (&member, &host, &lease);
             let client = &conn.client;
-            let mut calls: Vec<Call<'_>> = Vec::with_capacity(batch.len() + 2);
+            let mut calls: Vec<Call<'_>> = Vec::with_capacity(segments.len() * 5 + 2);
             calls.push(Box::pin(client.batch_execute("BEGIN")));
-            for write in batch {
-                calls.push(match write {
-                    Write::Started(run) => Box::pin(async move {
-                        let attempt = run.attempt as i32;
-                        let pid = run.pid.and_then(|p| i32::try_from(p).ok());
-                        let pid_start = run.pid_start.map(|s| s as i64);
-                        let epoch = own_epoch(&run.run_id);
-                        client
-                            .execute(
-                                &conn.started,
-                                &[
-                                    &run.job,
-                                    &run.run_id,
-                                    &run.scheduled_at,
-                                    &run.trigger,
-                                    &attempt,
-                                    &run.started,
-                                    &run.lateness_ms,
-                                    &pid,
-                                    &pid_start,
-                                    member,
-                                    host,
-                                    &lease,
-                                    &epoch,
-                                ],
-                            )
-                            .await
-                            .map(drop)
-                    }),
-                    Write::Finished(end) => Box::pin(async move {
-                        let attempts = end.attempts as i32;
-                        let http = end.http_status.map(i32::from);
-                        let duration = i64::try_from(end.duration_ms).unwrap_or(i64::MAX);
-                        client
-                            .execute(
-                                &conn.finished,
-                                &[
-                                    &end.run_id,
-                                    &attempts,
-                                    &end.outcome,
-                                    &end.exit_code,
-                                    &end.signal,
-                                    &http,
-                                    &end.error,
-                                    &end.finished,
-                                    &duration,
-                                    &end.output_tail,
-                                ],
-                            )
-                            .await
-                            .map(drop)
-                    }),
-                    Write::Handled { job, at } => Box::pin(async move {
-                        client
-                            .execute(&conn.handled, &[job, at, member])
-                            .await
-                            .map(drop)
-                    }),
-                    Write::Interrupted { run_id, at } => Box::pin(async move {
-                        client
-                            .execute(&conn.interrupted, &[run_id, at])
-                            .await
-                            .map(drop)
-                    }),
-                    Write::Paused { job, paused } => Box::pin(async move {
-                        client.execute(&conn.paused, &[job, paused]).await.map(drop)
-                    }),
-                });
+            for seg in &segments {
+                if !seg.handled.0.is_empty() {
+                    let (jobs, ats) = &seg.handled;
+                    calls.push(Box::pin(async move {
+                        let params: [&(dyn ToSql + Sync); 3] = [jobs, ats, member];
+                        client.execute(&conn.handled, &params).await.map(drop)
+                    }));
+                }
+                if !seg.started.job.is_empty() {
+                    let c = &seg.started;
+                    calls.push(Box::pin(async move {
+                        let params: [&(dyn ToSql + Sync); 13] = [
+                            &c.job,
+                            &c.run_id,
+                            &c.scheduled_at,
+                            &c.trigger,
+                            &c.attempt,
+                            &c.started,
+                            &c.lateness,
+                            &c.pid,
+                            &c.pid_start,
+                            &c.epoch,
+                            member,
+                            host,
+                            lease,
+                        ];
+                        client.execute(&conn.started, &params).await.map(drop)
+                    }));
+                }
+                if !seg.finished.run_id.is_empty() {
+                    let c = &seg.finished;
+                    calls.push(Box::pin(async move {
+                        let params: [&(dyn ToSql + Sync); 10] = [
+                            &c.run_id,
+                            &c.attempts,
+                            &c.outcome,
+                            &c.exit_code,
+                            &c.signal,
+                            &c.http,
+                            &c.error,
+                            &c.finished,
+                            &c.duration,
+                            &c.tail,
+                        ];
+                        client.execute(&conn.finished, &params).await.map(drop)
+                    }));
+                }
+                if !seg.interrupted.0.is_empty() {
+                    let (ids, ats) = &seg.interrupted;
+                    calls.push(Box::pin(async move {
+                        let params: [&(dyn ToSql + Sync); 2] = [ids, ats];
+                        client.execute(&conn.interrupted, &params).await.map(drop)
+                    }));
+                }
+                if !seg.paused.0.is_empty() {
+                    let (jobs, paused) = &seg.paused;
+                    calls.push(Box::pin(async move {
+                        let params: [&(dyn ToSql + Sync); 2] = [jobs, paused];
+                        client.execute(&conn.paused, &params).await.map(drop)
+                    }));
+                }
             }
             calls.push(Box::pin(client.batch_execute("COMMIT")));
             pipelined(calls).await
