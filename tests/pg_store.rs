@@ -147,15 +147,14 @@ fn last_success(addr: &str, job: &str) -> Option<f64> {
         .map(|value| value.trim().parse().expect("a number"))
 }
 
+/// A replica of `DIR/schedules`, started (its events not waited for).
 fn replica(dir: &Path, pg: &Pg, member: &str, listen: &str) -> Chime {
     let mut args = pg.replica_args(member, "30s", "300ms");
     args.extend(["--listen".into(), listen.into()]);
     args.extend(["--shutdown-grace".into(), "1s".into()]);
     args.extend(["--log-format".into(), "json".into(), "run".into()]);
     args.push(dir.join("schedules").to_string_lossy().into_owned());
-    let mut chime = support::command(dir, &args).spawn();
-    chime.wait_event("cluster.joined", LIMIT);
-    chime
+    support::command(dir, &args).spawn()
 }
 
 /// `chime ARGS… history|status …` against the cluster, as a reader.
@@ -204,6 +203,7 @@ fn history_and_status_show_members_and_a_restarted_member_takes_over() {
     };
     write(&schedules, "jobs.yaml", jobs("* * * * * *"));
     let mut a = replica(dir, &pg, "a", &free_addr());
+    a.wait_event("cluster.joined", LIMIT);
     let started = a.wait_for("long starts", LIMIT, |e| is(e, "run.started", "long"));
     let long_run = started["run_id"].as_str().expect("a run id").to_string();
     let leftover = uint(&started, "pid") as libc::pid_t;
@@ -295,6 +295,7 @@ fn history_and_status_show_members_and_a_restarted_member_takes_over() {
     let addr = free_addr();
     let mut again = replica(dir, &pg, "a", &addr);
     again.guard_group(leftover);
+    // Taken over before the service starts (and before or after it joins).
     let interrupted = again.wait_for("long's run is interrupted", LIMIT, |e| {
         name(e) == "run.interrupted" && e["run_id"] == long_run.as_str()
     });
