@@ -37,6 +37,7 @@ struct Replica {
 }
 
 fn spawn(name: &str, args: &[String], schedules: &Path, dir: &Path) -> Replica {
+    std::fs::create_dir_all(dir.join(format!("runtime-{name}"))).expect("mkdir");
     let mut child = Command::new(env!("CARGO_BIN_EXE_chime"))
         .args(args)
         .arg("--log-format")
@@ -44,6 +45,9 @@ fn spawn(name: &str, args: &[String], schedules: &Path, dir: &Path) -> Replica {
         .arg("run")
         .arg(schedules)
         .env("STATE_DIRECTORY", dir.join(format!("state-{name}")))
+        // Each its own control socket: on the one default path only the first would
+        // start (the others exit with "in use").
+        .env("RUNTIME_DIRECTORY", dir.join(format!("runtime-{name}")))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
