@@ -3,9 +3,11 @@
 //! with SQLite, over the cluster's schema.
 //!
 //! - A run is its fire's claim row in `chime_claims`: its start turns the claim
-//!   (`claimed`) of this member into `running`; a run without a claim (a manual trigger,
-//!   `@reboot`, a retry's row already there) gets a row of its own, under a negative
-//!   epoch derived from its run id, so that it never takes a fire's claim key.
+//!   (`claimed`) of this member into `running`, and a retry's start updates that row; a
+//!   run without a claim (a manual trigger, `@reboot`) gets a row of its own, under a
+//!   negative epoch derived from its run id, so that it never takes a fire's claim key.
+//!   Either carries a lease, renewed by its replica, so that a replica's death makes
+//!   it `lost`.
 //! - A fire handled without a run (skipped, missed) turns its claim into `handled`, so
 //!   that its lease is not renewed and it never becomes `lost`.
 //! - Per-job facts (last handled fire, last run, failures in a row) are in `chime_jobs`,
