@@ -31,6 +31,7 @@ use std::task::Poll;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Row, Statement};
 
@@ -354,7 +355,8 @@ impl PgStore {
     /// Runs `f` on the connection (made first if there is none); a failure or a
     /// timeout drops it. A connection kept from before that the server closed meanwhile
     /// (a restart: nothing drives it between calls, so it is found out only here) is
-    /// made again and `f` tried once more.
+    /// made again and `f` tried once more; a transaction rolled back as a deadlock's
+    /// victim is tried again too.
     fn with<T>(
         &self,
         what: &str,
@@ -362,6 +364,7 @@ impl PgStore {
     ) -> Result<T, StoreError> {
         let taken = self.conn.borrow_mut().take();
         let mut kept = taken.is_some();
+        let mut deadlocks = 0;
         let mut conn = match taken {
             Some(conn) if !conn.client.is_closed() => conn,
             _ => {
@@ -380,12 +383,18 @@ impl PgStore {
                 }
                 Ok(Err(err))
                     if kept
-                        && (err.is_closed()
-                            || err.code()
-                                == Some(&tokio_postgres::error::SqlState::ADMIN_SHUTDOWN)) =>
+                        && (err.is_closed() || err.code() == Some(&SqlState::ADMIN_SHUTDOWN)) =>
                 {
                     kept = false;
                     conn = self.connect()?;
+                    continue;
+                }
+                // Replicas' batches may lock the same jobs' rows in another order: the
+                // one PostgreSQL chose to roll back goes again, at once.
+                Ok(Err(err))
+                    if deadlocks < 3 && err.code() == Some(&SqlState::T_R_DEADLOCK_DETECTED) =>
+                {
+                    deadlocks += 1;
                     continue;
                 }
                 Ok(Err(err)) => Err(StoreError::Cluster {
