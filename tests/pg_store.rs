@@ -23,7 +23,8 @@ use serde_json::Value;
 
 use chime::cluster::ClusterOptions;
 use chime::cluster::store::PgStore;
-use store_model::{Model, Op, op};
+use chime::state::{RunStart, Store, Write};
+use store_model::{Model, Op, op, t};
 use support::postgres::Pg;
 use support::{Chime, LIMIT, is, name, temp_dir, uint, wait_until, write};
 
@@ -121,6 +122,82 @@ fn a_batch_touching_a_run_twice_applies_as_one_by_one() {
         pg.query("TRUNCATE chime_claims, chime_jobs, chime_paused");
         Model::run(&mut store, &ops, batch);
     }
+}
+
+/// Another session locks job `y`'s row, waits until the store's batch (which locks
+/// `x`, then `y`) waits for it, then locks `x`: PostgreSQL rolls one back as a
+/// deadlock's victim. The batch still applies, whole.
+#[test]
+fn a_batch_rolled_back_as_a_deadlock_victim_is_applied_again() {
+    let Some(pg) = Pg::database("chime_store_deadlock") else {
+        return;
+    };
+    let mut store = PgStore::open(&options(&pg, "m"), Some("m")).expect("opens");
+    let handled = |job: &str| Write::Handled {
+        job: job.into(),
+        at: t(1),
+    };
+    store
+        .apply(&[handled("x"), handled("y")])
+        .expect("the jobs' rows");
+    let password = std::fs::read_to_string(&pg.password_file).expect("password");
+    let mut other = std::process::Command::new(pg.bin.join("psql"))
+        .args(["-X", "-q", "-v", "ON_ERROR_STOP=0", "-h"])
+        .arg(pg.dir.join("sock"))
+        .args(["-U", "chime", "-d", &pg.db, "-c"])
+        .arg(
+            "SET statement_timeout = '20s';
+             BEGIN;
+             SELECT 1 FROM chime_jobs WHERE job = 'y' FOR UPDATE;
+             DO $$ BEGIN
+                 WHILE NOT EXISTS (SELECT 1 FROM pg_stat_activity WHERE datname = current_database()
+                     AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()) LOOP
+                     PERFORM pg_sleep(0.01);
+                 END LOOP;
+             END $$;
+             SELECT 1 FROM chime_jobs WHERE job = 'x' FOR UPDATE;
+             COMMIT;",
+        )
+        .env("PGPASSWORD", password.trim())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("psql starts");
+    wait_until("the other session holds y", LIMIT, || {
+        pg.count(
+            "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+             WHERE a.datname = current_database() AND a.application_name = 'psql'
+               AND l.mode = 'RowShareLock' AND l.granted",
+        ) >= 1
+    });
+    let deadlocks =
+        || pg.count("SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()");
+    let before = deadlocks();
+    let start = Write::Started(RunStart {
+        job: "y".into(),
+        run_id: "run-y".into(),
+        scheduled_at: t(2),
+        trigger: "manual".into(),
+        attempt: 1,
+        started: t(2),
+        lateness_ms: 0.0,
+        pid: None,
+        pid_start: None,
+    });
+    store
+        .apply(&[handled("x"), start])
+        .expect("applied, after the deadlock");
+    let _ = other.wait();
+    // Statistics reach pg_stat_database within PostgreSQL's flush interval (10 s).
+    wait_until("the deadlock in the statistics", LIMIT, || deadlocks() > before);
+    assert_eq!(
+        pg.query("SELECT job, last_run_id FROM chime_jobs WHERE job = 'y'"),
+        vec![vec!["y".to_string(), "run-y".to_string()]]
+    );
+    assert_eq!(
+        pg.count("SELECT count(*) FROM chime_claims WHERE run_id = 'run-y' AND status = 'running'"),
+        1
+    );
 }
 
 /// A free port on 127.0.0.1 for `--listen`.
