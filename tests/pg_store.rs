@@ -189,7 +189,9 @@ fn a_batch_rolled_back_as_a_deadlock_victim_is_applied_again() {
         .expect("applied, after the deadlock");
     let _ = other.wait();
     // Statistics reach pg_stat_database within PostgreSQL's flush interval (10 s).
-    wait_until("the deadlock in the statistics", LIMIT, || deadlocks() > before);
+    wait_until("the deadlock in the statistics", LIMIT, || {
+        deadlocks() > before
+    });
     assert_eq!(
         pg.query("SELECT job, last_run_id FROM chime_jobs WHERE job = 'y'"),
         vec![vec!["y".to_string(), "run-y".to_string()]]
