@@ -7,7 +7,7 @@
 //!   `--cluster` includes the claim's round trip) p50 / p99 / max, clustered and
 //!   stateless, and the difference;
 //! - database transactions per instant per replica (`pg_stat_database.xact_commit`
-//!   over the window: claims, the run recorder's batches, heartbeats);
+//!   over the window: claims, the history writer's batches, heartbeats);
 //! - CPU per replica (utime + stime over the window, as % of one core).
 //!
 //! Needs the test PostgreSQL: `scripts/test-postgres run cargo bench --bench cluster`.
@@ -37,6 +37,7 @@ struct Replica {
 }
 
 fn spawn(name: &str, args: &[String], schedules: &Path, dir: &Path) -> Replica {
+    std::fs::create_dir_all(dir.join(format!("runtime-{name}"))).expect("mkdir");
     let mut child = Command::new(env!("CARGO_BIN_EXE_chime"))
         .args(args)
         .arg("--log-format")

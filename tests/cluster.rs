@@ -380,7 +380,7 @@ const LIBFAKETIME: [&str; 2] = [
 fn replicas_with_clocks_seconds_apart_neither_double_nor_drop() {
     let _serial = serial();
     let Some(lib) = LIBFAKETIME.iter().map(PathBuf::from).find(|p| p.exists()) else {
-        eprintln!("SKIPPED: libfaketime is not installed (apt-get install faketime)");
+        support::skipped("libfaketime is not installed (apt-get install faketime)");
         return;
     };
     let Some(pg) = Pg::database("chime_skew") else {

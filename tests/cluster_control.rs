@@ -370,7 +370,7 @@ fn a_trigger_runs_where_asked_and_a_kill_reaches_the_run_on_another_replica() {
     wait_until("the run recorded with its member and pid", LIMIT, || {
         pg.count(&format!(
             "SELECT count(*) FROM chime_claims WHERE run_id = '{run_id}' AND status = 'running'
-             AND member = 'b' AND trigger = 'manual' AND epoch = -1 AND pid = {pid}"
+             AND member = 'b' AND trigger = 'manual' AND epoch < 0 AND pid = {pid}"
         )) == 1
     });
 

@@ -132,6 +132,24 @@ fn replicas_cut_off_from_the_database_fence_and_nothing_doubles_after() {
         };
         assert_eq!(finished["outcome"], "cancelled", "{finished}");
         assert_eq!(finished["by"], "fence", "{finished}");
+        // Those ends cannot be written now: the history writer says so, and retries
+        // (what it wrote after the return is checked below: tick's successes).
+        let history_failed = |e: &serde_json::Value| {
+            e["event"] == "cluster.failed"
+                && e["detail"]
+                    .as_str()
+                    .is_some_and(|d| d.contains("writing the run history"))
+        };
+        let failed = match replica.events().iter().find(|e| history_failed(e)) {
+            Some(event) => event.clone(),
+            None => replica.wait_for("the history writer's cluster.failed", LIMIT, history_failed),
+        };
+        assert!(
+            failed["fix"]
+                .as_str()
+                .is_some_and(|f| f.contains("chime retries") && f.contains("firing goes on")),
+            "{failed}"
+        );
     }
     // The outage lasts longer than a lease (the test's parameter, not a wait for an event).
     std::thread::sleep(Duration::from_secs(4).saturating_sub(stopped.elapsed()));

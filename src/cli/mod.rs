@@ -9,7 +9,6 @@
 //!   `control.rs`: `chime trigger`, `pause`, `resume`, `kill` and `schema`.
 
 mod check;
-mod cluster;
 mod control;
 mod exec;
 mod next;
@@ -597,7 +596,6 @@ pub(crate) fn cluster_options(
             .unwrap_or_else(|| format!("{}:{}", crate::cluster::hostname(), std::process::id())),
         lease: settings.cluster_lease,
         fallback: settings.cluster_fallback,
-        keep: settings.history_keep,
     }))
 }
 

@@ -177,26 +177,36 @@ async fn run_service(paths: Vec<PathBuf>, settings: &Settings) -> u8 {
         }
     };
     let (mut events, _guard) = start_logging(settings);
-    let cluster = match super::cluster_options(settings) {
-        Ok(options) => {
-            options.map(|options| crate::cluster::Cluster::start(options, events.clone()))
-        }
+    let cluster_options = match super::cluster_options(settings) {
+        Ok(options) => options,
         Err(message) => {
             eprintln!("error: {message}");
             return exit::FAILED;
         }
     };
-    let (state, resume) = match &cluster {
-        // With --cluster the history lives in PostgreSQL; SQLite is not used.
-        Some(cluster) => {
-            events = cluster.recording(events);
-            let resume = crate::daemon::Resume {
-                last_handled: cluster.last_handled().await,
-                // Pauses live in the database (and are followed there while running).
-                paused: cluster.paused_at_start().await,
-                ..Default::default()
-            };
-            (None, resume)
+    let cluster = cluster_options
+        .clone()
+        .map(|options| crate::cluster::Cluster::start(options, events.clone()));
+    let (state, resume) = match cluster_options {
+        // With --cluster the history lives in PostgreSQL, through the same store trait
+        // and writer; SQLite is not used. Opening it connects: not on a worker.
+        Some(options) => {
+            let retention = super::state::retention(settings);
+            let opening = events.clone();
+            match tokio::task::spawn_blocking(move || {
+                super::state::start_cluster(options, retention, opening)
+            })
+            .await
+            {
+                Ok((state, resume, recording)) => {
+                    events = recording;
+                    (state, resume)
+                }
+                Err(err) => {
+                    eprintln!("error: opening the cluster's history failed: {err}");
+                    return exit::INTERNAL;
+                }
+            }
         }
         None => super::state::start(settings, &mut events),
     };
@@ -261,11 +271,6 @@ async fn run_service(paths: Vec<PathBuf>, settings: &Settings) -> u8 {
         monitor: monitor.clone(),
     };
     let served = serve(config, source, options, world, rx).await;
-    if let Some(cluster) = &cluster {
-        // The runs' ends are written before the exit (a database that is down is not
-        // waited for long: those runs become lost once their leases run out).
-        cluster.flush(Duration::from_secs(5)).await;
-    }
     // The last runs' pings (a run cancelled at shutdown reports its failure).
     monitor.flush(PING_GRACE).await;
     if let Some(server) = server {

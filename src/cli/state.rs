@@ -12,11 +12,13 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::{Settings, exit, load_or_report, parse_duration_arg, print_error};
+use crate::cluster::ClusterOptions;
+use crate::cluster::store::{PgStore, PgTarget};
 use crate::daemon::Resume;
 use crate::events::{Event, Events};
 use crate::job::Job;
 use crate::state::location::{self, StateDir};
-use crate::state::writer::{self, Retention, WriterThread};
+use crate::state::writer::{self, Retention, SqliteTarget, Target, WriterThread};
 use crate::state::{
     HistoryQuery, JobSummary, RunRecord, SqliteStore, Store, StoreError, Write, leftover,
 };
@@ -77,33 +79,89 @@ pub(super) fn start(settings: &Settings, events: &mut Events) -> (Option<Running
     let Some(dir) = state_dir(settings) else {
         return (None, Resume::default());
     };
-    let mut resume = Resume::default();
     let path = location::db_path(&dir);
-    let opened = location::prepare(&dir).and_then(|path| writer::open_or_replace(&path, events));
+    let opened = location::prepare(&dir)
+        .and_then(|path| writer::open_or_replace(&path, events))
+        .map(|store| Box::new(store) as Box<dyn Store>);
+    let opening = Some(format!("opening the state database {}", path.display()));
+    let target = Box::new(SqliteTarget(path));
+    start_writer(target, opened, opening, retention(settings), events)
+}
+
+pub(super) fn retention(settings: &Settings) -> Retention {
+    Retention {
+        keep: settings.history_keep,
+        keep_runs: settings.history_keep_runs,
+    }
+}
+
+/// With `--cluster`: the same over the cluster's PostgreSQL (this member's runs left
+/// `running` by its previous life become `interrupted`). Connects, so it blocks: call
+/// it off the runtime's workers. Returns `events` wrapped to record runs.
+pub(super) fn start_cluster(
+    options: ClusterOptions,
+    retention: Retention,
+    mut events: Events,
+) -> (Option<Running>, Resume, Events) {
+    let target = PgTarget {
+        options: options.clone(),
+    };
+    let opened = PgStore::open(&options, Some(&options.member)).map(|mut store| {
+        if let Err(err) = store.release_claims() {
+            let what = "releasing this member's claims left by its previous start";
+            say(&target, &events, &err, what, "");
+        }
+        Box::new(store) as Box<dyn Store>
+    });
+    // A database that cannot be reached at start is reported by the claims' connection
+    // (`cluster.failed`, retried with backoff); the writer says so itself only when
+    // there is history to write.
+    let (state, resume) = start_writer(Box::new(target), opened, None, retention, &mut events);
+    (state, resume, events)
+}
+
+/// A failure while opening or reading the store, in its target's terms
+/// (`state.failed`, or `cluster.failed`).
+fn say(target: &dyn Target, events: &Events, err: &StoreError, what: &str, then: &str) {
+    target.report(
+        events,
+        what.to_string(),
+        err.to_string(),
+        format!("{}{then}", err.fix()),
+        0,
+    );
+}
+
+/// Takes over from the store as opened (or says why it is not, with `opening`: what
+/// was being done) and starts its writer.
+fn start_writer(
+    target: Box<dyn Target>,
+    opened: Result<Box<dyn Store>, StoreError>,
+    opening: Option<String>,
+    retention: Retention,
+    events: &mut Events,
+) -> (Option<Running>, Resume) {
+    let mut resume = Resume::default();
     let store = match opened {
         Ok(mut store) => {
-            take_over(&mut store, events, &mut resume);
+            take_over(store.as_mut(), target.as_ref(), events, &mut resume);
             Some(store)
         }
         Err(err) => {
-            events.emit(Event::StateFailed {
-                what: format!("opening the state database {}", path.display()),
-                error: err.to_string(),
-                fix: format!(
-                    "{}; until then nothing is recorded and catch-up has nothing to go on",
-                    err.fix()
-                ),
-                dropped: 0,
-            });
+            if let Some(opening) = opening {
+                say(
+                    target.as_ref(),
+                    events,
+                    &err,
+                    &opening,
+                    "; until then nothing is recorded and catch-up has nothing to go on",
+                );
+            }
             None
         }
     };
-    let retention = Retention {
-        keep: settings.history_keep,
-        keep_runs: settings.history_keep_runs,
-    };
-    match WriterThread::start(
-        &path,
+    match WriterThread::start_with(
+        target,
         store,
         events.clone(),
         retention,
@@ -127,14 +185,9 @@ pub(super) fn start(settings: &Settings, events: &mut Events) -> (Option<Running
 
 /// Runs left `running` by the chime before become `interrupted`; the last handled
 /// fires are read.
-fn take_over(store: &mut SqliteStore, events: &Events, resume: &mut Resume) {
+fn take_over(store: &mut dyn Store, target: &dyn Target, events: &Events, resume: &mut Resume) {
     let unfinished = store.unfinished_runs().unwrap_or_else(|err| {
-        events.emit(Event::StateFailed {
-            what: "reading unfinished runs".into(),
-            error: err.to_string(),
-            fix: err.fix().into(),
-            dropped: 0,
-        });
+        say(target, events, &err, "reading unfinished runs", "");
         Vec::new()
     });
     let keys: Vec<_> = unfinished
@@ -151,12 +204,13 @@ fn take_over(store: &mut SqliteStore, events: &Events, resume: &mut Resume) {
         })
         .collect();
     if let Err(err) = store.apply(&writes) {
-        events.emit(Event::StateFailed {
-            what: "marking unfinished runs interrupted".into(),
-            error: err.to_string(),
-            fix: err.fix().into(),
-            dropped: 0,
-        });
+        say(
+            target,
+            events,
+            &err,
+            "marking unfinished runs interrupted",
+            "",
+        );
     }
     for run in &unfinished {
         let group = alive.get(&run.run_id);
@@ -173,46 +227,69 @@ fn take_over(store: &mut SqliteStore, events: &Events, resume: &mut Resume) {
     }
     match store.paused_jobs() {
         Ok(paused) => resume.paused = paused,
-        Err(err) => events.emit(Event::StateFailed {
-            what: "reading the paused jobs".into(),
-            error: err.to_string(),
-            fix: format!("{}; every job runs until paused again", err.fix()),
-            dropped: 0,
-        }),
+        Err(err) => say(
+            target,
+            events,
+            &err,
+            "reading the paused jobs",
+            "; every job runs until paused again",
+        ),
     }
     match store.last_successes() {
         Ok(last) => resume.last_success = last,
-        Err(err) => events.emit(Event::StateFailed {
-            what: "reading the jobs' last successes".into(),
-            error: err.to_string(),
-            fix: format!(
-                "{}; chime_last_success_timestamp_seconds starts empty",
-                err.fix()
-            ),
-            dropped: 0,
-        }),
+        Err(err) => say(
+            target,
+            events,
+            &err,
+            "reading the jobs' last successes",
+            "; chime_last_success_timestamp_seconds starts empty",
+        ),
     }
     match store.last_handled() {
         Ok(handled) => resume.last_handled = handled,
-        Err(err) => events.emit(Event::StateFailed {
-            what: "reading the last handled fires".into(),
-            error: err.to_string(),
-            fix: format!("{}; no catch-up this time", err.fix()),
-            dropped: 0,
-        }),
+        Err(err) => say(
+            target,
+            events,
+            &err,
+            "reading the last handled fires",
+            "; no catch-up this time",
+        ),
     }
 }
 
-/// Opens the database for reading; `Ok(None)` when there is none yet.
-fn open_reader(settings: &Settings) -> Result<Option<SqliteStore>, u8> {
+/// Opens the database for reading (the cluster's with `--cluster`); `Ok(None)` when
+/// there is none yet.
+fn open_reader(settings: &Settings) -> Result<Option<Box<dyn Store>>, u8> {
+    match super::cluster_options(settings) {
+        Ok(None) => {}
+        Ok(Some(options)) => {
+            return match PgStore::open(&options, None) {
+                Ok(store) => Ok(Some(Box::new(store))),
+                Err(err) => {
+                    eprintln!("error: {err}; check --cluster and that the database is up");
+                    Err(exit::FAILED)
+                }
+            };
+        }
+        Err(message) => {
+            eprintln!("error: {message}");
+            return Err(exit::USAGE);
+        }
+    }
     let Some(dir) = state_dir(settings) else {
         eprintln!("error: --state-dir none: there is no history to read");
         return Err(exit::USAGE);
     };
-    read_only_store(&dir).map_err(|err| {
-        print_error(&err);
-        exit::FAILED
-    })
+    let path = location::db_path(&dir);
+    if !path.is_file() {
+        return Ok(None);
+    }
+    SqliteStore::open_read_only(&path)
+        .map(|store| Some(Box::new(store) as Box<dyn Store>))
+        .map_err(|err| {
+            print_error(&err);
+            exit::FAILED
+        })
 }
 
 /// The database in the state directory `dir`, read-only; `Ok(None)` when there is none yet.
@@ -276,6 +353,9 @@ struct RunJson<'a> {
     lateness_ms: f64,
     pid: Option<u32>,
     output_tail: Option<&'a str>,
+    /// With `--cluster`: the replica that ran it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    member: Option<&'a str>,
 }
 
 fn run_json(run: &RunRecord) -> RunJson<'_> {
@@ -296,6 +376,49 @@ fn run_json(run: &RunRecord) -> RunJson<'_> {
         lateness_ms: run.lateness_ms,
         pid: run.pid,
         output_tail: run.output_tail.as_deref(),
+        member: None,
+    }
+}
+
+/// With `--cluster`: the member of each run, as a column (padded) and for `--json`.
+struct Members(Option<HashMap<String, String>>);
+
+impl Members {
+    fn of<'r>(
+        store: Option<&dyn Store>,
+        settings: &Settings,
+        runs: impl Iterator<Item = &'r RunRecord>,
+    ) -> Result<Members, u8> {
+        let Some(store) = store.filter(|_| settings.cluster.is_some()) else {
+            return Ok(Members(None));
+        };
+        let ids: Vec<String> = runs.map(|run| run.run_id.clone()).collect();
+        match store.run_members(&ids) {
+            Ok(members) => Ok(Members(Some(members))),
+            Err(err) => {
+                print_error(&err);
+                Err(exit::FAILED)
+            }
+        }
+    }
+
+    fn get(&self, run_id: &str) -> Option<&str> {
+        self.0.as_ref()?.get(run_id).map(String::as_str)
+    }
+
+    /// `text` with the MEMBER column after it, when there is one.
+    fn column(&self, text: &str, width: usize, member: Option<&str>) -> String {
+        match &self.0 {
+            None => format!("{text:<width$}"),
+            Some(_) => format!("{text:<width$} {:<12}", member.unwrap_or("-")),
+        }
+    }
+
+    fn json<'a>(&'a self, run: &'a RunRecord) -> RunJson<'a> {
+        RunJson {
+            member: self.get(&run.run_id),
+            ..run_json(run)
+        }
     }
 }
 
@@ -336,6 +459,11 @@ fn stored_summaries(dir: &Path) -> Result<Vec<JobSummary>, StoreError> {
 struct Live<'a> {
     /// Whether it answered.
     answered: bool,
+    /// Whether `runs` are all the runs in flight (the service answered, or the cluster's
+    /// database told every replica's).
+    runs_known: bool,
+    /// With --cluster: which replica ran each last run.
+    members: &'a Members,
     /// Its runs in flight, by job.
     runs: HashMap<&'a str, Vec<&'a Value>>,
     /// Its paused jobs; `None` when it did not answer (the store's then).
@@ -344,33 +472,45 @@ struct Live<'a> {
 
 /// `chime status`.
 pub(super) fn status(paths: &[PathBuf], json_out: bool, settings: &Settings) -> u8 {
-    if settings.cluster.is_some() {
-        return super::cluster::status(paths, json_out, settings);
-    }
     // The process ends right after: what loading frees is kept for reuse, not handed
     // back to the OS after each file only to be faulted in again for the next.
     crate::memory::keep_freed();
-    // Stateless (`--state-dir none`): only what the service itself tells. Otherwise the
-    // store is read beside the load, which takes most of the time with many jobs.
-    let dir = state_dir(settings);
-    let (config, stored) = std::thread::scope(|scope| {
-        let stored = dir.as_deref().map(|dir| {
-            std::thread::Builder::new()
-                .spawn_scoped(scope, || stored_summaries(dir))
-                .map_err(|_| dir)
+    // With --cluster the history is the cluster's database (every replica's runs).
+    let cluster = settings.cluster.is_some();
+    let (config, store, stored) = if cluster {
+        let Some(config) = load_or_report(paths, settings) else {
+            return exit::FAILED;
+        };
+        let store = match open_reader(settings) {
+            Ok(store) => store,
+            Err(code) => return code,
+        };
+        let stored = store.as_ref().map(|store| store.job_summaries());
+        (config, store, stored)
+    } else {
+        // Stateless (`--state-dir none`): only what the service itself tells. Otherwise
+        // the store is read beside the load, which takes most of the time with many jobs.
+        let dir = state_dir(settings);
+        let (config, stored) = std::thread::scope(|scope| {
+            let stored = dir.as_deref().map(|dir| {
+                std::thread::Builder::new()
+                    .spawn_scoped(scope, || stored_summaries(dir))
+                    .map_err(|_| dir)
+            });
+            let config = load_or_report(paths, settings);
+            let stored = stored.map(|thread| match thread {
+                Ok(thread) => thread
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+                // No thread to spare: read here.
+                Err(dir) => stored_summaries(dir),
+            });
+            (config, stored)
         });
-        let config = load_or_report(paths, settings);
-        let stored = stored.map(|thread| match thread {
-            Ok(thread) => thread
-                .join()
-                .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
-            // No thread to spare: read here.
-            Err(dir) => stored_summaries(dir),
-        });
-        (config, stored)
-    });
-    let Some(config) = config else {
-        return exit::FAILED;
+        let Some(config) = config else {
+            return exit::FAILED;
+        };
+        (config, None, stored)
     };
     let mut summaries = match stored {
         None => Vec::new(),
@@ -380,21 +520,42 @@ pub(super) fn status(paths: &[PathBuf], json_out: bool, settings: &Settings) -> 
             return exit::FAILED;
         }
     };
+    let members = match Members::of(
+        store.as_deref(),
+        settings,
+        summaries.iter().filter_map(|s| s.last_run.as_ref()),
+    ) {
+        Ok(members) => members,
+        Err(code) => return code,
+    };
     // While the service runs, its live facts (runs in flight, pauses) come first.
     let live = match super::control::live_status(settings) {
         Ok(live) => live,
         Err(code) => return code,
     };
+    // With --cluster, every replica's runs in flight, from the database.
+    let cluster_runs: Vec<Value> = match store.as_deref() {
+        Some(store) if cluster => match in_flight(store) {
+            Ok(runs) => runs,
+            Err(code) => return code,
+        },
+        _ => Vec::new(),
+    };
     let mut live_facts = Live {
         answered: live.is_some(),
+        runs_known: live.is_some() || cluster,
         runs: HashMap::new(),
         paused: None,
+        members: &members,
     };
-    let live_runs: &[Value] = live
-        .as_ref()
-        .and_then(|live| live.get("running"))
-        .and_then(Value::as_array)
-        .map_or(&[], Vec::as_slice);
+    let live_runs: &[Value] = if cluster {
+        &cluster_runs
+    } else {
+        live.as_ref()
+            .and_then(|live| live.get("running"))
+            .and_then(Value::as_array)
+            .map_or(&[], Vec::as_slice)
+    };
     for run in live_runs {
         if let Some(job) = run.get("job").and_then(Value::as_str) {
             live_facts.runs.entry(job).or_default().push(run);
@@ -424,7 +585,7 @@ pub(super) fn status(paths: &[PathBuf], json_out: bool, settings: &Settings) -> 
     if !json_out {
         let _ = writeln!(
             out,
-            "{:<job$} {:<schedule$} {:<zone$} {:<25} {:<11} {:<25} {:<11} {:<11} {:>8} {:>9} {:>7} {:>5} PAUSED",
+            "{:<job$} {:<schedule$} {:<zone$} {:<25} {:<11} {:<25} {:<11} {} {:>8} {:>9} {:>7} {:>5} PAUSED",
             "JOB",
             "SCHEDULE",
             "ZONE",
@@ -432,7 +593,7 @@ pub(super) fn status(paths: &[PathBuf], json_out: bool, settings: &Settings) -> 
             "LEFT",
             "LAST",
             "PASSED",
-            "OUTCOME",
+            members.column("OUTCOME", 11, Some("MEMBER")),
             "DURATION",
             "LATENESS",
             "RUNNING",
@@ -453,7 +614,7 @@ pub(super) fn status(paths: &[PathBuf], json_out: bool, settings: &Settings) -> 
         );
     });
     if !json_out {
-        if !live_facts.answered {
+        if !live_facts.runs_known {
             eprintln!("(the service does not answer on its control socket: stored facts only)");
         } else if !live_runs.is_empty() {
             let _ = writeln!(out, "\nRUNS IN FLIGHT");
@@ -465,20 +626,20 @@ pub(super) fn status(paths: &[PathBuf], json_out: bool, settings: &Settings) -> 
                         other => other.to_string(),
                     })
                 };
-                // With replicas, each run says which one runs it.
-                let on = run
-                    .get("member")
-                    .and_then(Value::as_str)
-                    .map_or(String::new(), |m| format!(" on {m}"));
+                // With replicas, each run says which one runs it: in the MEMBER column
+                // with --cluster, else as the local service tells it.
+                let on = match run.get("member").and_then(Value::as_str) {
+                    Some(m) if !cluster => format!(" on {m}"),
+                    _ => String::new(),
+                };
                 let _ = writeln!(
                     out,
-                    "{:<16} {:<job_w$} pid {:<8} {:<9} running for {}{on}",
+                    "{:<16} {} pid {:<8} {:<9} running for {}{on}",
                     field("run_id"),
-                    field("job"),
+                    members.column(&field("job"), widths.job, Some(&field("member"))),
                     field("pid"),
                     field("trigger"),
                     duration(run.get("elapsed_ms").and_then(Value::as_u64)),
-                    job_w = widths.job,
                 );
             }
         }
@@ -531,7 +692,7 @@ fn status_line(
         .runs
         .get(job.name.as_str())
         .map_or(&[][..], Vec::as_slice);
-    let running = if live.answered {
+    let running = if live.runs_known {
         in_flight.len() as u32
     } else {
         summary.map_or(0, |s| s.running)
@@ -548,7 +709,7 @@ fn status_line(
             zone: job.timezone.name(),
             enabled: job.enabled,
             next_fire: next.map(Stamp::secs),
-            last_run: last.map(run_json),
+            last_run: last.map(|run| live.members.json(run)),
             running,
             failures_in_row: fails,
             paused,
@@ -587,7 +748,7 @@ fn status_line(
     };
     let _ = writeln!(
         out,
-        "{:<job_w$} {:<schedule_w$} {:<zone_w$} {:<25} {:<11} {:<25} {:<11} {:<11} {:>8} {:>9} {:>7} {:>5} {}",
+        "{:<job_w$} {:<schedule_w$} {:<zone_w$} {:<25} {:<11} {:<25} {:<11} {} {:>8} {:>9} {:>7} {:>5} {}",
         job.name,
         job.schedule_text,
         job.timezone.name(),
@@ -595,7 +756,11 @@ fn status_line(
         left,
         last_at,
         passed,
-        outcome,
+        live.members.column(
+            &outcome,
+            11,
+            last.and_then(|run| live.members.get(&run.run_id))
+        ),
         took,
         late,
         running,
@@ -609,9 +774,6 @@ fn status_line(
 
 /// `chime history`.
 pub(super) fn history(args: &HistoryArgs, settings: &Settings) -> u8 {
-    if settings.cluster.is_some() {
-        return super::cluster::history(args, settings);
-    }
     let store = match open_reader(settings) {
         Ok(Some(store)) => store,
         Ok(None) => {
@@ -655,14 +817,21 @@ pub(super) fn history(args: &HistoryArgs, settings: &Settings) -> u8 {
             return exit::FAILED;
         }
     };
+    let members = match Members::of(Some(store.as_ref()), settings, runs.iter()) {
+        Ok(members) => members,
+        Err(code) => return code,
+    };
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     if args.json {
         for run in &runs {
-            json_line(&mut out, &run_json(run));
+            json_line(&mut out, &members.json(run));
         }
     } else if one_run {
         for run in &runs {
             print_run(&mut out, run);
+            if let Some(member) = members.get(&run.run_id) {
+                let _ = writeln!(out, "  member     {member}");
+            }
         }
     } else {
         let job_w = runs
@@ -671,16 +840,23 @@ pub(super) fn history(args: &HistoryArgs, settings: &Settings) -> u8 {
             .fold("JOB".len(), usize::max);
         let _ = writeln!(
             out,
-            "{:<24} {:<job_w$} {:<16} {:<9} {:<11} {:>8} {:>8} {:>9}  DETAIL",
-            "STARTED", "JOB", "RUN_ID", "TRIGGER", "OUTCOME", "ATTEMPTS", "DURATION", "LATENESS"
+            "{:<24} {:<job_w$} {} {:<9} {:<11} {:>8} {:>8} {:>9}  DETAIL",
+            "STARTED",
+            "JOB",
+            members.column("RUN_ID", 16, Some("MEMBER")),
+            "TRIGGER",
+            "OUTCOME",
+            "ATTEMPTS",
+            "DURATION",
+            "LATENESS"
         );
         for run in &runs {
             let _ = writeln!(
                 out,
-                "{:<24} {:<job_w$} {:<16} {:<9} {:<11} {:>8} {:>8} {:>9}  {}",
+                "{:<24} {:<job_w$} {} {:<9} {:<11} {:>8} {:>8} {:>9}  {}",
                 run.started.to_rfc3339_opts(SecondsFormat::Secs, true),
                 run.job,
-                run.run_id,
+                members.column(&run.run_id, 16, members.get(&run.run_id)),
                 run.trigger,
                 run.status,
                 run.attempts,
@@ -699,6 +875,32 @@ pub(super) fn history(args: &HistoryArgs, settings: &Settings) -> u8 {
     }
     let _ = out.flush();
     exit::OK
+}
+
+/// With `--cluster`: every replica's runs in flight, as the service's control socket
+/// tells its own (with the member).
+fn in_flight(store: &dyn Store) -> Result<Vec<Value>, u8> {
+    let fail = |err: StoreError| {
+        print_error(&err);
+        exit::FAILED
+    };
+    let runs = store.unfinished_runs().map_err(fail)?;
+    let ids: Vec<String> = runs.iter().map(|run| run.run_id.clone()).collect();
+    let members = store.run_members(&ids).map_err(fail)?;
+    let now = Utc::now();
+    Ok(runs
+        .iter()
+        .map(|run| {
+            serde_json::json!({
+                "run_id": run.run_id,
+                "job": run.job,
+                "pid": run.pid,
+                "trigger": run.trigger,
+                "elapsed_ms": (now - run.started).num_milliseconds().max(0),
+                "member": members.get(&run.run_id),
+            })
+        })
+        .collect())
 }
 
 fn detail(run: &RunRecord) -> String {

@@ -67,6 +67,21 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE chime_claims ADD COLUMN IF NOT EXISTS kill_by bigint;
     ALTER TABLE chime_claims ADD COLUMN IF NOT EXISTS kill_requested timestamptz;
     ALTER TABLE chime_claims ADD COLUMN IF NOT EXISTS kill_acked timestamptz;",
+    // 2 → 3: the run history through the state store's trait (`crate::cluster::store`):
+    // what SQLite keeps of a run that the claims lacked, where it ran, and per-job facts.
+    // (`IF NOT EXISTS` throughout, so that migrations of parallel branches compose.)
+    "ALTER TABLE chime_claims ADD COLUMN IF NOT EXISTS http_status integer;
+    ALTER TABLE chime_claims ADD COLUMN IF NOT EXISTS pid integer;
+    ALTER TABLE chime_claims ADD COLUMN IF NOT EXISTS pid_start bigint;
+    ALTER TABLE chime_claims ADD COLUMN IF NOT EXISTS host text;
+    ALTER TABLE chime_claims ADD COLUMN IF NOT EXISTS output_tail text;
+    CREATE INDEX IF NOT EXISTS chime_claims_job_started ON chime_claims (job, started);
+    CREATE TABLE IF NOT EXISTS chime_jobs (
+        job text PRIMARY KEY,
+        last_handled timestamptz,
+        last_run_id text,
+        failures_in_row integer NOT NULL DEFAULT 0
+    );",
 ];
 
 /// Why the schema cannot be used.

@@ -46,6 +46,9 @@ pub enum StoreError {
         #[source]
         source: std::io::Error,
     },
+    /// The cluster's PostgreSQL (`--cluster`): unreachable, refused, or a statement failed.
+    #[error("{what}: {detail}")]
+    Cluster { what: String, detail: String },
 }
 
 impl StoreError {
@@ -61,6 +64,9 @@ impl StoreError {
             }
             StoreError::Sqlite(_) | StoreError::Io { .. } => {
                 "free disk space or make the state directory writable (or run with --state-dir none); chime retries"
+            }
+            StoreError::Cluster { .. } => {
+                "check that the cluster database named by --cluster is up and reachable; chime retries"
             }
         }
     }
@@ -214,6 +220,12 @@ pub trait Store: Send {
     fn paused_jobs(&self) -> Result<Vec<String>, StoreError>;
     fn runs(&self, query: &HistoryQuery) -> Result<Vec<RunRecord>, StoreError>;
     fn job_summaries(&self) -> Result<Vec<JobSummary>, StoreError>;
+    /// The replica (`--cluster-member`) that ran each of these runs, where the store
+    /// keeps one (the cluster's); empty otherwise.
+    fn run_members(&self, run_ids: &[String]) -> Result<HashMap<String, String>, StoreError> {
+        let _ = run_ids;
+        Ok(HashMap::new())
+    }
     /// Deletes finished runs started before `older_than`, and all but the newest
     /// `keep_per_job` runs of each job; returns how many went.
     fn prune(&mut self, older_than: DateTime<Utc>, keep_per_job: usize) -> Result<u64, StoreError>;

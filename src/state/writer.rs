@@ -8,6 +8,10 @@
 //! 30 s), while firing goes on. A corrupt file is moved aside as
 //! `state.db.corrupt-<time>` and a fresh one is started. Retention is applied in the
 //! background, at start and every hour.
+//!
+//! The store behind it is any [`Store`], opened (and reopened after a failure) through
+//! a [`Target`]: the SQLite file by default, the cluster's PostgreSQL with `--cluster`
+//! (`crate::cluster::store`), whose failures are `cluster.failed` instead.
 
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
@@ -246,10 +250,56 @@ impl StateWriter {
     }
 }
 
+/// Where the writer's store lives: it is (re)opened there, and failures are reported
+/// in its terms.
+pub trait Target: Send {
+    /// Where, for messages (a file's path, a database's URL without its password).
+    fn describe(&self) -> String;
+    /// Opens the store for writing.
+    fn open(&mut self, events: &Events) -> Result<Box<dyn Store>, StoreError>;
+    /// The store said it is corrupt: starts afresh (by default, opens it again).
+    fn replace_corrupt(
+        &mut self,
+        events: &Events,
+        err: &StoreError,
+    ) -> Result<Box<dyn Store>, StoreError> {
+        let _ = err;
+        self.open(events)
+    }
+    /// Says that writing failed (`state.failed` by default).
+    fn report(&self, events: &Events, what: String, error: String, fix: String, dropped: u64) {
+        events.emit(Event::StateFailed {
+            what,
+            error,
+            fix,
+            dropped,
+        });
+    }
+}
+
+/// The SQLite file of the state directory.
+pub struct SqliteTarget(pub PathBuf);
+
+impl Target for SqliteTarget {
+    fn describe(&self) -> String {
+        self.0.display().to_string()
+    }
+    fn open(&mut self, events: &Events) -> Result<Box<dyn Store>, StoreError> {
+        Ok(Box::new(open_or_replace(&self.0, events)?))
+    }
+    fn replace_corrupt(
+        &mut self,
+        events: &Events,
+        err: &StoreError,
+    ) -> Result<Box<dyn Store>, StoreError> {
+        Ok(Box::new(replace_corrupt(&self.0, events, err)?))
+    }
+}
+
 /// Where the thread writes, and what it says when it cannot.
 struct Sink {
-    path: PathBuf,
-    store: Option<SqliteStore>,
+    target: Box<dyn Target>,
+    store: Option<Box<dyn Store>>,
     events: Events,
     retention: Retention,
     tails: HashMap<Arc<str>, String>,
@@ -269,6 +319,20 @@ impl WriterThread {
         retention: Retention,
         capacity: usize,
     ) -> std::io::Result<WriterThread> {
+        let store = store.map(|store| Box::new(store) as Box<dyn Store>);
+        let target = Box::new(SqliteTarget(path.to_path_buf()));
+        Self::start_with(target, store, events, retention, capacity)
+    }
+
+    /// Starts the writer for any store: `store` is the one already opened at `target`
+    /// (`None` if it could not be: it is opened again later).
+    pub fn start_with(
+        target: Box<dyn Target>,
+        store: Option<Box<dyn Store>>,
+        events: Events,
+        retention: Retention,
+        capacity: usize,
+    ) -> std::io::Result<WriterThread> {
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue {
                 items: VecDeque::new(),
@@ -282,7 +346,7 @@ impl WriterThread {
             done: Condvar::new(),
         });
         let mut sink = Sink {
-            path: path.to_path_buf(),
+            target,
             store,
             events,
             retention,
@@ -551,14 +615,14 @@ impl Sink {
     }
 
     fn apply(&mut self, writes: &[Write]) -> Result<(), StoreError> {
-        if self.store.is_none() {
-            self.store = Some(open_or_replace(&self.path, &self.events)?);
-        }
-        let store = self.store.as_mut().expect("opened just above");
+        let store = match &mut self.store {
+            Some(store) => store,
+            None => self.store.insert(self.target.open(&self.events)?),
+        };
         match store.apply(writes) {
             Err(err) if err.is_corrupt() => {
                 self.store = None;
-                let fresh = replace_corrupt(&self.path, &self.events, &err)?;
+                let fresh = self.target.replace_corrupt(&self.events, &err)?;
                 let store = self.store.insert(fresh);
                 store.apply(writes)
             }
@@ -590,10 +654,11 @@ impl Sink {
             return;
         }
         self.last_said = Some(Instant::now());
-        self.events.emit(Event::StateFailed {
-            what: format!("{what} to {}", self.path.display()),
-            error: error_chain(err),
-            fix: format!(
+        self.target.report(
+            &self.events,
+            format!("{what} to {}", self.target.describe()),
+            error_chain(err),
+            format!(
                 "{}; firing goes on{}",
                 err.fix(),
                 if dropped > 0 {
@@ -603,7 +668,7 @@ impl Sink {
                 }
             ),
             dropped,
-        });
+        );
     }
 }
 

@@ -17,6 +17,10 @@ pub mod notify;
 pub mod postgres;
 pub mod process;
 
+/// One helper for every skip message (in `postgres`, which the cluster bench includes alone).
+#[allow(unused_imports)]
+pub use postgres::skipped;
+
 use std::ffi::{OsStr, OsString};
 use std::io::{BufRead, BufReader, Read};
 use std::os::unix::fs::PermissionsExt;

@@ -24,9 +24,9 @@ impl Pg {
                 std::env::var_os("CHIME_TEST_REQUIRE_POSTGRES").is_none(),
                 "CHIME_TEST_REQUIRE_POSTGRES is set but CHIME_TEST_POSTGRES is not: start one with scripts/test-postgres"
             );
-            eprintln!(
-                "SKIPPED: {db}: no test PostgreSQL (run under `scripts/test-postgres run cargo test`, as .ci/run does)"
-            );
+            skipped(&format!(
+                "{db}: no test PostgreSQL (run under `scripts/test-postgres run cargo test`, as .ci/run does)"
+            ));
             return None;
         };
         let dir = PathBuf::from(
@@ -130,5 +130,21 @@ impl Pg {
 
     pub fn start_server(&self) {
         self.pg_ctl(&["-w", "-t", "60", "start"]);
+    }
+}
+
+/// Says that a test was skipped, and why, where a plain `cargo test` shows it: libtest
+/// captures what a passing test prints (`eprintln!`, and `std::io::stderr()` too), so
+/// the line goes to file descriptor 2 itself.
+pub fn skipped(why: &str) {
+    let line = format!("SKIPPED: {why}\n");
+    let mut rest = line.as_bytes();
+    while !rest.is_empty() {
+        // SAFETY: writes bytes of a live buffer to fd 2, which the process keeps open.
+        let written = unsafe { libc::write(2, rest.as_ptr().cast(), rest.len()) };
+        if written <= 0 {
+            return;
+        }
+        rest = &rest[written as usize..];
     }
 }
