@@ -1013,8 +1013,15 @@ impl Cluster {
                 &p_member,
             ),
             client.execute(
+                // Rows the history writer holds at this moment (a run starting or
+                // ending) are passed over, not waited for: waiting, in another order
+                // than the writer's, deadlocked; the writer sets a starting run's lease
+                // itself, and an ending run needs none.
                 "UPDATE chime_claims SET lease_until = now() + make_interval(secs => $2)
-                 WHERE member = $1 AND status IN ('claimed', 'running') AND lease_until > now()",
+                 WHERE (job, scheduled_at, epoch) IN (
+                     SELECT job, scheduled_at, epoch FROM chime_claims
+                     WHERE member = $1 AND status IN ('claimed', 'running') AND lease_until > now()
+                     FOR UPDATE SKIP LOCKED)",
                 &p_renew,
             ),
             client.query(

@@ -64,15 +64,10 @@ const IS_RUN: &str = "run_id IS NOT NULL AND started IS NOT NULL AND status <> '
 // The writes, one statement per kind for a whole segment of a batch (see [`Segment`]).
 
 const HANDLED_SQL: &str = "
-WITH t AS (SELECT * FROM unnest($1::text[], $2::timestamptz[]) AS t(j, at)),
-c AS (
-    UPDATE chime_claims c SET status = 'handled', finished = now() FROM t
-    WHERE c.job = t.j AND c.scheduled_at = t.at AND c.member = $3 AND c.status = 'claimed'
-        AND c.run_id IS NULL
-    RETURNING 1
-)
-INSERT INTO chime_jobs (job, last_handled) SELECT j, max(at) FROM t GROUP BY j
-ON CONFLICT (job) DO UPDATE SET last_handled = greatest(chime_jobs.last_handled, EXCLUDED.last_handled)";
+UPDATE chime_claims c SET status = 'handled', finished = now()
+FROM unnest($1::text[], $2::timestamptz[]) AS t(j, at)
+WHERE c.job = t.j AND c.scheduled_at = t.at AND c.member = $3 AND c.status = 'claimed'
+    AND c.run_id IS NULL";
 
 /// A start: a retry updates its run; a first attempt takes this member's claim of
 /// the fire (`claimed`, or `handled` just before), or else gets a row of its own.
@@ -110,32 +105,59 @@ fresh AS (
     ON CONFLICT DO NOTHING
     RETURNING 1
 )
-INSERT INTO chime_jobs (job, last_run_id)
-SELECT DISTINCT ON (j) j, r FROM t WHERE a <= 1 ORDER BY j, n DESC
-ON CONFLICT (job) DO UPDATE SET last_run_id = EXCLUDED.last_run_id";
+SELECT (SELECT count(*) FROM retry) + (SELECT count(*) FROM claim) + (SELECT count(*) FROM fresh)";
 
-/// Ends; each job's failures in a row as if they came one by one: reset by its last
-/// success, then counted.
+/// Ends: the runs' rows (still `running`: not one another replica took as lost).
 const FINISHED_SQL: &str = "
-WITH t AS (
-    SELECT * FROM unnest($1::text[], $2::int4[], $3::text[], $4::int4[], $5::int4[], $6::int4[],
-        $7::text[], $8::timestamptz[], $9::int8[], $10::text[])
-        WITH ORDINALITY AS t(r, a, o, x, s, h, e, f, d, tl, n)
+UPDATE chime_claims c SET attempts = t.a, status = t.o, exit_code = t.x, signal = t.s,
+    http_status = t.h, error = t.e, finished = t.f, duration_ms = t.d, output_tail = t.tl
+FROM unnest($1::text[], $2::int4[], $3::text[], $4::int4[], $5::int4[], $6::int4[],
+    $7::text[], $8::timestamptz[], $9::int8[], $10::text[]) AS t(r, a, o, x, s, h, e, f, d, tl)
+WHERE c.run_id = t.r AND c.status = 'running'";
+
+/// Each job's facts from a whole batch, written last in its transaction in the jobs'
+/// order, so that the row of a job that several replicas run is locked only from here
+/// to the commit, and always in the same order (the replicas' writers then wait for
+/// each other briefly, never in a cycle). `$1..$2`: fires handled; `$3..$5`: first
+/// starts (job, run, position in the batch); `$6..$8`: ends (run, outcome, position);
+/// failures in a row as if the ends came one by one: reset by a job's last success,
+/// then counted. An end counts where it was written (its row has its outcome).
+const FACTS_SQL: &str = "
+WITH h AS (
+    SELECT j, max(at) AS at FROM unnest($1::text[], $2::timestamptz[]) AS t(j, at) GROUP BY j
 ),
-u AS (
-    UPDATE chime_claims c SET attempts = t.a, status = t.o, exit_code = t.x, signal = t.s,
-        http_status = t.h, error = t.e, finished = t.f, duration_ms = t.d, output_tail = t.tl
-    FROM t WHERE c.run_id = t.r AND c.status = 'running'
-    RETURNING c.job AS job, t.o AS o, t.n AS n
+s AS (
+    SELECT DISTINCT ON (j) j, r FROM unnest($3::text[], $4::text[], $5::int8[]) AS t(j, r, n)
+    ORDER BY j, n DESC
 ),
-last_ok AS (SELECT job, max(n) FILTER (WHERE o = 'success') AS ok FROM u GROUP BY job),
-per AS (
-    SELECT u.job, l.ok, count(*) FILTER (WHERE u.o <> 'success' AND u.n > coalesce(l.ok, 0)) AS after
-    FROM u JOIN last_ok l ON l.job = u.job GROUP BY u.job, l.ok
-)
-UPDATE chime_jobs j SET failures_in_row =
-    CASE WHEN per.ok IS NULL THEN j.failures_in_row + per.after ELSE per.after END
-FROM per WHERE j.job = per.job";
+f AS (
+    SELECT c.job AS j, t.o, t.n FROM unnest($6::text[], $7::text[], $8::int8[]) AS t(r, o, n)
+    JOIN chime_claims c ON c.run_id = t.r AND c.status = t.o
+),
+fp AS (
+    SELECT j, max(n) FILTER (WHERE o = 'success') AS ok,
+        count(*) FILTER (WHERE o <> 'success') AS fails
+    FROM f GROUP BY j
+),
+fa AS (
+    SELECT fp.j, fp.ok IS NOT NULL AS reset,
+        (SELECT count(*) FROM f WHERE f.j = fp.j AND f.o <> 'success' AND f.n > coalesce(fp.ok, -1))
+            AS after
+    FROM fp
+),
+js AS (SELECT j FROM h UNION SELECT j FROM s UNION SELECT j FROM fa)
+INSERT INTO chime_jobs AS cj (job, last_handled, last_run_id, failures_in_row)
+SELECT js.j, h.at, s.r, coalesce(fa.after, 0)::int4
+FROM js LEFT JOIN h ON h.j = js.j LEFT JOIN s ON s.j = js.j LEFT JOIN fa ON fa.j = js.j
+ORDER BY js.j
+ON CONFLICT (job) DO UPDATE SET
+    last_handled = CASE WHEN EXCLUDED.last_handled IS NULL THEN cj.last_handled
+        ELSE greatest(cj.last_handled, EXCLUDED.last_handled) END,
+    last_run_id = coalesce(EXCLUDED.last_run_id, cj.last_run_id),
+    failures_in_row = CASE
+        WHEN coalesce((SELECT fa.reset FROM fa WHERE fa.j = EXCLUDED.job), false)
+            THEN EXCLUDED.failures_in_row
+        ELSE cj.failures_in_row + EXCLUDED.failures_in_row END";
 
 const INTERRUPTED_SQL: &str = "
 UPDATE chime_claims c SET status = 'interrupted', finished = t.at,
@@ -191,6 +213,45 @@ struct FinishedCols {
     finished: Vec<DateTime<Utc>>,
     duration: Vec<i64>,
     tail: Vec<String>,
+}
+
+/// A batch's per-job facts as columns for [`FACTS_SQL`], each write with its position.
+#[derive(Default)]
+struct Facts {
+    handled: (Vec<String>, Vec<DateTime<Utc>>),
+    started: (Vec<String>, Vec<String>, Vec<i64>),
+    ended: (Vec<String>, Vec<String>, Vec<i64>),
+}
+
+impl Facts {
+    fn of(batch: &[Write]) -> Facts {
+        let mut facts = Facts::default();
+        for (n, write) in batch.iter().enumerate() {
+            let n = i64::try_from(n).unwrap_or(i64::MAX);
+            match write {
+                Write::Handled { job, at } => {
+                    facts.handled.0.push(job.clone());
+                    facts.handled.1.push(*at);
+                }
+                Write::Started(run) if run.attempt <= 1 => {
+                    facts.started.0.push(run.job.clone());
+                    facts.started.1.push(run.run_id.clone());
+                    facts.started.2.push(n);
+                }
+                Write::Finished(end) => {
+                    facts.ended.0.push(end.run_id.clone());
+                    facts.ended.1.push(end.outcome.clone());
+                    facts.ended.2.push(n);
+                }
+                Write::Started(_) | Write::Interrupted { .. } | Write::Paused { .. } => {}
+            }
+        }
+        facts
+    }
+
+    fn is_empty(&self) -> bool {
+        self.handled.0.is_empty() && self.started.0.is_empty() && self.ended.0.is_empty()
+    }
 }
 
 impl Segment {
@@ -282,6 +343,7 @@ struct Conn {
     started: Statement,
     finished: Statement,
     handled: Statement,
+    facts: Statement,
     interrupted: Statement,
     paused: Statement,
 }
@@ -295,9 +357,17 @@ pub struct PgStore {
     member: Option<String>,
     host: String,
     conn: RefCell<Option<Conn>>,
+    /// Transactions PostgreSQL rolled back as deadlock victims (and tried again).
+    deadlocks: std::cell::Cell<u64>,
 }
 
 impl PgStore {
+    /// How many of this store's transactions were rolled back as deadlock victims (each
+    /// tried again): replicas' writers must never deadlock each other.
+    pub fn deadlocks(&self) -> u64 {
+        self.deadlocks.get()
+    }
+
     /// Connects (creating or migrating the schema). `member`: the replica this store
     /// writes for, whose unfinished runs [`Store::unfinished_runs`] returns; `None`
     /// reads every replica's.
@@ -314,6 +384,7 @@ impl PgStore {
             options: options.clone(),
             member: member.map(str::to_string),
             host: super::hostname(),
+            deadlocks: std::cell::Cell::new(0),
             conn: RefCell::new(None),
         };
         let conn = store.connect()?;
@@ -341,6 +412,7 @@ impl PgStore {
                     started: client.prepare(STARTED_SQL).await?,
                     finished: client.prepare(FINISHED_SQL).await?,
                     handled: client.prepare(HANDLED_SQL).await?,
+                    facts: client.prepare(FACTS_SQL).await?,
                     interrupted: client.prepare(INTERRUPTED_SQL).await?,
                     paused: client.prepare(PAUSED_SQL).await?,
                     client,
@@ -390,12 +462,13 @@ impl PgStore {
                     conn = self.connect()?;
                     continue;
                 }
-                // Replicas' batches may lock the same jobs' rows in another order: the
-                // one PostgreSQL chose to roll back goes again, at once.
+                // Should two transactions ever deadlock (the batches lock the jobs' rows
+                // in one order, so they should not), the victim goes again, at once.
                 Ok(Err(err))
                     if deadlocks < 3 && err.code() == Some(&SqlState::T_R_DEADLOCK_DETECTED) =>
                 {
                     deadlocks += 1;
+                    self.deadlocks.set(self.deadlocks.get() + 1);
                     continue;
                 }
                 Ok(Err(err)) => Err(StoreError::Cluster {
@@ -542,6 +615,7 @@ impl Store for PgStore {
         let host = self.host.clone();
         let lease = self.options.lease.as_secs_f64();
         let segments = Segment::cut(batch);
+        let facts = Facts::of(batch);
         self.with("writing the run history", async |conn| {
             let (member, host, lease) = (&member, &host, &lease);
             let client = &conn.client;
@@ -608,6 +682,22 @@ impl Store for PgStore {
                         client.execute(&conn.paused, &params).await.map(drop)
                     }));
                 }
+            }
+            if !facts.is_empty() {
+                let f = &facts;
+                calls.push(Box::pin(async move {
+                    let params: [&(dyn ToSql + Sync); 8] = [
+                        &f.handled.0,
+                        &f.handled.1,
+                        &f.started.0,
+                        &f.started.1,
+                        &f.started.2,
+                        &f.ended.0,
+                        &f.ended.1,
+                        &f.ended.2,
+                    ];
+                    client.execute(&conn.facts, &params).await.map(drop)
+                }));
             }
             calls.push(Box::pin(client.batch_execute("COMMIT")));
             pipelined(calls).await
