@@ -196,6 +196,9 @@ pub struct Fire {
 pub trait Gate: Send + Sync + 'static {
     /// Takes a fire to claim; it must not block.
     fn submit(&self, fire: Fire);
+    /// The fires submitted so far are all that the scheduler had due at this wake-up:
+    /// they can be claimed together.
+    fn flush(&self) {}
 }
 
 /// Hands fires to runs. Cheap to clone; clones share one state.
@@ -279,6 +282,13 @@ impl<E: Executor, C: Clock> Dispatcher<E, C> {
             return;
         }
         self.fire_claimed(fire);
+    }
+
+    /// Tells the gate (if any) that this wake-up's fires have all been handed over.
+    pub fn flush_claims(&self) {
+        if let Some(gate) = self.inner.gate.get() {
+            gate.flush();
+        }
     }
 
     /// Claims fires at `gate` from now on (the first call wins).

@@ -701,6 +701,8 @@ impl<E: Executor, C: Clock> Scheduler<E, C> {
                 }
             }
         }
+        // With replicas: this wake-up's fires go to the claim as one.
+        self.dispatcher.flush_claims();
         for (at, slot) in rearm.drain(..) {
             let upcoming = self.slots[slot]
                 .as_ref()
@@ -827,6 +829,7 @@ impl<E: Executor, C: Clock> Scheduler<E, C> {
             }
             self.dispatcher
                 .fire(Self::fire_of(entry, latest, Trigger::CatchUp));
+            self.dispatcher.flush_claims();
         }
         // The next fire is after everything handled: never one already due.
         self.invalidate_timers(slot);

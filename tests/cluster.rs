@@ -203,6 +203,18 @@ fn three_replicas_run_every_fire_of_200_jobs_exactly_once() {
             .collect();
         assert!(trouble.is_empty(), "replica {member}: {trouble:#?}");
     }
+    // One claim statement per replica and instant for all its fires: the rows one
+    // statement inserts share its transaction's time.
+    let statements = pg.count(&format!(
+        "SELECT coalesce(max(n), 0) FROM (SELECT count(DISTINCT claimed_at) AS n FROM chime_claims
+         WHERE epoch >= 0 AND scheduled_at BETWEEN '{}' AND '{}' GROUP BY member, scheduled_at) s",
+        from.to_rfc3339(),
+        to.to_rfc3339()
+    ));
+    assert_eq!(
+        statements, 1,
+        "an instant's fires are claimed by one statement per replica"
+    );
     let total: i64 = spread.values().sum();
     eprintln!(
         "exactly once: {} jobs x {secs} s = {total} fires, each run once; spread over replicas: {spread:?}",

@@ -297,6 +297,9 @@ pub struct KillProgress {
     pub status: String,
 }
 
+/// The longest the claim loop waits for the rest of a wake-up's fires.
+const CLAIM_SETTLE_MAX: Duration = Duration::from_millis(20);
+
 /// How long an operator's request waits for the database.
 const CONTROL_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -735,16 +738,28 @@ impl Cluster {
     /// Receives fires, groups those of one instant, and claims them.
     async fn claim_loop<E: Executor, C: Clock>(
         self,
-        mut rx: mpsc::UnboundedReceiver<Fire>,
+        mut rx: mpsc::UnboundedReceiver<ClaimMsg>,
         dispatcher: Dispatcher<E, C>,
         known: Known,
     ) {
         let mut drift_said: HashSet<(String, String)> = HashSet::new();
         let drift_said = Arc::new(Mutex::new(std::mem::take(&mut drift_said)));
         while let Some(first) = rx.recv().await {
-            let mut fires = vec![first];
-            while let Ok(fire) = rx.try_recv() {
+            // The scheduler hands a wake-up's fires over one by one from its own thread,
+            // then says it is done: they are claimed together (one statement for this
+            // replica's preferred fires, one for the fallback), not one per chunk that
+            // happened to be waiting. Should the word not come, they go after
+            // CLAIM_SETTLE_MAX.
+            let mut fires = Vec::new();
+            let mut next = Some(first);
+            while let Some(ClaimMsg::Fire(fire)) = next {
                 fires.push(fire);
+                next = tokio::time::timeout(CLAIM_SETTLE_MAX, rx.recv())
+                    .await
+                    .unwrap_or_default();
+            }
+            if fires.is_empty() {
+                continue;
             }
             let mut by_instant: HashMap<(DateTime<Utc>, bool), Vec<Fire>> = HashMap::new();
             for fire in fires {
@@ -1155,12 +1170,23 @@ UPDATE chime_epoch SET
 
 /// Sends fires to the claim loop.
 struct ClaimGate {
-    tx: mpsc::UnboundedSender<Fire>,
+    tx: mpsc::UnboundedSender<ClaimMsg>,
+}
+
+/// What the claim loop hears from the scheduler.
+enum ClaimMsg {
+    Fire(Fire),
+    /// The fires so far are all of the scheduler's wake-up.
+    Flush,
 }
 
 impl Gate for ClaimGate {
     fn submit(&self, fire: Fire) {
-        let _ = self.tx.send(fire);
+        let _ = self.tx.send(ClaimMsg::Fire(fire));
+    }
+
+    fn flush(&self) {
+        let _ = self.tx.send(ClaimMsg::Flush);
     }
 }
 
