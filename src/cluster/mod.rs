@@ -357,22 +357,6 @@ impl Cluster {
         self.inner.client.borrow().clone()
     }
 
-    /// Waits up to `timeout` for a connection.
-    pub async fn connected(&self, timeout: Duration) -> Option<Arc<Client>> {
-        Self::wait_client(self.inner.client.clone(), timeout).await
-    }
-
-    async fn wait_client(
-        mut rx: watch::Receiver<Option<Arc<Client>>>,
-        timeout: Duration,
-    ) -> Option<Arc<Client>> {
-        let wait = rx.wait_for(Option::is_some);
-        match tokio::time::timeout(timeout, wait).await {
-            Ok(Ok(client)) => client.clone(),
-            _ => None,
-        }
-    }
-
     /// Connects, migrates, and reconnects when the connection ends; says why each
     /// attempt failed, backing off from 1 s to 30 s. Only the `main` connection (claims,
     /// leases) speaks; the history's reports its failures where it writes.
@@ -573,15 +557,6 @@ impl Cluster {
             .control_query("SELECT job FROM chime_paused ORDER BY job", &[])
             .await?;
         Ok(rows.iter().map(|r| r.get(0)).collect())
-    }
-
-    /// The paused jobs at start (empty, with a `cluster.failed`, when they cannot be
-    /// read: the claims skip paused jobs anyway, and the control loop reads them again).
-    pub async fn paused_at_start(&self) -> Vec<String> {
-        if self.connected(Duration::from_secs(5)).await.is_none() {
-            return Vec::new();
-        }
-        self.paused_jobs().await.unwrap_or_default()
     }
 
     /// Pauses (or resumes) `jobs` for every replica (`None` with `pause: false`: every

@@ -159,9 +159,10 @@ impl StateWriter {
         self.push(Item::Write(Box::new(write)));
     }
 
-    /// Queues the events that matter to the store. Only a clone of the event (a few
-    /// reference counts) is taken here, not even the time: what to write is worked out
-    /// on the writer's thread (a run's end is its start plus its measured duration).
+    /// Queues the events that matter to the store, as a small [`Item`] (the facts kept,
+    /// the names as shared references), without reading the clock: what to write is
+    /// worked out on the writer's thread (a run's end is its start plus its measured
+    /// duration).
     pub fn observe(&self, event: &Event) {
         let item = match event {
             Event::RunStarted {
