@@ -199,6 +199,15 @@ pub trait Gate: Send + Sync + 'static {
     /// The fires submitted so far are all that the scheduler had due at this wake-up:
     /// they can be claimed together.
     fn flush(&self) {}
+    /// How long before its instant a fire is handed over, so that its claim is back
+    /// by then: the gate holds a won fire until its instant ([`Dispatcher::fire_claimed`]
+    /// then). Zero (the default): at the instant.
+    fn ahead(&self) -> Duration {
+        Duration::ZERO
+    }
+    /// Shutdown: the fires held whose instant has not come are let go (not run, and
+    /// not reported: their instant never came while the service ran).
+    fn stop(&self) {}
 }
 
 /// Hands fires to runs. Cheap to clone; clones share one state.
@@ -289,6 +298,15 @@ impl<E: Executor, C: Clock> Dispatcher<E, C> {
         if let Some(gate) = self.inner.gate.get() {
             gate.flush();
         }
+    }
+
+    /// How long before its instant the scheduler hands a fire over: the gate's
+    /// [`Gate::ahead`], zero without one.
+    pub fn claim_ahead(&self) -> Duration {
+        self.inner
+            .gate
+            .get()
+            .map_or(Duration::ZERO, |gate| gate.ahead())
     }
 
     /// Claims fires at `gate` from now on (the first call wins).
@@ -466,7 +484,7 @@ impl<E: Executor, C: Clock> Dispatcher<E, C> {
     }
 
     /// The clock runs are timed with.
-    pub fn clock(&self) -> &C {
+    pub fn clock(&self) -> &Arc<C> {
         self.inner.runner.clock()
     }
 
@@ -497,6 +515,9 @@ impl<E: Executor, C: Clock> Dispatcher<E, C> {
     pub fn stop_accepting(&self) {
         self.stop_starting();
         let inner = &self.inner;
+        if let Some(gate) = inner.gate.get() {
+            gate.stop();
+        }
         let queued: Vec<Waiting> = lock(&inner.queue)
             .drain(..)
             .filter_map(|runs| runs.lock().queued.take())

@@ -108,7 +108,7 @@ impl<E: Executor, C: Clock> Runner<E, C> {
 }
 
 impl<E, C> Runner<E, C> {
-    pub(crate) fn clock(&self) -> &C {
+    pub(crate) fn clock(&self) -> &Arc<C> {
         &self.clock
     }
 

@@ -362,7 +362,15 @@ impl<E: Executor, C: Clock> Scheduler<E, C> {
     /// The instant of the next armed timer, if any: what the loop sleeps until. For
     /// drivers that step time themselves (tests): wake then, and call [`Self::on_wake`].
     pub fn next_wake(&mut self) -> Option<DateTime<Utc>> {
-        self.earliest()
+        let ahead = self.ahead();
+        self.earliest().map(|at| at - ahead)
+    }
+
+    /// How long before their instants fires are handed over: with replicas, the claim
+    /// gate's lead ([`Dispatcher::claim_ahead`]), so that claims are back by then;
+    /// zero otherwise.
+    fn ahead(&self) -> TimeDelta {
+        TimeDelta::from_std(self.dispatcher.claim_ahead()).unwrap_or(TimeDelta::zero())
     }
 
     /// Checks the bookkeeping that reloads keep: every name maps to the slot holding
@@ -577,7 +585,7 @@ impl<E: Executor, C: Clock> Scheduler<E, C> {
                     }
                     None => {
                         // Fire what fell due during the slice, then the next slice.
-                        if self.earliest().is_some_and(|at| at <= self.clock.now()) {
+                        if self.next_wake().is_some_and(|at| at <= self.clock.now()) {
                             self.on_wake();
                         }
                         if shutdown.is_cancelled() {
@@ -588,7 +596,7 @@ impl<E: Executor, C: Clock> Scheduler<E, C> {
                     }
                 }
             }
-            let earliest = self.earliest();
+            let earliest = self.next_wake();
             let clock = Arc::clone(&self.clock);
             let workers = self.workers.clone();
             let sleep = async move {
@@ -684,8 +692,11 @@ impl<E: Executor, C: Clock> Scheduler<E, C> {
         // that in a burst (10,000 jobs due at one instant) the last job's run does not
         // wait for every other job's next fire to be computed.
         let mut rearm = std::mem::take(&mut self.rearm);
+        // With replicas, fires up to the claim's lead ahead go too: the gate holds each
+        // until its instant.
+        let due_by = now + self.ahead();
         while let Some(bucket) = self.timers.first_entry() {
-            if *bucket.key() > now {
+            if *bucket.key() > due_by {
                 break;
             }
             let (at, due) = bucket.remove_entry();

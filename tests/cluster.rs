@@ -212,8 +212,17 @@ fn three_replicas_run_every_fire_of_200_jobs_exactly_once() {
         to.to_rfc3339()
     ));
     assert_eq!(
-        statements, 1,
-        "an instant's fires are claimed by one statement per replica"
+        statements,
+        1,
+        "an instant's fires are claimed by one statement per replica; where not (member, instant, claimed at, fires):\n{:#?}",
+        pg.query(&format!(
+            "SELECT member, scheduled_at, claimed_at, count(*) FROM chime_claims
+             WHERE epoch >= 0 AND scheduled_at BETWEEN '{}' AND '{}' AND (member, scheduled_at) IN (
+                SELECT member, scheduled_at FROM chime_claims GROUP BY 1, 2 HAVING count(DISTINCT claimed_at) > 1)
+             GROUP BY 1, 2, 3 ORDER BY 2, 1, 3",
+            from.to_rfc3339(),
+            to.to_rfc3339()
+        ))
     );
     let total: i64 = spread.values().sum();
     eprintln!(
@@ -682,4 +691,97 @@ fn a_backward_step_of_the_database_clock_over_3_hours_starts_a_new_epoch() {
         pg.count("SELECT count(*) FROM chime_claims WHERE epoch = 2"),
         1
     );
+}
+
+/// A replica claims its preferred fires `--cluster-claim-ahead` before their instant.
+/// Stopped in between, it runs none of them and deletes those claims as it stops, so
+/// the other replica's fallback claim runs each fire, once, on time but for the
+/// fallback.
+#[test]
+fn a_replica_stopped_after_claiming_ahead_lets_the_others_run_those_fires() {
+    let _serial = serial();
+    let Some(pg) = Pg::database("chime_release") else {
+        return;
+    };
+    let tmp = temp_dir();
+    let dir = tmp.path();
+    let marks_dir = dir.join("markers");
+    let mut yaml = String::from("defaults:\n  timezone: UTC\njobs:\n");
+    let names: Vec<String> = (0..20).map(|i| format!("job{i:02}")).collect();
+    for name in &names {
+        yaml.push_str(&format!(
+            "  {name}:\n    schedule: \"*/5 * * * * *\"\n    overlap: allow\n    command: '{}'\n",
+            marker_command(&marks_dir)
+        ));
+    }
+    let marks = schedules(dir, &yaml);
+    let mut b = start_replica(dir, &pg, "b", "10s", "500ms");
+    // `a` claims 4 s ahead: a wide window to stop it in.
+    let mut args = pg.replica_args("a", "10s", "500ms");
+    args.extend(["--cluster-claim-ahead".into(), "4s".into()]);
+    args.extend(["--log-format".into(), "json".into(), "run".into()]);
+    args.push(dir.join("schedules").to_string_lossy().into_owned());
+    let mut a = support::command(dir, &args).spawn();
+    a.wait_event("cluster.joined", LIMIT);
+    // Once both see each other, a's claims of an instant still 2 s or more away.
+    let ahead_of = |min_secs: i64| {
+        pg.query(&format!(
+            "SELECT scheduled_at, count(*) FROM chime_claims
+             WHERE member = 'a' AND status = 'claimed' AND scheduled_at > now() + interval '{min_secs} seconds'
+             GROUP BY scheduled_at"
+        ))
+    };
+    wait_until("a run by each replica", LIMIT, || {
+        pg.count("SELECT count(DISTINCT member) FROM chime_claims WHERE status = 'success'") == 2
+    });
+    let mut claimed = Vec::new();
+    wait_until("a claim by a, 2 s ahead", LIMIT, || {
+        claimed = ahead_of(2);
+        !claimed.is_empty()
+    });
+    a.stop();
+    let at = pg_time(&claimed[0][0]);
+    let held: i64 = claimed[0][1].parse().expect("a count");
+    assert!(held > 0);
+    // Its claims of that instant are gone as it stopped, before the instant came.
+    assert_eq!(
+        pg.count(&format!(
+            "SELECT count(*) FROM chime_claims WHERE member = 'a' AND scheduled_at = '{}'",
+            ts(at)
+        )),
+        0,
+        "a's claims of {at} are released at its stop"
+    );
+    assert!(Utc::now() < at, "released before the instant");
+    wait_for_instant(&pg, names.len(), at, LIMIT);
+    b.stop();
+    let by: Vec<Vec<String>> = pg.query(&format!(
+        "SELECT member, status, count(*) FROM chime_claims WHERE scheduled_at = '{}' GROUP BY 1, 2",
+        ts(at)
+    ));
+    assert_eq!(
+        by,
+        vec![vec![
+            "b".to_string(),
+            "success".to_string(),
+            names.len().to_string()
+        ]],
+        "every fire of {at} run by b"
+    );
+    let marks = markers(&marks);
+    for name in &names {
+        let runs = marks[name].iter().filter(|m| **m == at).count();
+        assert_eq!(runs, 1, "{name} ran {at} once");
+    }
+    let (lines, _) = a.finish(LIMIT);
+    let started_then = lines
+        .iter()
+        .filter_map(|l| support::parse_event(l))
+        .filter(|e| {
+            e["event"] == "run.started"
+                && e["scheduled_at"].as_str().and_then(|s| s.parse().ok()) == Some(at)
+        })
+        .count();
+    assert_eq!(started_then, 0, "a ran nothing of {at}");
+    eprintln!("stopped holding {held} claim(s) of {at}: released, run by b");
 }

@@ -36,6 +36,7 @@ fn options(pg: &Pg, member: &str) -> ClusterOptions {
         member: member.into(),
         lease: Duration::from_secs(30),
         fallback: Duration::from_secs(1),
+        claim_ahead: Duration::from_millis(250),
     }
 }
 

@@ -280,6 +280,10 @@ pub(crate) struct ClusterFlags {
     /// How long replicas wait before claiming fires preferred for another member.
     #[arg(long, env = "CHIME_CLUSTER_FALLBACK", value_parser = parse_duration_arg, default_value = "1s")]
     pub cluster_fallback: Duration,
+    /// How long before its instant a fire is claimed, so that the claim's round trip is
+    /// over when the instant comes (at most 10s; more for a distant database).
+    #[arg(long, env = "CHIME_CLUSTER_CLAIM_AHEAD", value_parser = parse_duration_arg, default_value = "250ms")]
+    pub cluster_claim_ahead: Duration,
 }
 
 /// `--cluster` for `status` and `history`: the history is read from PostgreSQL.
@@ -354,6 +358,8 @@ pub(crate) struct FlagsBefore {
     cluster_lease: Option<Duration>,
     #[arg(long = "cluster-fallback", value_parser = parse_duration_arg, hide = true)]
     cluster_fallback: Option<Duration>,
+    #[arg(long = "cluster-claim-ahead", value_parser = parse_duration_arg, hide = true)]
+    cluster_claim_ahead: Option<Duration>,
 }
 
 /// Every setting a command may read, resolved from its flag groups (a group the
@@ -377,12 +383,15 @@ pub(crate) struct Settings {
     pub cluster_member: Option<String>,
     pub cluster_lease: Duration,
     pub cluster_fallback: Duration,
+    pub cluster_claim_ahead: Duration,
 }
 
 /// `--cluster-lease` unless set.
 const DEFAULT_CLUSTER_LEASE: Duration = Duration::from_secs(30);
 /// `--cluster-fallback` unless set.
 const DEFAULT_CLUSTER_FALLBACK: Duration = Duration::from_secs(1);
+/// `--cluster-claim-ahead` unless set.
+const DEFAULT_CLUSTER_CLAIM_AHEAD: Duration = Duration::from_millis(250);
 
 impl Settings {
     fn resolve(
@@ -429,6 +438,9 @@ impl Settings {
             cluster_member: before.cluster_member.clone(),
             cluster_lease: before.cluster_lease.unwrap_or(DEFAULT_CLUSTER_LEASE),
             cluster_fallback: before.cluster_fallback.unwrap_or(DEFAULT_CLUSTER_FALLBACK),
+            cluster_claim_ahead: before
+                .cluster_claim_ahead
+                .unwrap_or(DEFAULT_CLUSTER_CLAIM_AHEAD),
         }
     }
 
@@ -443,6 +455,9 @@ impl Settings {
             .or_else(|| cluster.cluster_member.clone());
         self.cluster_lease = before.cluster_lease.unwrap_or(cluster.cluster_lease);
         self.cluster_fallback = before.cluster_fallback.unwrap_or(cluster.cluster_fallback);
+        self.cluster_claim_ahead = before
+            .cluster_claim_ahead
+            .unwrap_or(cluster.cluster_claim_ahead);
         self
     }
 
@@ -587,6 +602,13 @@ pub(crate) fn cluster_options(
     if settings.cluster_lease < Duration::from_millis(400) {
         return Err("--cluster-lease must be at least 400ms".into());
     }
+    if settings.cluster_claim_ahead > crate::cluster::CLAIM_AHEAD_MAX {
+        return Err(format!(
+            "--cluster-claim-ahead {}ms is too long: at most {}s (a fire is claimed that long before its instant)",
+            settings.cluster_claim_ahead.as_millis(),
+            crate::cluster::CLAIM_AHEAD_MAX.as_secs()
+        ));
+    }
     Ok(Some(crate::cluster::ClusterOptions {
         url,
         password,
@@ -596,6 +618,7 @@ pub(crate) fn cluster_options(
             .unwrap_or_else(|| format!("{}:{}", crate::cluster::hostname(), std::process::id())),
         lease: settings.cluster_lease,
         fallback: settings.cluster_fallback,
+        claim_ahead: settings.cluster_claim_ahead,
     }))
 }
 

@@ -380,6 +380,9 @@ impl<E: Executor, C: Clock> Service<E, C> {
         self.dispatcher.stop_accepting();
         self.dispatcher.cancel_all();
         self.dispatcher.wait_idle().await;
+        if let Some(cluster) = &self.options.cluster {
+            cluster.release().await;
+        }
         self.close_control().await;
     }
 
@@ -463,6 +466,9 @@ impl<E: Executor, C: Clock> Service<E, C> {
     async fn finish(mut self) {
         self.dispatcher.cancel_all();
         self.dispatcher.wait_idle().await;
+        if let Some(cluster) = &self.options.cluster {
+            cluster.release().await;
+        }
         self.close_control().await;
         let (jobs, files) = self.counts();
         self.events.emit(Event::ServiceStopped {
