@@ -2159,3 +2159,82 @@ async fn stale_timers_left_by_reloads_are_swept() {
         "{most} timers held for 1,000 jobs"
     );
 }
+
+/// (handed at, instant, job) of a fire given to a [`RecordingGate`].
+type Handed = (DateTime<Utc>, DateTime<Utc>, String);
+
+/// A claim gate that records when each fire was handed to it.
+struct RecordingGate {
+    clock: Arc<VirtualClock>,
+    ahead: Duration,
+    handed: Mutex<Vec<Handed>>,
+    flushes: Mutex<usize>,
+}
+
+impl chime::dispatch::Gate for RecordingGate {
+    fn submit(&self, fire: chime::dispatch::Fire) {
+        self.handed.lock().unwrap().push((
+            self.clock.now(),
+            fire.scheduled_at,
+            fire.name.to_string(),
+        ));
+        assert_eq!(fire.trigger, Trigger::Schedule);
+    }
+    fn flush(&self) {
+        *self.flushes.lock().unwrap() += 1;
+    }
+    fn ahead(&self) -> Duration {
+        self.ahead
+    }
+}
+
+/// With replicas, the claim gate asks for fires ahead of their instants (so that the
+/// claim is back when the instant comes): the scheduler hands each over exactly that
+/// long before it, once, and in order; nothing runs unless the gate says so.
+#[tokio::test(start_paused = true)]
+async fn fires_are_handed_to_a_claim_gate_its_lead_ahead() {
+    let clock = Arc::new(VirtualClock::new(at("2026-11-25T10:00:00.100Z")));
+    let (events, _store) = Events::recorder();
+    let calls = Arc::new(Mutex::new(Vec::new()));
+    let executor = FakeExecutor::new(&clock, &calls);
+    let dispatcher = Dispatcher::new(
+        executor,
+        Arc::clone(&clock),
+        events.clone(),
+        RunSettings::default(),
+        0,
+    );
+    let gate = Arc::new(RecordingGate {
+        clock: Arc::clone(&clock),
+        ahead: Duration::from_millis(250),
+        handed: Mutex::new(Vec::new()),
+        flushes: Mutex::new(0),
+    });
+    dispatcher.claim_at(Arc::clone(&gate) as Arc<dyn chime::dispatch::Gate>);
+    let mut scheduler = Scheduler::new(Arc::clone(&clock), dispatcher, events);
+    scheduler.add_jobs([job("tick", "* * * * * *"), job("five", "*/5 * * * * *")]);
+    let stop = CancellationToken::new();
+    let (_commands, command_rx) = tokio::sync::mpsc::channel(1);
+    let token = stop.clone();
+    let task = tokio::spawn(async move { scheduler.run(token, command_rx, None).await });
+    tokio::time::sleep(Duration::from_millis(5800)).await; // 10:00:05.9
+    stop.cancel();
+    task.await.unwrap();
+    let mut handed = gate.handed.lock().unwrap().clone();
+    assert!(handed.is_sorted_by_key(|h| h.0), "in order: {handed:?}");
+    handed.sort();
+    let lead = TimeDelta::milliseconds(250);
+    let mut expected: Vec<Handed> = seconds("2026-11-25T10:00:01Z", 6)
+        .into_iter()
+        .map(|s| (s - lead, s, "tick".to_string()))
+        .collect();
+    let five = at("2026-11-25T10:00:05Z");
+    expected.push((five - lead, five, "five".to_string()));
+    expected.sort();
+    assert_eq!(handed, expected, "(handed at, instant, job)");
+    assert_eq!(*gate.flushes.lock().unwrap(), 6, "one flush per wake-up");
+    assert!(
+        calls.lock().unwrap().is_empty(),
+        "the gate decides what runs"
+    );
+}
