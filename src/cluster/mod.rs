@@ -597,7 +597,9 @@ impl Cluster {
 
     /// Pauses (or resumes) `jobs` for every replica (`None` with `pause: false`: every
     /// paused job), and tells the others; returns the jobs whose state changed. Done
-    /// when this returns: the claims of every replica skip the paused jobs from here on.
+    /// when this returns: no fire of a paused job whose instant comes later runs on any
+    /// replica (given the same `--cluster-claim-ahead` everywhere), and a resumed job's
+    /// next fires run.
     pub async fn set_paused(
         &self,
         jobs: Option<&[String]>,
@@ -630,6 +632,12 @@ impl Cluster {
         };
         let mut changed: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
         changed.sort();
+        // Fires are claimed up to --cluster-claim-ahead before their instants: waiting
+        // that long after the commit, every fire whose instant comes after the answer
+        // is claimed after the change, and so follows it on every replica.
+        if !changed.is_empty() {
+            tokio::time::sleep(self.inner.options.claim_ahead).await;
+        }
         Ok(changed)
     }
 
