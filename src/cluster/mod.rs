@@ -255,8 +255,6 @@ struct Inner {
     unclaimed: std::sync::atomic::AtomicU64,
     /// This host's clock minus the database's, in ms, as the last claim saw it.
     offset_ms: std::sync::atomic::AtomicI64,
-    /// Statements sent (for the benchmark's round trips per instant).
-    round_trips: std::sync::atomic::AtomicU64,
     /// Notifications on [`CONTROL_CHANNEL`] (and a resync at each new connection), for
     /// the control loop.
     notices: mpsc::UnboundedSender<Notice>,
@@ -350,7 +348,6 @@ impl Cluster {
                 hashes: Mutex::new(HashMap::new()),
                 unclaimed: Default::default(),
                 offset_ms: Default::default(),
-                round_trips: Default::default(),
                 notices,
                 notices_rx: Mutex::new(Some(notices_rx)),
                 pending: Mutex::new(Pending::default()),
@@ -362,19 +359,6 @@ impl Cluster {
 
     pub fn member(&self) -> &str {
         &self.inner.options.member
-    }
-
-    /// Statements sent to the database so far.
-    pub fn round_trips(&self) -> u64 {
-        self.inner
-            .round_trips
-            .load(std::sync::atomic::Ordering::Relaxed)
-    }
-
-    fn count_trip(&self) {
-        self.inner
-            .round_trips
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
     fn emit(&self, kind: ClusterKind, detail: String, fix: Option<String>) {
@@ -967,7 +951,6 @@ impl Cluster {
                 skip: f.job.overlap == Overlap::Skip,
             })
             .collect();
-        self.count_trip();
         let request = ClaimRequest {
             at,
             member: self.member(),
@@ -1146,7 +1129,6 @@ impl Cluster {
         let pid = std::process::id() as i32;
         let jobs_hash = self.jobs_hash();
         let member = self.member();
-        self.count_trip();
         let p_member: [&(dyn tokio_postgres::types::ToSql + Sync); 4] =
             [&member, &host, &pid, &jobs_hash];
         let p_renew: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&member, &lease];
