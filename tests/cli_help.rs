@@ -31,6 +31,7 @@ const ALL: &[&str] = &[
     "--cluster-member",
     "--cluster-lease",
     "--cluster-fallback",
+    "--cluster-claim-ahead",
     "--cron",
     "--tz",
     "--job",
@@ -59,6 +60,7 @@ fn each_subcommand_lists_only_its_own_flags() {
                 "--cluster-member",
                 "--cluster-lease",
                 "--cluster-fallback",
+                "--cluster-claim-ahead",
             ],
         ),
         ("check", &["--default-timezone"]),
@@ -150,4 +152,40 @@ fn flags_before_the_subcommand_still_work() {
     );
     assert_eq!(out.code, Some(0), "{out:#?}");
     assert_eq!(out.stdout, "2026-03-28T09:00:00+09:00\n", "{out:#?}");
+}
+
+/// The cluster's timings out of range are refused before anything starts, saying which
+/// flag and what it may be.
+#[test]
+fn cluster_timings_out_of_range_are_refused() {
+    let dir = temp_dir();
+    std::fs::write(dir.path().join("jobs.yaml"), "jobs: {}\n").expect("write");
+    let jobs = dir.path().join("jobs.yaml").to_string_lossy().into_owned();
+    for (flag, value, says) in [
+        (
+            "--cluster-lease",
+            "300ms",
+            "--cluster-lease must be at least 400ms",
+        ),
+        (
+            "--cluster-claim-ahead",
+            "11s",
+            "--cluster-claim-ahead 11000ms is too long: at most 10s",
+        ),
+    ] {
+        let out = run(
+            dir.path(),
+            [
+                "run",
+                "--cluster",
+                "postgres://chime@127.0.0.1:1/chime",
+                flag,
+                value,
+                &jobs,
+            ],
+            LIMIT,
+        );
+        assert_eq!(out.code, Some(1), "{flag} {value}: {out:#?}");
+        assert!(out.stderr.contains(says), "{flag} {value}: {out:#?}");
+    }
 }
