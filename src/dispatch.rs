@@ -21,7 +21,7 @@
 //! skipped for shutdown. The admission is an atomic count, not a lock, so the hot path
 //! stays lock-free.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
 use std::time::Duration;
@@ -241,8 +241,6 @@ struct Inner<E, C> {
     /// With replicas: scheduled and catch-up fires are claimed there first, and come
     /// back through [`Dispatcher::fire_claimed`] when the claim was won.
     gate: OnceLock<Arc<dyn Gate>>,
-    /// The runs in flight, run id → job name: what a shutdown says it waits for.
-    running: Mutex<HashMap<Arc<str>, Arc<str>>>,
     /// Where a run that panics is reported (the service's health), once set.
     failures: OnceLock<Health>,
     paused: Arc<PausedJobs>,
@@ -274,7 +272,6 @@ impl<E: Executor, C: Clock> Dispatcher<E, C> {
                 queue: Mutex::new(VecDeque::new()),
                 tracker: TaskTracker::new(),
                 gate: OnceLock::new(),
-                running: Mutex::new(HashMap::new()),
                 failures: OnceLock::new(),
                 paused: Arc::default(),
             }),
@@ -539,9 +536,11 @@ impl<E: Executor, C: Clock> Dispatcher<E, C> {
 
     /// The runs in flight, as `job (run_id)`, sorted.
     pub fn running_runs(&self) -> Vec<String> {
-        let mut runs: Vec<String> = lock(&self.inner.running)
+        let mut runs: Vec<String> = self
+            .live()
+            .all()
             .iter()
-            .map(|(run_id, job)| format!("{job} ({run_id})"))
+            .map(|run| format!("{} ({})", run.job, run.run_id))
             .collect();
         runs.sort();
         runs
@@ -576,8 +575,6 @@ impl<E: Executor, C: Clock> Dispatcher<E, C> {
             let replace = fire.job.overlap == Overlap::Replace;
             state.in_flight.enter(&run_id, replace, runner)
         };
-        lock(&self.inner.running).insert(Arc::clone(&run_id), Arc::clone(&fire.name));
-        let ended = (Arc::clone(&self.inner), Arc::clone(&run_id));
         let handover = Handover {
             job: fire.job,
             name: fire.name,
@@ -595,7 +592,6 @@ impl<E: Executor, C: Clock> Dispatcher<E, C> {
         let failures = self.inner.failures.get().cloned();
         let task = async move {
             let outcome = catch_panic(run.run()).await;
-            lock(&ended.0.running).remove(&ended.1);
             if let Err(payload) = outcome
                 && let Some(health) = failures
             {
