@@ -219,7 +219,7 @@ struct Finished {
 
 /// A run's place among its job's runs in flight, as [`InFlight::enter`] made it.
 pub(crate) struct Entered {
-    /// The job's cancel token, shared by its runs in flight.
+    /// The run's own cancel token, a child of the job's (shared by its runs in flight).
     cancel: CancellationToken,
     /// `replace`: the runs it ends, to be seen reaped before it starts.
     replaced: Vec<CancellationToken>,
@@ -248,10 +248,13 @@ impl InFlight {
             replaced = self.finished.iter().map(|f| f.token.clone()).collect();
         }
         self.running += 1;
+        // The run's own token, so that `chime kill` can end this run alone; a child of
+        // the job's, which `replace` and shutdown cancel. Made here at once: a clone of
+        // the job's token to make it from later would lock the job's node twice more.
         let cancel = self
             .cancel
             .get_or_insert_with(|| runner.cancel_all.child_token())
-            .clone();
+            .child_token();
         let finished = replace.then(|| {
             let token = CancellationToken::new();
             self.finished.push(Finished {
@@ -399,9 +402,7 @@ impl<S: Slots, J: JobRecord> Run<S, J> {
                 run_id: fire.run_id,
                 scheduled_at: fire.scheduled_at,
                 trigger: fire.trigger,
-                // The run's own token, so that `chime kill` can end this run alone;
-                // a child of the job's, which `replace` and shutdown cancel.
-                cancel: cancel.child_token(),
+                cancel,
                 stop_retries: fire.stop_retries,
                 caller_uid: fire.caller_uid,
                 live: None,
