@@ -35,6 +35,18 @@ fn marker_command(markers: &Path) -> String {
     )
 }
 
+/// A schedule file (zone UTC) with one job per name, each on `schedule` with `overlap`
+/// and `command` (in single quotes).
+fn jobs_yaml(names: &[String], schedule: &str, overlap: &str, command: &str) -> String {
+    let mut yaml = String::from("defaults:\n  timezone: UTC\njobs:\n");
+    for name in names {
+        yaml.push_str(&format!(
+            "  {name}:\n    schedule: \"{schedule}\"\n    overlap: {overlap}\n    command: '{command}'\n"
+        ));
+    }
+    yaml
+}
+
 fn start_replica(dir: &Path, pg: &Pg, member: &str, lease: &str, fallback: &str) -> Chime {
     let mut args = pg.replica_args(member, lease, fallback);
     // Long runs are ended at stop rather than waited for.
@@ -169,16 +181,10 @@ fn three_replicas_run_every_fire_of_200_jobs_exactly_once() {
     let tmp = temp_dir();
     let dir = tmp.path();
     let marks_dir = dir.join("markers");
-    let mut yaml = String::from("defaults:\n  timezone: UTC\njobs:\n");
     let names: Vec<String> = (0..200).map(|i| format!("job{i:03}")).collect();
     // `overlap: allow`: what is measured is the claims alone (a `skip` job's next claim
     // also waits for its last run's end to be recorded).
-    for name in &names {
-        yaml.push_str(&format!(
-            "  {name}:\n    schedule: \"* * * * * *\"\n    overlap: allow\n    command: '{}'\n",
-            marker_command(&marks_dir)
-        ));
-    }
+    let yaml = jobs_yaml(&names, "* * * * * *", "allow", &marker_command(&marks_dir));
     let marks = schedules(dir, &yaml);
     let mut replicas: Vec<Chime> = ["a", "b", "c"]
         .iter()
@@ -422,14 +428,8 @@ fn replicas_with_clocks_seconds_apart_neither_double_nor_drop() {
     let tmp = temp_dir();
     let dir = tmp.path();
     let marks_dir = dir.join("markers");
-    let mut yaml = String::from("defaults:\n  timezone: UTC\njobs:\n");
     let names: Vec<String> = (0..30).map(|i| format!("job{i:02}")).collect();
-    for name in &names {
-        yaml.push_str(&format!(
-            "  {name}:\n    schedule: \"* * * * * *\"\n    overlap: allow\n    command: '{}'\n",
-            marker_command(&marks_dir)
-        ));
-    }
+    let yaml = jobs_yaml(&names, "* * * * * *", "allow", &marker_command(&marks_dir));
     let marks = schedules(dir, &yaml);
     let mut replicas = vec![start_replica(dir, &pg, "on-time", "10s", "500ms")];
     for (member, offset) in [("ahead", "+4s"), ("behind", "-4s")] {
@@ -706,14 +706,13 @@ fn a_replica_stopped_after_claiming_ahead_lets_the_others_run_those_fires() {
     let tmp = temp_dir();
     let dir = tmp.path();
     let marks_dir = dir.join("markers");
-    let mut yaml = String::from("defaults:\n  timezone: UTC\njobs:\n");
     let names: Vec<String> = (0..20).map(|i| format!("job{i:02}")).collect();
-    for name in &names {
-        yaml.push_str(&format!(
-            "  {name}:\n    schedule: \"*/5 * * * * *\"\n    overlap: allow\n    command: '{}'\n",
-            marker_command(&marks_dir)
-        ));
-    }
+    let yaml = jobs_yaml(
+        &names,
+        "*/5 * * * * *",
+        "allow",
+        &marker_command(&marks_dir),
+    );
     let marks = schedules(dir, &yaml);
     let mut b = start_replica(dir, &pg, "b", "10s", "500ms");
     // `a` claims 4 s ahead: a wide window to stop it in.
@@ -800,14 +799,12 @@ fn overlap_skip_holds_across_replicas() {
     let tmp = temp_dir();
     let dir = tmp.path();
     let marks_dir = dir.join("markers");
-    let mut yaml = String::from("defaults:\n  timezone: UTC\njobs:\n");
     let names: Vec<String> = (0..6).map(|i| format!("slow{i}")).collect();
-    for name in &names {
-        yaml.push_str(&format!(
-            "  {name}:\n    schedule: \"* * * * * *\"\n    overlap: skip\n    command: 'echo S >> {m}/\"$CHIME_JOB\"; sleep 1.3; echo E >> {m}/\"$CHIME_JOB\"'\n",
-            m = marks_dir.display()
-        ));
-    }
+    let command = format!(
+        "echo S >> {m}/\"$CHIME_JOB\"; sleep 1.3; echo E >> {m}/\"$CHIME_JOB\"",
+        m = marks_dir.display()
+    );
+    let yaml = jobs_yaml(&names, "* * * * * *", "skip", &command);
     let marks = schedules(dir, &yaml);
     let mut replicas: Vec<Chime> = ["a", "b", "c"]
         .iter()

@@ -310,6 +310,23 @@ pub struct RemoteRun {
     pub elapsed_ms: u64,
 }
 
+impl RemoteRun {
+    /// From the columns job, run_id, member, trigger, scheduled_at, started, pid and
+    /// elapsed ms, in that order.
+    fn from_row(r: &tokio_postgres::Row) -> RemoteRun {
+        RemoteRun {
+            job: r.get(0),
+            run_id: r.get::<_, Option<String>>(1).unwrap_or_default(),
+            member: r.get(2),
+            trigger: r.get(3),
+            scheduled_at: r.get(4),
+            started: r.get(5),
+            pid: r.get(6),
+            elapsed_ms: u64::try_from(r.get::<_, i64>(7)).unwrap_or(0),
+        }
+    }
+}
+
 /// How far a kill asked of another replica got.
 #[derive(Debug, Clone)]
 pub struct KillProgress {
@@ -640,19 +657,7 @@ impl Cluster {
                 &[&member],
             )
             .await?;
-        Ok(rows
-            .iter()
-            .map(|r| RemoteRun {
-                job: r.get(0),
-                run_id: r.get(1),
-                member: r.get(2),
-                trigger: r.get(3),
-                scheduled_at: r.get(4),
-                started: r.get(5),
-                pid: r.get(6),
-                elapsed_ms: u64::try_from(r.get::<_, i64>(7)).unwrap_or(0),
-            })
-            .collect())
+        Ok(rows.iter().map(RemoteRun::from_row).collect())
     }
 
     /// Asks the owners of the runs `target` names (a run id, or a job: its runs) on other
@@ -677,19 +682,7 @@ impl Cluster {
                 &[&target, &member, &uid],
             )
             .await?;
-        Ok(rows
-            .iter()
-            .map(|r| RemoteRun {
-                job: r.get(0),
-                run_id: r.get::<_, Option<String>>(1).unwrap_or_default(),
-                member: r.get(2),
-                trigger: r.get(3),
-                scheduled_at: r.get(4),
-                started: r.get(5),
-                pid: r.get(6),
-                elapsed_ms: u64::try_from(r.get::<_, i64>(7)).unwrap_or(0),
-            })
-            .collect())
+        Ok(rows.iter().map(RemoteRun::from_row).collect())
     }
 
     /// How far the kills asked of other replicas got.
