@@ -266,7 +266,8 @@ struct Inner {
 /// The fires held until their instant, by claim statement; at shutdown, what is let go.
 #[derive(Default)]
 struct Pending {
-    held: HashMap<u64, (Vec<Fire>, Claimed)>,
+    /// By token: the instant, its fires, and what their claim decided.
+    held: HashMap<u64, (DateTime<Utc>, Vec<Fire>, Claimed)>,
     next: u64,
     /// Set at shutdown ([`Gate::stop`]): nothing more is held, nothing held runs.
     stopped: bool,
@@ -834,9 +835,10 @@ impl Cluster {
         let clock = dispatcher.clock();
         let mut fires = fires;
         loop {
-            let ahead = !catch_up && at > clock.now();
+            let now = clock.now();
+            let ahead = !catch_up && at > now;
             let Some(claimed) = self
-                .claim_once(at, catch_up, ahead, &fires, clock.now(), drift_said)
+                .claim_once(at, catch_up, ahead, &fires, now, drift_said)
                 .await
             else {
                 return;
@@ -852,13 +854,13 @@ impl Cluster {
                 }
                 pending.next += 1;
                 let token = pending.next;
-                pending.held.insert(token, (fires, claimed));
+                pending.held.insert(token, (at, fires, claimed));
                 token
             };
             if !catch_up {
                 wait_until(clock, due, dispatcher.runtime()).await;
             }
-            let Some((fires_now, claimed)) = self.pending().held.remove(&token) else {
+            let Some((_, fires_now, claimed)) = self.pending().held.remove(&token) else {
                 return; // let go by a shutdown
             };
             let mut again = Vec::new();
@@ -900,8 +902,7 @@ impl Cluster {
             .control_query(
                 "DELETE FROM chime_claims c USING unnest($2::text[], $3::timestamptz[]) AS t(j, at)
                  WHERE c.job = t.j AND c.scheduled_at = t.at AND c.member = $1
-                   AND c.status = 'claimed' AND c.run_id IS NULL AND c.lost_from IS NULL
-                 RETURNING c.job",
+                   AND c.status = 'claimed' AND c.run_id IS NULL AND c.lost_from IS NULL",
                 &[&member, &jobs, &ats],
             )
             .await;
@@ -1438,11 +1439,8 @@ impl Gate for ClaimGate {
     fn stop(&self) {
         let mut pending = self.cluster.pending();
         pending.stopped = true;
-        let held: Vec<(Vec<Fire>, Claimed)> = pending.held.drain().map(|(_, h)| h).collect();
-        for (fires, claimed) in held {
-            if let Some(fire) = fires.first() {
-                pending.release(fire.scheduled_at, &claimed);
-            }
+        for (at, _, claimed) in std::mem::take(&mut pending.held).into_values() {
+            pending.release(at, &claimed);
         }
     }
 }

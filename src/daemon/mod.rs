@@ -378,6 +378,12 @@ impl<E: Executor, C: Clock> Service<E, C> {
         });
         self.notifier.status(&failure.to_string());
         self.dispatcher.stop_accepting();
+        self.end_runs().await;
+    }
+
+    /// Terminates whatever still runs and reaps it, lets go of the claims of fires not
+    /// yet due (replicas), and closes the control socket.
+    async fn end_runs(&mut self) {
         self.dispatcher.cancel_all();
         self.dispatcher.wait_idle().await;
         if let Some(cluster) = &self.options.cluster {
@@ -464,12 +470,7 @@ impl<E: Executor, C: Clock> Service<E, C> {
     /// Stop: whatever still runs is terminated (SIGTERM to its group, SIGKILL after
     /// its `kill_grace`) and reaped; then `service.stopped`.
     async fn finish(mut self) {
-        self.dispatcher.cancel_all();
-        self.dispatcher.wait_idle().await;
-        if let Some(cluster) = &self.options.cluster {
-            cluster.release().await;
-        }
-        self.close_control().await;
+        self.end_runs().await;
         let (jobs, files) = self.counts();
         self.events.emit(Event::ServiceStopped {
             version: self.version,
