@@ -88,6 +88,23 @@ fn next_second(after: DateTime<Utc>) -> DateTime<Utc> {
     after.duration_trunc(TimeDelta::seconds(1)).expect("trunc") + TimeDelta::seconds(1)
 }
 
+/// The claims of fires scheduled in [from, to] (an SQL condition).
+fn window(from: DateTime<Utc>, to: DateTime<Utc>) -> String {
+    format!(
+        "scheduled_at BETWEEN '{}' AND '{}' AND epoch >= 0",
+        ts(from),
+        ts(to)
+    )
+}
+
+/// No (job, instant) has two claims.
+fn assert_no_fire_claimed_twice(pg: &Pg) {
+    let doubles = pg.query(
+        "SELECT job, scheduled_at, count(*) FROM chime_claims GROUP BY job, scheduled_at HAVING count(*) > 1 LIMIT 5",
+    );
+    assert!(doubles.is_empty(), "claimed twice: {doubles:?}");
+}
+
 /// Every job has exactly one successful claim for every second of [from, to], and its
 /// marker file names each of those seconds exactly once; no job has any instant twice,
 /// in the database or in its markers. Returns the runs per member in the window.
@@ -99,15 +116,8 @@ fn assert_exactly_once(
     to: DateTime<Utc>,
 ) -> BTreeMap<String, i64> {
     let seconds = (to - from).num_seconds() + 1;
-    let window = format!(
-        "scheduled_at BETWEEN '{}' AND '{}' AND epoch >= 0",
-        ts(from),
-        ts(to)
-    );
-    let doubles = pg.query(
-        "SELECT job, scheduled_at, count(*) FROM chime_claims GROUP BY job, scheduled_at HAVING count(*) > 1 LIMIT 5",
-    );
-    assert!(doubles.is_empty(), "claimed twice: {doubles:?}");
+    let window = window(from, to);
+    assert_no_fire_claimed_twice(pg);
     let not_success = pg.query(&format!(
         "SELECT job, scheduled_at, member, status FROM chime_claims WHERE {window} AND status <> 'success' AND job IN ({}) LIMIT 10",
         jobs.iter().map(|j| format!("'{j}'")).collect::<Vec<_>>().join(",")
@@ -821,15 +831,8 @@ fn overlap_skip_holds_across_replicas() {
     for replica in &mut replicas {
         replica.stop();
     }
-    let window = format!(
-        "scheduled_at BETWEEN '{}' AND '{}' AND epoch >= 0",
-        ts(from),
-        ts(to)
-    );
-    let doubles = pg.query(
-        "SELECT job, scheduled_at, count(*) FROM chime_claims GROUP BY job, scheduled_at HAVING count(*) > 1",
-    );
-    assert!(doubles.is_empty(), "claimed twice: {doubles:?}");
+    let window = window(from, to);
+    assert_no_fire_claimed_twice(&pg);
     for name in &names {
         let fires = pg.count(&format!(
             "SELECT count(*) FROM chime_claims WHERE job = '{name}' AND {window} AND status IN ('success', 'skipped')"
